@@ -1,0 +1,39 @@
+# One entry point for people and CI. The virtualenv is created on first use from pyproject.toml.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+
+.PHONY: install run test check lint bench clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## make run: the demo pipeline (pool → balanced → attrgen → benchmark) on the fake LLM
+run: install
+	$(PY) -m flows.demo
+
+## make test: the test suite against a real Prefect server, real HTTP peers, real databases
+test: install
+	$(BIN)/pytest
+
+## make lint: formatting, lint rules, types and the import boundaries of design.md
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+## make check: everything CI would want to see green
+check: lint test
+
+## make bench: throughput of the LLM client against a local OpenAI-protocol server
+bench: install
+	$(PY) perf/llm_throughput.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy models, engine set-up and the Alembic migrations that create them."""

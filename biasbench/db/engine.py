@@ -1,0 +1,72 @@
+"""Engines, sessions and schema migration for any supported database URL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def make_engine(db_url: str) -> Engine:
+    """An engine tuned for the backend: SQLite gets WAL, FKs and a busy timeout so that the
+    flow process, the queue API and an analyst's notebook can share one file."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if url.database and url.database != ":memory:":
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    # check_same_thread=False: results are saved from a worker thread (the pool hands one
+    # connection to one thread at a time).
+    engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    return engine
+
+
+def alembic_config(db_url: str) -> Config:
+    script_location = files("biasbench") / "migrations"
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # Alembic's ini interpolation treats % specially (e.g. in URL-encoded passwords).
+    config.set_main_option("sqlalchemy.url", db_url.replace("%", "%%"))
+    return config
+
+
+def migrate(db_url: str) -> None:
+    """Bring the schema to the newest revision (idempotent; safe on every flow start)."""
+    command.upgrade(alembic_config(db_url), "head")
+
+
+@cache
+def _engine_for(db_url: str) -> Engine:
+    return make_engine(db_url)
+
+
+@cache
+def ready_engine(db_url: str) -> Engine:
+    """A migrated engine, once per process and URL."""
+    migrate(db_url)
+    return _engine_for(db_url)
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """One transaction: commit on success, roll back on any error."""
+    with sessionmaker(engine, expire_on_commit=False)() as session, session.begin():
+        yield session

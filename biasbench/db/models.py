@@ -1,0 +1,204 @@
+"""The domain's tables. Run rows hold what a run *is* and what it produced; its lifecycle
+(queued, running, failed, ...) lives in Prefect only, linked through `prefect_flow_run_id`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Named constraints keep Alembic migrations identical on SQLite and PostgreSQL.
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Country(Base):
+    __tablename__ = "countries"
+
+    code: Mapped[str] = mapped_column(String(3), primary_key=True)  # ISO 3166 alpha-3
+    name: Mapped[str] = mapped_column(String(80))
+    region: Mapped[str] = mapped_column(String(40))
+    subregion: Mapped[str] = mapped_column(String(60))
+
+
+class Persona(Base):
+    __tablename__ = "personas"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    age: Mapped[int] = mapped_column(Integer)
+    gender: Mapped[str] = mapped_column(String(16))
+    education: Mapped[str] = mapped_column(String(40))
+    occupation: Mapped[str] = mapped_column(String(60))
+    marriage_status: Mapped[str] = mapped_column(String(16))
+    migration_status: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(ForeignKey("countries.code"))
+    religion: Mapped[str] = mapped_column(String(32))
+    sexuality: Mapped[str] = mapped_column(String(24))
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+    __table_args__ = (CheckConstraint("kind IN ('pool', 'balanced')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(120))
+    seed: Mapped[int | None] = mapped_column(Integer)
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # What the generator reported, e.g. the achieved marginals of a balanced draw.
+    report: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    size: Mapped[int] = mapped_column(Integer, default=0)
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetMember(Base):
+    __tablename__ = "dataset_members"
+
+    dataset_id: Mapped[int] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id"), primary_key=True)
+
+
+class Trait(Base):
+    """A rated adjective (the original's table "case")."""
+
+    __tablename__ = "traits"
+    __table_args__ = (CheckConstraint("valence IN (-1, 0, 1)", name="valence"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    adjective: Mapped[str] = mapped_column(String(60), unique=True)
+    category: Mapped[str] = mapped_column(String(40))
+    valence: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Model(Base):
+    """An LLM as named on the server (vLLM's served model name)."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+
+
+class AttrgenRun(Base):
+    __tablename__ = "attrgen_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    llm: Mapped[str] = mapped_column(String(16))
+    config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # never holds secrets
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class PersonaAttribute(Base):
+    __tablename__ = "persona_attributes"
+    __table_args__ = (UniqueConstraint("attrgen_run_id", "persona_id", "key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    attrgen_run_id: Mapped[int] = mapped_column(ForeignKey("attrgen_runs.id", ondelete="CASCADE"))
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id"))
+    key: Mapped[str] = mapped_column(String(32))  # name | appearance | biography
+    value: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class BenchmarkRun(Base):
+    __tablename__ = "benchmark_runs"
+    __table_args__ = (
+        CheckConstraint("scale_mode IN ('in', 'rev', 'random50')", name="scale_mode"),
+        CheckConstraint("dual_fraction >= 0 AND dual_fraction <= 1", name="dual_fraction"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
+    attrgen_run_id: Mapped[int | None] = mapped_column(ForeignKey("attrgen_runs.id"))
+    llm: Mapped[str] = mapped_column(String(16))
+    vllm_base_url: Mapped[str | None] = mapped_column(String(300))
+    include_rationale: Mapped[bool] = mapped_column(Boolean)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    max_new_tokens: Mapped[int] = mapped_column(Integer)
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    scale_mode: Mapped[str] = mapped_column(String(10))
+    dual_fraction: Mapped[float] = mapped_column(Float)
+    # Seeds the random50 and dual choices, so every re-run of this run asks the same questions.
+    run_seed: Mapped[int] = mapped_column(Integer)
+    planned: Mapped[int] = mapped_column(Integer, default=0)
+    prefect_flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    analysis: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class BenchmarkResult(Base):
+    __tablename__ = "benchmark_results"
+    __table_args__ = (
+        UniqueConstraint("run_id", "persona_id", "trait_id", "scale_order"),
+        CheckConstraint("rating BETWEEN 1 AND 5", name="rating"),
+        CheckConstraint("scale_order IN ('in', 'rev')", name="scale_order"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("benchmark_runs.id", ondelete="CASCADE"))
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id"))
+    trait_id: Mapped[int] = mapped_column(ForeignKey("traits.id"))
+    scale_order: Mapped[str] = mapped_column(String(3))
+    rating: Mapped[int] = mapped_column(Integer)  # raw, as answered on the shown scale
+    rationale: Mapped[str | None] = mapped_column(Text)
+    raw_answer: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Failure(Base):
+    """An item that could not be answered usably after all attempts (kept for diagnosis)."""
+
+    __tablename__ = "failures"
+    __table_args__ = (CheckConstraint("run_type IN ('attrgen', 'benchmark')", name="run_type"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_type: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    persona_id: Mapped[int] = mapped_column(ForeignKey("personas.id"))
+    trait_id: Mapped[int | None] = mapped_column(ForeignKey("traits.id"))
+    scale_order: Mapped[str | None] = mapped_column(String(3))
+    kind: Mapped[str] = mapped_column(String(32))  # parse | llm_error
+    snippet: Mapped[str] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

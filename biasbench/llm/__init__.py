@@ -1,0 +1,1 @@
+"""LLM backends: an OpenAI-compatible HTTP client (vLLM) and a deterministic fake."""

@@ -1,0 +1,233 @@
+"""Attrgen and benchmark run rows: open (create or resume), read what is stored, save batches.
+
+A run is resumed, never restarted: re-running the same Prefect flow run, or naming the run in
+`resume_run_id`, continues the same row, and unique keys make every save idempotent."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from biasbench.db.models import (
+    AttrgenRun,
+    BenchmarkResult,
+    BenchmarkRun,
+    Failure,
+    Model,
+    PersonaAttribute,
+    Trait,
+    utcnow,
+)
+from biasbench.db.upsert import insert_ignoring_duplicates
+from biasbench.errors import InvalidConfig, NotFound
+from biasbench.prompts import TraitView
+
+ATTRIBUTE_KEYS = ("name", "appearance", "biography")
+
+
+def model_id(session: Session, name: str) -> int:
+    insert_ignoring_duplicates(session, Model.__table__, [{"name": name}])  # type: ignore[arg-type]
+    found = session.scalar(select(Model.id).where(Model.name == name))
+    assert found is not None
+    return found
+
+
+def _run_to_resume(
+    session: Session,
+    run_class: type[AttrgenRun] | type[BenchmarkRun],
+    *,
+    resume_run_id: int | None,
+    flow_run_id: str | None,
+) -> Any:
+    if resume_run_id is not None:
+        run = session.get(run_class, resume_run_id)
+        if run is None:
+            raise NotFound("resume_run_id", f"run {resume_run_id} does not exist")
+        return run
+    if flow_run_id is None:
+        return None
+    return session.scalar(
+        select(run_class)
+        .where(run_class.prefect_flow_run_id == flow_run_id)
+        .order_by(run_class.id.desc())
+    )
+
+
+def _refuse_changes(run: Any, expected: Mapping[str, Any]) -> None:
+    """A resumed run must ask the same questions: plan-defining fields may not change."""
+    for field, value in expected.items():
+        stored = getattr(run, field)
+        if value is not None and stored != value:
+            raise InvalidConfig(
+                field, f"run {run.id} was started with {field}={stored!r}; cannot resume with {value!r}"
+            )
+
+
+def open_attrgen_run(
+    session: Session,
+    *,
+    dataset_id: int,
+    model_name: str,
+    llm: str,
+    config: Mapping[str, Any],
+    flow_run_id: str | None,
+    resume_run_id: int | None,
+) -> AttrgenRun:
+    mid = model_id(session, model_name)
+    run: AttrgenRun | None = _run_to_resume(
+        session, AttrgenRun, resume_run_id=resume_run_id, flow_run_id=flow_run_id
+    )
+    if run is not None:
+        _refuse_changes(run, {"dataset_id": dataset_id, "model_id": mid})
+        run.prefect_flow_run_id = flow_run_id or run.prefect_flow_run_id
+        run.finished_at = None
+        return run
+    run = AttrgenRun(
+        dataset_id=dataset_id, model_id=mid, llm=llm, config=dict(config), prefect_flow_run_id=flow_run_id
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def check_attrgen_run_fits(session: Session, attrgen_run_id: int, dataset_id: int) -> None:
+    """Refuse attributes generated for another dataset before any benchmark row exists."""
+    attrgen = session.get(AttrgenRun, attrgen_run_id)
+    if attrgen is None:
+        raise NotFound("attrgen_run_id", f"attrgen run {attrgen_run_id} does not exist")
+    if attrgen.dataset_id != dataset_id:
+        raise InvalidConfig(
+            "attrgen_run_id",
+            f"attrgen run {attrgen_run_id} belongs to dataset {attrgen.dataset_id}, "
+            f"not to dataset {dataset_id}",
+        )
+
+
+def open_benchmark_run(
+    session: Session,
+    *,
+    fields: Mapping[str, Any],
+    model_name: str,
+    flow_run_id: str | None,
+    resume_run_id: int | None,
+) -> BenchmarkRun:
+    """`fields` holds the BenchmarkRun columns from the task's parameters."""
+    mid = model_id(session, model_name)
+    run: BenchmarkRun | None = _run_to_resume(
+        session, BenchmarkRun, resume_run_id=resume_run_id, flow_run_id=flow_run_id
+    )
+    if run is not None:
+        plan_defining = ("dataset_id", "attrgen_run_id", "scale_mode", "dual_fraction", "include_rationale")
+        _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in plan_defining}})
+        for tunable in ("batch_size", "max_new_tokens", "max_attempts", "vllm_base_url", "llm"):
+            setattr(run, tunable, fields[tunable])
+        run.prefect_flow_run_id = flow_run_id or run.prefect_flow_run_id
+        run.finished_at = None
+        return run
+    run = BenchmarkRun(model_id=mid, run_seed=0, prefect_flow_run_id=flow_run_id, **fields)
+    session.add(run)
+    session.flush()
+    run.run_seed = run.id
+    return run
+
+
+def active_traits(session: Session) -> list[TraitView]:
+    return [
+        TraitView(id=t.id, adjective=t.adjective)
+        for t in session.scalars(select(Trait).where(Trait.active.is_(True)).order_by(Trait.id))
+    ]
+
+
+# --- attrgen results -------------------------------------------------------------------------
+
+
+def personas_with_attributes(session: Session, run_id: int) -> set[int]:
+    """Personas whose attributes are complete in this run (so they are not asked again)."""
+    return set(
+        session.scalars(
+            select(PersonaAttribute.persona_id)
+            .where(PersonaAttribute.attrgen_run_id == run_id)
+            .group_by(PersonaAttribute.persona_id)
+            .having(func.count() >= len(ATTRIBUTE_KEYS))
+        )
+    )
+
+
+def save_attributes(
+    session: Session, run_id: int, answers: Iterable[tuple[int, Mapping[str, str], int]]
+) -> None:
+    """answers: (persona_id, {name, appearance, biography}, attempt)."""
+    rows = [
+        {"attrgen_run_id": run_id, "persona_id": pid, "key": key, "value": attrs[key], "attempt": attempt}
+        for pid, attrs, attempt in answers
+        for key in ATTRIBUTE_KEYS
+    ]
+    insert_ignoring_duplicates(session, PersonaAttribute.__table__, rows)  # type: ignore[arg-type]
+
+
+# --- benchmark results -----------------------------------------------------------------------
+
+ResultKey = tuple[int, int, str]  # persona_id, trait_id, scale_order
+
+
+def stored_result_keys(session: Session, run_id: int) -> set[ResultKey]:
+    return {
+        (p, t, o)
+        for p, t, o in session.execute(
+            select(BenchmarkResult.persona_id, BenchmarkResult.trait_id, BenchmarkResult.scale_order)
+            .where(BenchmarkResult.run_id == run_id)
+        )
+    }
+
+
+def save_results(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    """rows: persona_id, trait_id, scale_order, rating, rationale, raw_answer, attempt."""
+    insert_ignoring_duplicates(
+        session,
+        BenchmarkResult.__table__,  # type: ignore[arg-type]
+        [{"run_id": run_id, **row} for row in rows],
+    )
+
+
+def rated_rows(session: Session, run_id: int) -> list[tuple[int, int, str, int]]:
+    return [
+        (p, t, o, r)
+        for p, t, o, r in session.execute(
+            select(
+                BenchmarkResult.persona_id,
+                BenchmarkResult.trait_id,
+                BenchmarkResult.scale_order,
+                BenchmarkResult.rating,
+            ).where(BenchmarkResult.run_id == run_id)
+        )
+    ]
+
+
+# --- shared ----------------------------------------------------------------------------------
+
+
+def save_failures(session: Session, run_type: str, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    """rows: persona_id, trait_id?, scale_order?, kind, snippet, attempt."""
+    if rows:
+        session.add_all(Failure(run_type=run_type, run_id=run_id, **row) for row in rows)
+
+
+def failure_count(session: Session, run_type: str, run_id: int) -> int:
+    return session.scalar(
+        select(func.count()).select_from(Failure).where(Failure.run_type == run_type, Failure.run_id == run_id)
+    ) or 0
+
+
+def mark_finished(
+    session: Session, run_type: str, run_id: int, *, analysis: Mapping[str, Any] | None = None
+) -> None:
+    if run_type == "attrgen":
+        session.get_one(AttrgenRun, run_id).finished_at = utcnow()
+        return
+    run = session.get_one(BenchmarkRun, run_id)
+    run.finished_at = utcnow()
+    if analysis is not None:
+        run.analysis = dict(analysis)

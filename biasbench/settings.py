@@ -1,0 +1,59 @@
+"""Every setting of the domain, read once at the edges (flow entry, CLI) and passed inward."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_DB_PATH = Path.home() / ".biasbench" / "biasbench.db"
+
+
+class Settings(BaseSettings):
+    """Configuration from the environment (and an optional `.env` file)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- storage ---
+    db_url: str = Field(
+        default=f"sqlite:///{DEFAULT_DB_PATH}",
+        validation_alias="DB_URL",
+        description="SQLAlchemy URL of the domain database: a SQLite file by default, "
+        "postgresql+psycopg://... at scale.",
+    )
+
+    # --- LLM server ---
+    vllm_base_url: str = Field(
+        default="http://localhost:8000",
+        validation_alias="VLLM_BASE_URL",
+        description="Default OpenAI-compatible server for tasks that do not name one.",
+    )
+    vllm_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="VLLM_API_KEY",
+        description="Bearer key for the LLM server; never a flow parameter. A Prefect Secret "
+        "block named by LLM_API_KEY_BLOCK takes precedence.",
+    )
+    llm_api_key_block: str = Field(
+        default="vllm-api-key",
+        validation_alias="LLM_API_KEY_BLOCK",
+        description="Name of the Prefect Secret block holding the LLM API key, if any.",
+    )
+    llm_request_timeout: float = Field(
+        default=600.0,
+        validation_alias="LLM_REQUEST_TIMEOUT",
+        description="Seconds one LLM request may take (long generations on a busy GPU).",
+    )
+    llm_unreachable_after: float = Field(
+        default=20.0,
+        validation_alias="LLM_UNREACHABLE_AFTER",
+        description="Seconds of failed connections after which the server counts as unreachable.",
+    )
+
+    # --- observability ---
+    progress_interval: float = Field(
+        default=3.0,
+        validation_alias="PROGRESS_INTERVAL",
+        description="Seconds between progress artifact updates and result flushes.",
+    )

@@ -1,0 +1,58 @@
+"""Drive a task's questions through the LLM in a continuous window and save as answers arrive.
+
+Answers are flushed in batches every `interval` seconds (and before any error propagates), so a
+killed process loses at most the last few seconds of answers and never a stored one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from biasbench.asking import Answered, Unanswered
+from biasbench.llm.window import in_window
+from flows.progress import Progress
+
+Item = TypeVar("Item")
+Outcome = Answered | Unanswered  # type: ignore[type-arg]
+
+
+async def answer_all(
+    todo: Sequence[Item],
+    ask_one: Callable[[Item], Awaitable[Outcome]],
+    *,
+    in_flight: int,
+    save: Callable[[list[tuple[Item, Outcome]]], None],
+    progress: Progress,
+    already_done: int,
+    interval: float,
+) -> tuple[int, int]:
+    """Returns (answered, unanswered) counts of this pass."""
+    pending: list[tuple[Item, Outcome]] = []
+    answered = unanswered = 0
+    last_flush = time.monotonic()
+
+    async def flush() -> None:
+        nonlocal pending, last_flush
+        batch, pending = pending, []
+        last_flush = time.monotonic()
+        if batch:
+            await asyncio.to_thread(save, batch)
+
+    try:
+        async for item, outcome in in_window(todo, ask_one, in_flight):
+            if isinstance(outcome, Exception):
+                raise outcome
+            pending.append((item, outcome))
+            if isinstance(outcome, Answered):
+                answered += 1
+            else:
+                unanswered += 1
+            if time.monotonic() - last_flush >= interval:
+                await flush()
+                await progress.update(already_done + answered)
+    finally:
+        await flush()
+    await progress.update(already_done + answered, force=True)
+    return answered, unanswered

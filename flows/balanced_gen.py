@@ -1,0 +1,78 @@
+"""balanced_gen: draw a dataset from a pool whose marginals over chosen axes are as even as it allows."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset, store_balanced
+from biasbench.db.engine import session_scope
+from biasbench.errors import InvalidConfig
+from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
+from biasbench.results import TaskResult
+from biasbench.settings import Settings
+from flows.runtime import current_flow_run_id, database
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+
+@flow(name="balanced_gen", persist_result=True, result_serializer="json")
+def balanced_gen(
+    dataset_id: Annotated[
+        int | None, Field(description="The pool to draw from; injected when it comes from pool_gen.")
+    ] = None,
+    n: Annotated[int, Field(ge=1, description="Number of personas to draw.")] = 500,
+    seed: Annotated[int, Field(description="Same seed, same draw.")] = 42,
+    axes: Annotated[
+        list[str] | None,
+        Field(description="Attributes to balance; default gender, age_bin, subregion, religion, sexuality."),
+    ] = None,
+) -> TaskResult:
+    logger = get_run_logger()
+    if dataset_id is None:
+        raise InvalidConfig("dataset_id", "required: the pool dataset to draw from")
+    engine = database(Settings())
+    flow_run_id = current_flow_run_id()
+    chosen_axes = list(axes) if axes else list(DEFAULT_AXES)
+    with session_scope(engine) as session:
+        if (done := dataset_made_by(session, flow_run_id)) is not None:
+            logger.info("This flow run already produced dataset %s; returning it.", done.id)
+            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id)
+        source = require_dataset(session, dataset_id)
+        selection = select_balanced(balancing_rows(session, dataset_id), n, seed=seed, axes=chosen_axes)
+        config = {"dataset_id": dataset_id, "n": n, "seed": seed, "axes": chosen_axes}
+        dataset = store_balanced(
+            session, source, selection, seed=seed, config=config, flow_run_id=flow_run_id
+        )
+        new_id = dataset.id
+
+    logger.info(
+        "Balanced dataset %s: %s personas from pool %s; max deviation from even per axis: %s.",
+        new_id, n, dataset_id, selection.max_deviation,
+    )
+    create_markdown_artifact(
+        key=f"dataset-{new_id}",
+        markdown=_marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets),
+        description=f"Balanced dataset {new_id}: achieved marginals",
+    )
+    return TaskResult(
+        run_type="dataset",
+        run_id=new_id,
+        dataset_id=new_id,
+        summary={"personas": n, "source_dataset_id": dataset_id, "max_deviation": selection.max_deviation},
+    )
+
+
+def _marginals_markdown(
+    new_id: int,
+    source_id: int,
+    marginals: dict[str, dict[str, int]],
+    targets: dict[str, dict[str, int]],
+) -> str:
+    lines = [f"# Balanced dataset {new_id} (from pool {source_id})", ""]
+    for axis, counts in marginals.items():
+        lines += [f"## {axis}", "", "| value | count | target |", "|---|---:|---:|"]
+        lines += [f"| {v} | {c} | {targets[axis].get(v, '')} |" for v, c in sorted(counts.items())]
+        lines.append("")
+    return "\n".join(lines)

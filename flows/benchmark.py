@@ -1,0 +1,137 @@
+"""benchmark: every persona × every active trait is rated 1–5 by the LLM; quick analysis at the end."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from functools import partial
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from biasbench import runs
+from biasbench.analysis import quick_analysis
+from biasbench.asking import Answered, Unanswered, ask
+from biasbench.datasets import persona_profiles, require_dataset
+from biasbench.db.engine import session_scope
+from biasbench.errors import InvalidConfig
+from biasbench.parsing import RatingAnswer, parse_rating
+from biasbench.plan import PlanItem, benchmark_plan
+from biasbench.prompts import benchmark_messages
+from biasbench.results import TaskResult
+from biasbench.settings import Settings
+from flows.answering import answer_all
+from flows.progress import Progress
+from flows.runtime import current_flow_run_id, database, ready_chat_client
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
+
+
+@flow(name="benchmark", persist_result=True, result_serializer="json")
+async def benchmark(
+    model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
+    dataset_id: Annotated[
+        int | None, Field(description="Dataset to rate; injected from an upstream attrgen.")
+    ] = None,
+    llm: Annotated[Literal["vllm", "fake"], Field(description="vllm: any OpenAI-compatible server.")] = "vllm",
+    vllm_base_url: Annotated[str | None, Field(description="Default: VLLM_BASE_URL.")] = None,
+    include_rationale: Annotated[bool, Field(description="Ask for a rationale before the rating.")] = False,
+    batch_size: Annotated[int, Field(ge=1, le=1024, description="Requests in flight.")] = 8,
+    max_new_tokens: Annotated[int, Field(ge=16, le=32_768)] = 256,
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3,
+    system_prompt: str | None = None,
+    attrgen_run_id: Annotated[
+        int | None, Field(description="Attributes (names) to use; injected from an upstream attrgen.")
+    ] = None,
+    scale_mode: Annotated[
+        Literal["in", "rev", "random50"], Field(description="Order of the answer scale.")
+    ] = "in",
+    dual_fraction: Annotated[
+        float, Field(ge=0, le=1, description="Share of pairs also asked in the other order.")
+    ] = 0.0,
+    resume_run_id: Annotated[int | None, Field(description="Continue this benchmark run.")] = None,
+) -> TaskResult:
+    logger = get_run_logger()
+    if dataset_id is None:
+        raise InvalidConfig("dataset_id", "required: the dataset to rate")
+    settings = Settings()
+    engine = database(settings)
+    fields = {
+        "dataset_id": dataset_id, "attrgen_run_id": attrgen_run_id, "llm": llm,
+        "vllm_base_url": vllm_base_url, "include_rationale": include_rationale,
+        "batch_size": batch_size, "max_new_tokens": max_new_tokens, "max_attempts": max_attempts,
+        "system_prompt": system_prompt, "scale_mode": scale_mode, "dual_fraction": dual_fraction,
+    }
+
+    # load: validate references before any row exists, then the run, personas, traits, plan
+    with session_scope(engine) as session:
+        require_dataset(session, dataset_id)
+        if attrgen_run_id is not None:
+            runs.check_attrgen_run_fits(session, attrgen_run_id, dataset_id)
+        run = runs.open_benchmark_run(
+            session, fields=fields, model_name=model_name,
+            flow_run_id=current_flow_run_id(), resume_run_id=resume_run_id,
+        )
+        run_id, run_seed = run.id, run.run_seed
+        profiles = persona_profiles(session, dataset_id, attrgen_run_id=attrgen_run_id)
+        traits = {t.id: t for t in runs.active_traits(session)}
+        if attrgen_run_id is not None:
+            # Only named personas are rated, so that every prompt of a run has the same form.
+            profiles = {pid: p for pid, p in profiles.items() if p.attributes}
+        plan = benchmark_plan(
+            run_seed=run_seed, persona_ids=sorted(profiles), trait_ids=sorted(traits),
+            scale_mode=scale_mode, dual_fraction=dual_fraction,
+        )
+        run.planned = len(plan)
+        stored = runs.stored_result_keys(session, run_id)
+    if not traits:
+        raise InvalidConfig("traits", "no active traits: activate at least one trait to rate")
+    todo = [i for i in plan if (i.persona_id, i.trait_id, i.scale_order) not in stored]
+    logger.info("Benchmark run %s: %s questions planned, %s already answered, %s to ask.",
+                run_id, len(plan), len(plan) - len(todo), len(todo))
+
+    # ask: prompt -> LLM -> parse, saved in batches as answers arrive
+    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
+                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
+    parse = partial(parse_rating, include_rationale=include_rationale)
+
+    async def ask_one(item: PlanItem) -> Answered[RatingAnswer] | Unanswered:
+        build = partial(benchmark_messages, profiles[item.persona_id], traits[item.trait_id],
+                        scale_order=item.scale_order, include_rationale=include_rationale,
+                        system_prompt=system_prompt)
+        return await ask(client, lambda attempt: build(attempt=attempt), parse,
+                         max_attempts=max_attempts, max_tokens=max_new_tokens)
+
+    def save(batch: list[tuple[PlanItem, Answered[RatingAnswer] | Unanswered]]) -> None:
+        with session_scope(engine) as session:
+            runs.save_results(session, run_id, [
+                {**asdict(item), "rating": out.value.rating, "rationale": out.value.rationale,
+                 "raw_answer": out.raw, "attempt": out.attempt}
+                for item, out in batch if isinstance(out, Answered)
+            ])
+            runs.save_failures(session, "benchmark", run_id, [
+                {**asdict(item), "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
+                for item, out in batch if isinstance(out, Unanswered)
+            ])
+
+    progress = Progress(len(plan), interval=settings.progress_interval, what="ratings")
+    await progress.start(len(stored))
+    try:
+        await answer_all(
+            todo, ask_one, in_flight=batch_size, save=save, progress=progress,
+            already_done=len(plan) - len(todo), interval=settings.progress_interval,
+        )
+    finally:
+        await client.aclose()
+
+    # report: the quick analysis over everything stored for this run
+    with session_scope(engine) as session:
+        analysis = quick_analysis(runs.rated_rows(session, run_id), planned=len(plan))
+        runs.mark_finished(session, "benchmark", run_id, analysis=asdict(analysis))
+    logger.info("Benchmark run %s finished: %s", run_id, analysis.summary_line())
+    await acreate_markdown_artifact(
+        key=f"benchmark-run-{run_id}",
+        markdown=f"# Benchmark run {run_id}\n\nModel `{model_name}` on dataset {dataset_id}, "
+        f"scale `{scale_mode}`.\n\n{analysis.to_markdown()}",
+        description=f"Benchmark run {run_id}: quick analysis",
+    )
+    return TaskResult(run_type="benchmark", run_id=run_id, dataset_id=dataset_id, summary=asdict(analysis))

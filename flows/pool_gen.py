@@ -1,0 +1,54 @@
+"""pool_gen: sample a persona pool from population distributions into a new dataset."""
+
+from __future__ import annotations
+
+import random
+from typing import Annotated
+
+from pydantic import Field
+
+from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
+from biasbench.db.engine import session_scope
+from biasbench.personas.sampling import sample_pool
+from biasbench.results import TaskResult
+from biasbench.settings import Settings
+from flows.runtime import current_flow_run_id, database
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+
+@flow(name="pool_gen", persist_result=True, result_serializer="json")
+def pool_gen(
+    n: Annotated[int, Field(ge=1, le=2_000_000, description="Number of personas.")] = 20_000,
+    temperature: Annotated[
+        float, Field(ge=0, le=10, description="Flattens each distribution as p^(1-T).")
+    ] = 0.1,
+    age_from: Annotated[int | None, Field(ge=0, le=120, description="Youngest age.")] = None,
+    age_to: Annotated[int | None, Field(ge=0, le=120, description="Oldest age.")] = None,
+    seed: Annotated[int | None, Field(description="Same seed, same pool. Random if empty.")] = None,
+) -> TaskResult:
+    logger = get_run_logger()
+    engine = database(Settings())
+    flow_run_id = current_flow_run_id()
+    with session_scope(engine) as session:
+        if (done := dataset_made_by(session, flow_run_id)) is not None:
+            logger.info("This flow run already produced dataset %s; returning it.", done.id)
+            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id)
+
+    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    drafts = sample_pool(n, temperature=temperature, age_from=age_from, age_to=age_to, seed=seed)
+    config = {"n": n, "temperature": temperature, "age_from": age_from, "age_to": age_to, "seed": seed}
+    with session_scope(engine) as session:
+        ensure_reference_data(session)
+        dataset = store_pool(session, drafts, seed=seed, config=config, flow_run_id=flow_run_id)
+        dataset_id = dataset.id
+
+    logger.info("Pool dataset %s: %s personas, seed %s.", dataset_id, n, seed)
+    create_markdown_artifact(
+        key=f"dataset-{dataset_id}",
+        markdown=f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, seed {seed}.",
+        description=f"Pool dataset {dataset_id}",
+    )
+    return TaskResult(
+        run_type="dataset", run_id=dataset_id, dataset_id=dataset_id, summary={"personas": n, "seed": seed}
+    )

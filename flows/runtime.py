@@ -1,0 +1,54 @@
+"""What every task flow needs from its surroundings: settings, the database, the Prefect run id,
+and the LLM API key (from a Secret block or the environment, never from parameters)."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from biasbench.db.engine import ready_engine
+from biasbench.llm.base import ChatClient
+from biasbench.llm.factory import Backend, make_chat_client
+from biasbench.settings import Settings
+from prefect.blocks.system import Secret
+from prefect.runtime import flow_run
+
+
+def current_flow_run_id() -> str | None:
+    run_id = flow_run.get_id()
+    return str(run_id) if run_id else None
+
+
+def database(settings: Settings) -> Engine:
+    return ready_engine(settings.db_url)
+
+
+async def llm_api_key(settings: Settings) -> str | None:
+    """The Secret block wins over the environment, so operators can rotate keys in the UI."""
+    try:
+        block = await Secret.aload(settings.llm_api_key_block)
+    except ValueError:  # no such block
+        block = None
+    if block is not None:
+        return str(block.get())
+    return settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+
+
+async def ready_chat_client(
+    settings: Settings, *, llm: Backend, model_name: str, vllm_base_url: str | None, in_flight: int
+) -> ChatClient:
+    """A client that has already proven the server is up and serves the model (fail fast)."""
+    client = make_chat_client(
+        llm,
+        model_name=model_name,
+        base_url=vllm_base_url or settings.vllm_base_url,
+        api_key=await llm_api_key(settings) if llm == "vllm" else None,
+        in_flight=in_flight,
+        request_timeout=settings.llm_request_timeout,
+        unreachable_after=settings.llm_unreachable_after,
+    )
+    try:
+        await client.probe()
+    except BaseException:
+        await client.aclose()
+        raise
+    return client

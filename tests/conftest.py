@@ -1,0 +1,74 @@
+"""Shared fixtures: one real Prefect server per session, a fresh domain database per test,
+real HTTP peers on 127.0.0.1 (see tests/support)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+# Isolate Prefect's home (results, local storage) before prefect is imported anywhere.
+_PREFECT_HOME = tempfile.mkdtemp(prefix="biasbench-prefect-")
+os.environ["PREFECT_HOME"] = _PREFECT_HOME
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+os.environ.pop("VLLM_API_KEY", None)
+
+import pytest  # noqa: E402
+from prefect.settings import PREFECT_API_URL  # noqa: E402
+from prefect.testing.utilities import prefect_test_harness  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
+
+from biasbench.db.engine import ready_engine  # noqa: E402
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prefect_server() -> Iterator[str]:
+    """A real Prefect API server (SQLite), started once: it takes ~10 s."""
+    with prefect_test_harness(server_startup_timeout=60):
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test starts with its own domain database and no LLM credentials."""
+    monkeypatch.setenv("DB_URL", f"sqlite:///{tmp_path / 'biasbench.db'}")
+    monkeypatch.setenv("PROGRESS_INTERVAL", "0.5")
+    monkeypatch.delenv("VLLM_API_KEY", raising=False)
+    monkeypatch.delenv("VLLM_BASE_URL", raising=False)
+
+
+@pytest.fixture
+def db_url() -> str:
+    return os.environ["DB_URL"]
+
+
+@pytest.fixture
+def engine(db_url: str):  # type: ignore[no-untyped-def]
+    return ready_engine(db_url)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards. Skips where no server runs (a laptop);
+    CI and the dev machines have one at 127.0.0.1:5432."""
+    try:
+        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            name = f"biasbench_{uuid.uuid4().hex[:12]}"
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001 - any connection problem means "no server here"
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.__class__.__name__}")
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

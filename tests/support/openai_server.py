@@ -1,0 +1,439 @@
+"""A real, scriptable HTTP server that speaks the OpenAI chat protocol, for tests and benchmarks.
+
+Why a real server and not a mocked transport: the client's job is mostly about the wire —
+connection pooling, timeouts, refused connections, status codes, `Retry-After`, bodies that are
+not JSON. Only a real socket exercises those paths the way vLLM will.
+
+The server runs in a background thread with its own event loop, so a sync pytest test (or a test
+blocked in `asyncio.run`) and other processes can talk to it. Behaviour per request comes from a
+queue of scripted steps (`Reply`, `Status`, `Malformed`, `Delay`, `Disconnect`) consumed in
+arrival order; when the queue is empty, the `answer` callable produces the reply.
+
+Standalone (for `perf/`): `python -m tests.support.openai_server --port 0 --latency 0.2
+--workers 2` forks worker processes that share the port through SO_REUSEPORT (one event loop
+per core, so the server is not the bottleneck) and prints `READY http://127.0.0.1:<port>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+Answer = Callable[[Sequence[dict[str, Any]], str], str]
+
+
+@dataclass(frozen=True)
+class Reply:
+    """Answer this request with `text` (a normal 200 completion)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer with an OpenAI-style error body and this HTTP status (e.g. 500, 429)."""
+
+    code: int
+    retry_after: float | None = None
+    message: str = "scripted error"
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """Answer 200 with a body that is not JSON."""
+
+
+@dataclass(frozen=True)
+class Delay:
+    """Wait `seconds`, then answer normally (or with `then`, if given)."""
+
+    seconds: float
+    then: Reply | Status | Malformed | None = None
+
+
+@dataclass(frozen=True)
+class Disconnect:
+    """Close the connection without sending any response."""
+
+
+Step = Reply | Status | Malformed | Delay | Disconnect
+
+
+@dataclass
+class Record:
+    """One received request, with server-side start and end times (time.monotonic)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+    started: float
+    finished: float | None = None
+
+
+def _default_answer(messages: Sequence[dict[str, Any]], model: str) -> str:
+    # Imported lazily: the deterministic fake is the domain's, and tests that pass their own
+    # `answer` should not depend on it.
+    from biasbench.llm.fake import answer_for
+
+    return answer_for(messages, model)  # type: ignore[arg-type]
+
+
+def _error_body(message: str, code: int) -> dict[str, Any]:
+    return {"object": "error", "message": message, "type": "BadRequestError", "code": code}
+
+
+def _completion(model: str, text: str, messages: Sequence[dict[str, Any]], n: int) -> dict:
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
+    completion_tokens = len(text.split())
+    return {
+        "id": f"chatcmpl-{n}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        },
+    }
+
+
+class _App:
+    """The request handlers and their shared state; used by both the threaded and forked modes."""
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        answer: Answer | None,
+        latency: float,
+        api_key: str | None,
+        record: bool = True,
+    ) -> None:
+        self.models = list(models)
+        self.answer: Answer = answer or _default_answer
+        self.latency = latency
+        self.api_key = api_key
+        self.record = record
+        self.lock = threading.Lock()
+        self.steps: collections.deque[Step] = collections.deque()
+        self.records: list[Record] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.count = 0
+
+    def build(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/v1/models", self.models_handler)
+        app.router.add_post("/v1/chat/completions", self.chat_handler)
+        return app
+
+    def _authorized(self, request: web.Request) -> bool:
+        if self.api_key is None:
+            return True
+        return request.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def _start(self, request: web.Request, body: Any) -> Record:
+        rec = Record(request.method, request.path, dict(request.headers), body, time.monotonic())
+        with self.lock:
+            self.count += 1
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.record:
+                self.records.append(rec)
+        return rec
+
+    def _finish(self, rec: Record) -> None:
+        rec.finished = time.monotonic()
+        with self.lock:
+            self.in_flight -= 1
+
+    async def models_handler(self, request: web.Request) -> web.StreamResponse:
+        rec = self._start(request, None)
+        try:
+            if not self._authorized(request):
+                return web.json_response(_error_body("invalid api key", 401), status=401)
+            data = [{"id": m, "object": "model", "owned_by": "biasbench-test"} for m in self.models]
+            return web.json_response({"object": "list", "data": data})
+        finally:
+            self._finish(rec)
+
+    async def chat_handler(self, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = raw.decode("utf-8", "replace")
+        rec = self._start(request, body)
+        try:
+            with self.lock:
+                step = self.steps.popleft() if self.steps else None
+            if isinstance(step, Delay):
+                await asyncio.sleep(step.seconds)
+                step = step.then
+            elif self.latency > 0:
+                await asyncio.sleep(self.latency)
+            return self._respond(request, body, step, rec)
+        finally:
+            self._finish(rec)
+
+    def _respond(
+        self, request: web.Request, body: Any, step: Step | None, rec: Record
+    ) -> web.StreamResponse:
+        if isinstance(step, Disconnect):
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=500)  # never reaches the client
+        if isinstance(step, Status):
+            headers = {}
+            if step.retry_after is not None:
+                headers["Retry-After"] = f"{step.retry_after:g}"
+            err = _error_body(step.message, step.code)
+            return web.json_response(err, status=step.code, headers=headers)
+        if isinstance(step, Malformed):
+            return web.Response(
+                status=200, body=b'{"choices": [ not json', content_type="application/json"
+            )
+        if not self._authorized(request):
+            return web.json_response(_error_body("invalid api key", 401), status=401)
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+            return web.json_response(_error_body("messages is required", 400), status=400)
+        model = body.get("model")
+        if model not in self.models:
+            msg = f"The model `{model}` does not exist."
+            return web.json_response(_error_body(msg, 404), status=404)
+        messages = body["messages"]
+        text = step.text if isinstance(step, Reply) else self.answer(messages, model)
+        return web.json_response(_completion(model, text, messages, self.count))
+
+
+class OpenAIServer:
+    """An OpenAI-protocol server on 127.0.0.1 (ephemeral port), served from a background thread.
+
+    Use as a context manager::
+
+        with OpenAIServer(models=["m"], latency=0.05) as server:
+            server.script([Status(500), Reply("ok")])
+            ... talk to server.base_url ...
+            assert server.max_in_flight <= 8
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str] = ("m",),
+        answer: Answer | None = None,
+        latency: float = 0.0,
+        api_key: str | None = None,
+    ) -> None:
+        self._app = _App(models, answer, latency, api_key)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        """Root URL without `/v1`, like a vLLM `--host/--port` pair gives."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def records(self) -> list[Record]:
+        """A snapshot of every request received so far (GETs and POSTs)."""
+        with self._app.lock:
+            return list(self._app.records)
+
+    @property
+    def requests(self) -> list[Any]:
+        """A snapshot of the bodies of the chat requests received so far, in arrival order."""
+        return [r.body for r in self.records if r.path == "/v1/chat/completions"]
+
+    @property
+    def max_in_flight(self) -> int:
+        """The largest number of requests the server was handling at the same time."""
+        with self._app.lock:
+            return self._app.max_in_flight
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests the server is handling right now."""
+        with self._app.lock:
+            return self._app.in_flight
+
+    def script(self, steps: Iterable[Step]) -> None:
+        """Queue behaviours for the next requests (in arrival order) before the default answer."""
+        with self._app.lock:
+            self._app.steps.extend(steps)
+
+    def start(self) -> OpenAIServer:
+        self._thread = threading.Thread(target=self._serve, name="openai-test-server", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("the test server did not start within 10 s")
+        if self._startup_error is not None:
+            raise RuntimeError("the test server failed to start") from self._startup_error
+        return self
+
+    def stop(self) -> None:
+        loop, thread = self._loop, self._thread
+        if loop is None or thread is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+        with contextlib.suppress(Exception):
+            future.result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        self._loop = self._thread = None
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def _serve(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._startup())
+        except BaseException as exc:
+            self._startup_error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _startup(self) -> None:
+        # handler_cancellation: a client that gives up (timeout, cancelled window) ends the
+        # handler, so `in_flight` counts what the client really has outstanding.
+        self._runner = web.AppRunner(
+            self._app.build(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def closed_port_url() -> str:
+    """The URL of a loopback port that nothing listens on (bound, then closed): refuses at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- standalone, multi-process mode (for perf/) ---------------------------------------------
+
+
+def _reuseport_socket(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
+
+
+def _worker(port: int, models: list[str], latency: float, ready: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+
+    async def main() -> None:
+        app = _App(models, _echo_answer, latency, api_key=None, record=False)
+        runner = web.AppRunner(app.build(), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        sock = _reuseport_socket(port)
+        site = web.SockSite(runner, sock, backlog=1024)
+        await site.start()
+        ready.release()
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
+def _echo_answer(messages: Sequence[dict[str, Any]], model: str) -> str:
+    """A cheap answer for benchmarks: the server must not spend CPU on content."""
+    return "A"
+
+
+def serve_forever(port: int, latency: float, workers: int, models: list[str]) -> None:
+    """Fork `workers` processes sharing `port` (0 = pick one); print READY; stop on SIGTERM/INT."""
+    # The parent holds a bound (not listening) SO_REUSEPORT socket: it reserves the port number
+    # that the workers then join, and never receives connections itself.
+    anchor = _reuseport_socket(port)
+    port = anchor.getsockname()[1]
+    ctx = multiprocessing.get_context("fork")
+    ready = ctx.Semaphore(0)
+    procs = [
+        ctx.Process(target=_worker, args=(port, models, latency, ready), daemon=True)
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    for _ in procs:
+        if not ready.acquire(timeout=20):
+            raise RuntimeError("a server worker did not start")
+    print(f"READY http://127.0.0.1:{port}", flush=True)
+
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    while not stopping.is_set() and all(p.is_alive() for p in procs):
+        stopping.wait(0.2)
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+    anchor.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--model", action="append", dest="models")
+    args = parser.parse_args(argv)
+    serve_forever(args.port, args.latency, args.workers, args.models or ["m"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
