@@ -56,8 +56,7 @@ class QuickAnalysis:
         )
         if self.dual_pairs:
             text += (
-                f"; {self.dual_pairs} dual pairs: RMA {_percent(self.rma)}, "
-                f"MAE {_number(self.mae)}"
+                f"; {self.dual_pairs} dual pairs: RMA {_percent(self.rma)}, MAE {_number(self.mae)}"
             )
         if self.share_extreme is not None:
             text += (
@@ -109,8 +108,6 @@ def quick_analysis(rows: Iterable[tuple[int, int, str, int]], *, planned: int) -
         dual_pairs=pairs,
         rma=sum(d == 0 for d in deviations) / pairs if pairs else None,
         mae=sum(deviations) / pairs if pairs else None,
-        share_extreme=(
-            sum(r in (1, 5) for r in normalized) / results if results else None
-        ),
+        share_extreme=(sum(r in (1, 5) for r in normalized) / results if results else None),
         share_middle=sum(r == 3 for r in normalized) / results if results else None,
     )

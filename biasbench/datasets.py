@@ -14,7 +14,8 @@ from biasbench.db.models import Country, Dataset, DatasetMember, Persona, Person
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import InvalidConfig, NotFound
 from biasbench.personas.balancing import BalancedSelection
-from biasbench.personas.sampling import PersonaDraft, age_bin
+from biasbench.personas.ages import age_bin
+from biasbench.personas.sampling import PersonaDraft
 from biasbench.prompts import PersonaProfile
 
 

@@ -94,30 +94,31 @@ _GENDER_NOUNS: Final[Mapping[str, str]] = {
 # Pew-style group nouns read badly after "Religion:"; say what a person *is* instead.
 _RELIGIONS: Final[Mapping[str, str]] = {
     "christians": "Christian",
-    "christian": "Christian",
     "muslims": "Muslim",
-    "muslim": "Muslim",
     "hindus": "Hindu",
-    "hindu": "Hindu",
     "buddhists": "Buddhist",
-    "buddhist": "Buddhist",
     "jews": "Jewish",
-    "jewish": "Jewish",
-    "folk_religions": "folk religion",
-    "other_religions": "another religion",
     "religiously_unaffiliated": "religiously unaffiliated",
     "unaffiliated": "religiously unaffiliated",
-    "none": "no religion",
+    "folk_religions": "a folk religion",
+    "other_religions": "another religion (not Christian, Muslim, Hindu, Buddhist or Jewish)",
 }
 
 _MIGRATION: Final[Mapping[str, str]] = {
+    "native": "none",
+    "no_migration_background": "none",
     "first_generation": "first-generation immigrant",
     "second_generation": "second-generation immigrant (child of immigrants)",
-    "third_generation": "third-generation immigrant",
-    "no_migration_background": "none",
-    "no_migration": "none",
-    "native": "none",
-    "none": "none",
+}
+
+# ISCED levels and ISCO groups whose codes alone would read oddly.
+_EDUCATION: Final[Mapping[str, str]] = {
+    "bachelor_degree": "bachelor's degree",
+    "master_degree": "master's degree",
+}
+_OCCUPATION: Final[Mapping[str, str]] = {
+    "elementary_worker": "worker in an elementary occupation (e.g. cleaner or labourer)",
+    "armed_forces_member": "member of the armed forces",
 }
 
 # Country names that take "the" in running English text ("from the Netherlands").
@@ -132,7 +133,6 @@ _THE_COUNTRIES: Final = frozenset(
         "seychelles",
         "vatican city",
         "holy see",
-        "congo",
     }
 )
 _THE_PATTERN: Final = re.compile(
@@ -188,12 +188,9 @@ def gender_noun(gender: str) -> str:
     return _GENDER_NOUNS.get(_key(gender), "person")
 
 
-def _religion_text(religion: str) -> str:
-    return _RELIGIONS.get(_key(religion), readable(religion))
-
-
-def _migration_text(status: str) -> str:
-    return _MIGRATION.get(_key(status), readable(status))
+def _phrase(table: Mapping[str, str], value: str) -> str:
+    """The table's wording for a code, else the code made readable."""
+    return table.get(_key(value), readable(value))
 
 
 # --- persona descriptions --------------------------------------------------------------------
@@ -216,11 +213,11 @@ def profile_block(persona: PersonaProfile) -> str:
     if noun == "person" and persona.gender.strip():
         lines.append(f"- Gender: {readable(persona.gender)}")
     fields = (
-        ("Education", readable(persona.education)),
-        ("Occupation", readable(persona.occupation)),
+        ("Education", _phrase(_EDUCATION, persona.education)),
+        ("Occupation", _phrase(_OCCUPATION, persona.occupation)),
         ("Marital status", readable(persona.marriage_status)),
-        ("Migration background", _migration_text(persona.migration_status)),
-        ("Religion", _religion_text(persona.religion)),
+        ("Migration background", _phrase(_MIGRATION, persona.migration_status)),
+        ("Religion", _phrase(_RELIGIONS, persona.religion)),
         ("Sexual orientation", readable(persona.sexuality)),
     )
     lines.extend(f"- {label}: {value}" for label, value in fields if value)

@@ -45,6 +45,11 @@ class Settings(BaseSettings):
         validation_alias="LLM_REQUEST_TIMEOUT",
         description="Seconds one LLM request may take (long generations on a busy GPU).",
     )
+    llm_max_retries: int = Field(
+        default=6,
+        validation_alias="LLM_MAX_RETRIES",
+        description="Retries per request on connection errors, timeouts, 5xx and 429.",
+    )
     llm_unreachable_after: float = Field(
         default=20.0,
         validation_alias="LLM_UNREACHABLE_AFTER",

@@ -47,9 +47,13 @@ async def attrgen(
               "max_attempts": max_attempts, "system_prompt": system_prompt,
               "vllm_base_url": vllm_base_url}
 
-    # load: the run row (new or resumed) and the personas still without attributes
+    # load: prove the LLM server works, then the run row (new or resumed) and the personas
+    # still without attributes. Nothing is created while an input or the server is wrong.
     with session_scope(engine) as session:
         require_dataset(session, dataset_id)
+    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
+                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
+    with session_scope(engine) as session:
         run = runs.open_attrgen_run(
             session, dataset_id=dataset_id, model_name=model_name, llm=llm, config=config,
             flow_run_id=current_flow_run_id(), resume_run_id=resume_run_id,
@@ -62,9 +66,6 @@ async def attrgen(
                 run_id, len(profiles), len(done), len(todo))
 
     # ask: prompt -> LLM -> parse, saved in batches as answers arrive
-    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
-                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
-
     async def ask_one(persona_id: int) -> Answered[dict[str, str]] | Unanswered:
         build = partial(attrgen_messages, profiles[persona_id], system_prompt=system_prompt)
         return await ask(client, lambda attempt: build(attempt=attempt), parse_attributes,

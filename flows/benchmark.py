@@ -62,11 +62,17 @@ async def benchmark(
         "system_prompt": system_prompt, "scale_mode": scale_mode, "dual_fraction": dual_fraction,
     }
 
-    # load: validate references before any row exists, then the run, personas, traits, plan
+    # load: validate references, prove the LLM server works, then the run, personas, plan.
+    # Nothing is created while an input or the server is wrong.
     with session_scope(engine) as session:
         require_dataset(session, dataset_id)
         if attrgen_run_id is not None:
             runs.check_attrgen_run_fits(session, attrgen_run_id, dataset_id)
+        if not runs.active_traits(session):
+            raise InvalidConfig("traits", "no active traits: activate at least one trait to rate")
+    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
+                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
+    with session_scope(engine) as session:
         run = runs.open_benchmark_run(
             session, fields=fields, model_name=model_name,
             flow_run_id=current_flow_run_id(), resume_run_id=resume_run_id,
@@ -83,15 +89,11 @@ async def benchmark(
         )
         run.planned = len(plan)
         stored = runs.stored_result_keys(session, run_id)
-    if not traits:
-        raise InvalidConfig("traits", "no active traits: activate at least one trait to rate")
     todo = [i for i in plan if (i.persona_id, i.trait_id, i.scale_order) not in stored]
     logger.info("Benchmark run %s: %s questions planned, %s already answered, %s to ask.",
                 run_id, len(plan), len(plan) - len(todo), len(todo))
 
     # ask: prompt -> LLM -> parse, saved in batches as answers arrive
-    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
-                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
     parse = partial(parse_rating, include_rationale=include_rationale)
 
     async def ask_one(item: PlanItem) -> Answered[RatingAnswer] | Unanswered:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import random
 from typing import Annotated
 
 from pydantic import Field
 
 from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
 from biasbench.db.engine import session_scope
-from biasbench.personas.sampling import sample_pool
+from biasbench.personas.sampling import choose_seed, sample_pool
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.runtime import current_flow_run_id, database
@@ -35,7 +34,7 @@ def pool_gen(
             logger.info("This flow run already produced dataset %s; returning it.", done.id)
             return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id)
 
-    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+    seed = seed if seed is not None else choose_seed()
     drafts = sample_pool(n, temperature=temperature, age_from=age_from, age_to=age_to, seed=seed)
     config = {"n": n, "temperature": temperature, "age_from": age_from, "age_to": age_to, "seed": seed}
     with session_scope(engine) as session:

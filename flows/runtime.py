@@ -45,6 +45,7 @@ async def ready_chat_client(
         in_flight=in_flight,
         request_timeout=settings.llm_request_timeout,
         unreachable_after=settings.llm_unreachable_after,
+        max_retries=settings.llm_max_retries,
     )
     try:
         await client.probe()

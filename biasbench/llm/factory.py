@@ -20,6 +20,7 @@ def make_chat_client(
     in_flight: int,
     request_timeout: float = 600.0,
     unreachable_after: float = 20.0,
+    max_retries: int = 6,
 ) -> ChatClient:
     if llm == "fake":
         return FakeChatClient(model_name)
@@ -30,4 +31,5 @@ def make_chat_client(
         in_flight=in_flight,
         request_timeout=request_timeout,
         unreachable_after=unreachable_after,
+        max_retries=max_retries,
     )

@@ -1,0 +1,1 @@
+"""Synthetic personas: sampling a pool from population distributions, drawing balanced sets."""

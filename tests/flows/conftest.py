@@ -1,0 +1,26 @@
+"""Fixtures for flow tests: a real OpenAI-protocol server and small real datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from flows.balanced_gen import balanced_gen
+from flows.pool_gen import pool_gen
+from tests.support.openai_server import OpenAIServer
+
+MODEL = "test-model"
+
+
+@pytest.fixture
+def llm_server() -> Iterator[OpenAIServer]:
+    """A real server on 127.0.0.1 answering like the fake backend, scriptable per test."""
+    with OpenAIServer(models=[MODEL]) as server:
+        yield server
+
+
+@pytest.fixture
+def small_dataset() -> int:
+    """A balanced dataset of 8 personas drawn from a 400-persona pool (made by the real flows)."""
+    pool = pool_gen(n=400, seed=5)
+    return balanced_gen(dataset_id=pool.dataset_id, n=8, seed=1).dataset_id

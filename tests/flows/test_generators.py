@@ -1,0 +1,97 @@
+"""pool_gen and balanced_gen as users run them: real flow runs, rows in a real database."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from sqlalchemy import Engine, select
+
+from biasbench.datasets import balancing_rows
+from biasbench.db.engine import session_scope
+from biasbench.db.models import Dataset, Persona
+from biasbench.errors import NotFound
+from flows.balanced_gen import balanced_gen
+from flows.pool_gen import pool_gen
+from tests.support.rows import count
+
+ATTRIBUTES = ("age", "gender", "education", "occupation", "marriage_status",
+              "migration_status", "origin", "religion", "sexuality")
+
+
+def personas_of(engine: Engine, dataset_id: int) -> list[tuple[object, ...]]:
+    with session_scope(engine) as session:
+        return [
+            tuple(row[a] for a in ATTRIBUTES) for row in balancing_rows(session, dataset_id)
+        ]
+
+
+def test_the_same_seed_gives_an_identical_pool(engine: Engine) -> None:
+    first = pool_gen(n=500, seed=11)
+    again = pool_gen(n=500, seed=11)
+    other = pool_gen(n=500, seed=12)
+
+    assert first.run_type == "dataset" and first.dataset_id != again.dataset_id
+    assert personas_of(engine, first.dataset_id) == personas_of(engine, again.dataset_id)
+    assert personas_of(engine, first.dataset_id) != personas_of(engine, other.dataset_id)
+    assert count(engine, Persona) == 1500
+
+
+def test_age_limits_hold_for_every_persona(engine: Engine) -> None:
+    pool = pool_gen(n=300, age_from=30, age_to=40, seed=3)
+    ages = [p[0] for p in personas_of(engine, pool.dataset_id)]
+    assert len(ages) == 300 and min(ages) >= 30 and max(ages) <= 40
+
+
+def test_bad_pool_input_names_the_field_and_creates_nothing(engine: Engine) -> None:
+    with pytest.raises(Exception, match=r"\bn\b") as error:
+        pool_gen(n=0)
+    assert "greater than or equal to 1" in str(error.value)
+    with pytest.raises(Exception, match="temperature"):
+        pool_gen(n=10, temperature=11)
+    assert count(engine, Dataset) == 0
+
+
+def test_balanced_marginals_are_even_within_one_where_the_pool_allows(engine: Engine) -> None:
+    pool = pool_gen(n=3000, seed=21, temperature=0.5)
+    result = balanced_gen(dataset_id=pool.dataset_id, n=120, seed=42, axes=["gender", "age_bin", "religion"])
+
+    with session_scope(engine) as session:
+        dataset = session.get_one(Dataset, result.dataset_id)
+        assert (dataset.kind, dataset.size, dataset.source_dataset_id) == ("balanced", 120, pool.dataset_id)
+        rows = balancing_rows(session, result.dataset_id)
+        pool_rows = balancing_rows(session, pool.dataset_id)
+    assert len(rows) == 120
+    for axis in ("gender", "age_bin", "religion"):
+        counts = Counter(str(r[axis]) for r in rows)
+        available = Counter(str(r[axis]) for r in pool_rows)
+        plentiful = [v for v in available if available[v] >= 120 / len(available) + 1]
+        even = 120 / len(available)
+        # Scarce values are taken whole; the plentiful ones share the rest evenly.
+        for value in available:
+            if available[value] < even:
+                assert counts[value] == available[value], (axis, value)
+        shares = [counts[v] for v in plentiful]
+        assert max(shares) - min(shares) <= 1, (axis, counts)
+        assert dataset.report["marginals"][axis] == dict(counts)
+
+
+def test_balanced_draw_is_deterministic_by_seed(engine: Engine) -> None:
+    pool = pool_gen(n=1000, seed=2)
+    a = balanced_gen(dataset_id=pool.dataset_id, n=50, seed=9)
+    b = balanced_gen(dataset_id=pool.dataset_id, n=50, seed=9)
+    assert personas_of(engine, a.dataset_id) == personas_of(engine, b.dataset_id)
+
+
+def test_balanced_gen_refuses_an_unknown_pool(engine: Engine) -> None:
+    with pytest.raises(NotFound, match="dataset_id: dataset 999 does not exist"):
+        balanced_gen(dataset_id=999, n=5)
+    assert count(engine, Dataset) == 0
+
+
+def test_a_pool_persona_row_has_every_attribute(engine: Engine) -> None:
+    pool = pool_gen(n=20, seed=1)
+    with session_scope(engine) as session:
+        personas = session.scalars(select(Persona)).all()
+    assert len(personas) == 20 and pool.dataset_id
+    assert all(getattr(p, a) not in (None, "") for p in personas for a in ATTRIBUTES)
