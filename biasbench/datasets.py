@@ -1,4 +1,4 @@
-"""Persona datasets in the database: reference data, pools, balanced draws, and reading them back."""
+"""Persona datasets in the database: reference data, pools, balanced draws, reading them back."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from biasbench.data import load_countries, load_traits
 from biasbench.db.models import Country, Dataset, DatasetMember, Persona, PersonaAttribute, Trait
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import InvalidConfig, NotFound
-from biasbench.personas.balancing import BalancedSelection
 from biasbench.personas.ages import age_bin
+from biasbench.personas.balancing import BalancedSelection
 from biasbench.personas.sampling import PersonaDraft
 from biasbench.prompts import PersonaProfile
 

@@ -12,9 +12,13 @@ RunType = Literal["dataset", "attrgen", "benchmark"]
 class TaskResult(BaseModel):
     """The id of what a task produced, plus the dataset it belongs to (what dependents need)."""
 
-    run_type: RunType = Field(description="What `run_id` points at: a dataset, attrgen or benchmark run.")
+    run_type: RunType = Field(
+        description="What `run_id` points at: a dataset, attrgen or benchmark run."
+    )
     run_id: int = Field(description="Id of the produced dataset / attrgen run / benchmark run.")
-    dataset_id: int = Field(description="Dataset the result belongs to (the new one for generators).")
+    dataset_id: int = Field(
+        description="Dataset the result belongs to (the new one for generators)."
+    )
     summary: dict[str, Any] = Field(
         default_factory=dict, description="Short figures for humans, e.g. the quick analysis."
     )

@@ -23,9 +23,7 @@ from biasbench.db.models import (
 )
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import InvalidConfig, NotFound
-from biasbench.prompts import TraitView
-
-ATTRIBUTE_KEYS = ("name", "appearance", "biography")
+from biasbench.prompts import ATTRIBUTE_KEYS, TraitView
 
 
 def model_id(session: Session, name: str) -> int:
@@ -62,7 +60,8 @@ def _refuse_changes(run: Any, expected: Mapping[str, Any]) -> None:
         stored = getattr(run, field)
         if value is not None and stored != value:
             raise InvalidConfig(
-                field, f"run {run.id} was started with {field}={stored!r}; cannot resume with {value!r}"
+                field,
+                f"run {run.id} was started with {field}={stored!r}; cannot resume with {value!r}",
             )
 
 
@@ -86,7 +85,11 @@ def open_attrgen_run(
         run.finished_at = None
         return run
     run = AttrgenRun(
-        dataset_id=dataset_id, model_id=mid, llm=llm, config=dict(config), prefect_flow_run_id=flow_run_id
+        dataset_id=dataset_id,
+        model_id=mid,
+        llm=llm,
+        config=dict(config),
+        prefect_flow_run_id=flow_run_id,
     )
     session.add(run)
     session.flush()
@@ -120,7 +123,13 @@ def open_benchmark_run(
         session, BenchmarkRun, resume_run_id=resume_run_id, flow_run_id=flow_run_id
     )
     if run is not None:
-        plan_defining = ("dataset_id", "attrgen_run_id", "scale_mode", "dual_fraction", "include_rationale")
+        plan_defining = (
+            "dataset_id",
+            "attrgen_run_id",
+            "scale_mode",
+            "dual_fraction",
+            "include_rationale",
+        )
         _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in plan_defining}})
         for tunable in ("batch_size", "max_new_tokens", "max_attempts", "vllm_base_url", "llm"):
             setattr(run, tunable, fields[tunable])
@@ -161,7 +170,13 @@ def save_attributes(
 ) -> None:
     """answers: (persona_id, {name, appearance, biography}, attempt)."""
     rows = [
-        {"attrgen_run_id": run_id, "persona_id": pid, "key": key, "value": attrs[key], "attempt": attempt}
+        {
+            "attrgen_run_id": run_id,
+            "persona_id": pid,
+            "key": key,
+            "value": attrs[key],
+            "attempt": attempt,
+        }
         for pid, attrs, attempt in answers
         for key in ATTRIBUTE_KEYS
     ]
@@ -177,8 +192,9 @@ def stored_result_keys(session: Session, run_id: int) -> set[ResultKey]:
     return {
         (p, t, o)
         for p, t, o in session.execute(
-            select(BenchmarkResult.persona_id, BenchmarkResult.trait_id, BenchmarkResult.scale_order)
-            .where(BenchmarkResult.run_id == run_id)
+            select(
+                BenchmarkResult.persona_id, BenchmarkResult.trait_id, BenchmarkResult.scale_order
+            ).where(BenchmarkResult.run_id == run_id)
         )
     }
 
@@ -209,16 +225,23 @@ def rated_rows(session: Session, run_id: int) -> list[tuple[int, int, str, int]]
 # --- shared ----------------------------------------------------------------------------------
 
 
-def save_failures(session: Session, run_type: str, run_id: int, rows: Sequence[Mapping[str, Any]]) -> None:
+def save_failures(
+    session: Session, run_type: str, run_id: int, rows: Sequence[Mapping[str, Any]]
+) -> None:
     """rows: persona_id, trait_id?, scale_order?, kind, snippet, attempt."""
     if rows:
         session.add_all(Failure(run_type=run_type, run_id=run_id, **row) for row in rows)
 
 
 def failure_count(session: Session, run_type: str, run_id: int) -> int:
-    return session.scalar(
-        select(func.count()).select_from(Failure).where(Failure.run_type == run_type, Failure.run_id == run_id)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Failure)
+            .where(Failure.run_type == run_type, Failure.run_id == run_id)
+        )
+        or 0
+    )
 
 
 def mark_finished(

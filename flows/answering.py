@@ -15,7 +15,7 @@ from biasbench.llm.window import in_window
 from flows.progress import Progress
 
 Item = TypeVar("Item")
-Outcome = Answered | Unanswered  # type: ignore[type-arg]
+Outcome = Answered | Unanswered
 
 
 async def answer_all(

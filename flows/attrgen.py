@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
+from sqlalchemy import Engine
 
 from biasbench import runs
 from biasbench.asking import Answered, Unanswered, ask
@@ -20,17 +23,20 @@ from biasbench.settings import Settings
 from flows.answering import answer_all
 from flows.progress import Progress
 from flows.runtime import current_flow_run_id, database, ready_chat_client
-from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_markdown_artifact
+
+Outcome = Answered[dict[str, str]] | Unanswered
 
 
 @flow(name="attrgen", persist_result=True, result_serializer="json")
 async def attrgen(
     model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
     dataset_id: Annotated[
-        int | None, Field(description="Dataset whose personas get attributes; injected from an upstream.")
+        int | None,
+        Field(description="Dataset whose personas get attributes; injected from an upstream."),
     ] = None,
-    llm: Annotated[Literal["vllm", "fake"], Field(description="vllm: any OpenAI-compatible server.")] = "vllm",
+    llm: Annotated[
+        Literal["vllm", "fake"], Field(description="vllm: any OpenAI-compatible server.")
+    ] = "vllm",
     vllm_base_url: Annotated[str | None, Field(description="Default: VLLM_BASE_URL.")] = None,
     batch_size: Annotated[int, Field(ge=1, le=1024, description="Requests in flight.")] = 2,
     max_new_tokens: Annotated[int, Field(ge=16, le=32_768)] = 192,
@@ -43,67 +49,113 @@ async def attrgen(
         raise InvalidConfig("dataset_id", "required: the dataset whose personas get attributes")
     settings = Settings()
     engine = database(settings)
-    config = {"batch_size": batch_size, "max_new_tokens": max_new_tokens,
-              "max_attempts": max_attempts, "system_prompt": system_prompt,
-              "vllm_base_url": vllm_base_url}
+    config = {
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "max_attempts": max_attempts,
+        "system_prompt": system_prompt,
+        "vllm_base_url": vllm_base_url,
+    }
 
-    # load: prove the LLM server works, then the run row (new or resumed) and the personas
-    # still without attributes. Nothing is created while an input or the server is wrong.
+    # Nothing is created while an input or the LLM server is wrong.
     with session_scope(engine) as session:
         require_dataset(session, dataset_id)
-    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
-                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
-    with session_scope(engine) as session:
-        run = runs.open_attrgen_run(
-            session, dataset_id=dataset_id, model_name=model_name, llm=llm, config=config,
-            flow_run_id=current_flow_run_id(), resume_run_id=resume_run_id,
-        )
-        run_id = run.id
-        profiles = persona_profiles(session, dataset_id)
-        done = runs.personas_with_attributes(session, run_id)
-    todo = [pid for pid in profiles if pid not in done]
-    logger.info("Attrgen run %s: %s personas, %s already stored, %s to ask.",
-                run_id, len(profiles), len(done), len(todo))
-
-    # ask: prompt -> LLM -> parse, saved in batches as answers arrive
-    async def ask_one(persona_id: int) -> Answered[dict[str, str]] | Unanswered:
-        build = partial(attrgen_messages, profiles[persona_id], system_prompt=system_prompt)
-        return await ask(client, lambda attempt: build(attempt=attempt), parse_attributes,
-                         max_attempts=max_attempts, max_tokens=max_new_tokens)
-
-    def save(batch: list[tuple[int, Answered[dict[str, str]] | Unanswered]]) -> None:
+    async with ready_chat_client(
+        settings, llm=llm, model_name=model_name, vllm_base_url=vllm_base_url, in_flight=batch_size
+    ) as client:
         with session_scope(engine) as session:
-            runs.save_attributes(session, run_id, [
-                (pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)
-            ])
-            runs.save_failures(session, "attrgen", run_id, [
-                {"persona_id": pid, "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
-                for pid, out in batch if isinstance(out, Unanswered)
-            ])
-
-    progress = Progress(len(profiles), interval=settings.progress_interval, what="personas")
-    await progress.start(len(done))
-    try:
-        answered, unanswered = await answer_all(
-            todo, ask_one, in_flight=batch_size, save=save, progress=progress,
-            already_done=len(done), interval=settings.progress_interval,
+            run_id = runs.open_attrgen_run(
+                session,
+                dataset_id=dataset_id,
+                model_name=model_name,
+                llm=llm,
+                config=config,
+                flow_run_id=current_flow_run_id(),
+                resume_run_id=resume_run_id,
+            ).id
+            profiles = persona_profiles(session, dataset_id)
+            done = runs.personas_with_attributes(session, run_id)
+        todo = [pid for pid in profiles if pid not in done]
+        logger.info(
+            "Attrgen run %s: %s personas, %s already stored, %s to ask.",
+            run_id,
+            len(profiles),
+            len(done),
+            len(todo),
         )
-    finally:
-        await client.aclose()
 
-    # report
+        async def ask_one(persona_id: int) -> Outcome:
+            def messages(attempt: int) -> Any:
+                return attrgen_messages(
+                    profiles[persona_id], system_prompt=system_prompt, attempt=attempt
+                )
+
+            return await ask(
+                client,
+                messages,
+                parse_attributes,
+                max_attempts=max_attempts,
+                max_tokens=max_new_tokens,
+            )
+
+        progress = Progress(len(profiles), interval=settings.progress_interval, what="personas")
+        await progress.start(len(done))
+        answered, unanswered = await answer_all(
+            todo,
+            ask_one,
+            in_flight=batch_size,
+            save=partial(_save, engine, run_id),
+            progress=progress,
+            already_done=len(done),
+            interval=settings.progress_interval,
+        )
+
     with session_scope(engine) as session:
         complete = len(runs.personas_with_attributes(session, run_id))
         runs.mark_finished(session, "attrgen", run_id)
-    summary = {"personas": len(profiles), "with_attributes": complete, "missing": len(profiles) - complete}
-    logger.info("Attrgen run %s finished: %s of %s personas have attributes (%s asked now, %s failed).",
-                run_id, complete, len(profiles), answered, unanswered)
+    summary = {
+        "personas": len(profiles),
+        "with_attributes": complete,
+        "missing": len(profiles) - complete,
+    }
+    logger.info(
+        "Attrgen run %s finished: %s of %s personas have attributes (%s asked now, %s failed).",
+        run_id,
+        complete,
+        len(profiles),
+        answered,
+        unanswered,
+    )
     await acreate_markdown_artifact(
         key=f"attrgen-run-{run_id}",
         markdown=_summary_markdown(run_id, dataset_id, model_name, summary),
         description=f"Attrgen run {run_id}",
     )
     return TaskResult(run_type="attrgen", run_id=run_id, dataset_id=dataset_id, summary=summary)
+
+
+def _save(engine: Engine, run_id: int, batch: list[tuple[int, Outcome]]) -> None:
+    with session_scope(engine) as session:
+        runs.save_attributes(
+            session,
+            run_id,
+            [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)],
+        )
+        runs.save_failures(
+            session,
+            "attrgen",
+            run_id,
+            [
+                {
+                    "persona_id": pid,
+                    "kind": out.kind,
+                    "snippet": out.snippet,
+                    "attempt": out.attempt,
+                }
+                for pid, out in batch
+                if isinstance(out, Unanswered)
+            ],
+        )
 
 
 def _summary_markdown(run_id: int, dataset_id: int, model: str, summary: Mapping[str, int]) -> str:

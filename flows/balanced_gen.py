@@ -1,9 +1,11 @@
-"""balanced_gen: draw a dataset from a pool whose marginals over chosen axes are as even as it allows."""
+"""balanced_gen: draw a dataset from a pool, with marginals over the axes as even as it allows."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset, store_balanced
@@ -13,20 +15,19 @@ from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.runtime import current_flow_run_id, database
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 
 @flow(name="balanced_gen", persist_result=True, result_serializer="json")
 def balanced_gen(
     dataset_id: Annotated[
-        int | None, Field(description="The pool to draw from; injected when it comes from pool_gen.")
+        int | None,
+        Field(description="The pool to draw from; injected when it comes from pool_gen."),
     ] = None,
     n: Annotated[int, Field(ge=1, description="Number of personas to draw.")] = 500,
     seed: Annotated[int, Field(description="Same seed, same draw.")] = 42,
     axes: Annotated[
         list[str] | None,
-        Field(description="Attributes to balance; default gender, age_bin, subregion, religion, sexuality."),
+        Field(description="Attributes to balance (default: " + ", ".join(DEFAULT_AXES) + ")."),
     ] = None,
 ) -> TaskResult:
     logger = get_run_logger()
@@ -40,7 +41,9 @@ def balanced_gen(
             logger.info("This flow run already produced dataset %s; returning it.", done.id)
             return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id)
         source = require_dataset(session, dataset_id)
-        selection = select_balanced(balancing_rows(session, dataset_id), n, seed=seed, axes=chosen_axes)
+        selection = select_balanced(
+            balancing_rows(session, dataset_id), n, seed=seed, axes=chosen_axes
+        )
         config = {"dataset_id": dataset_id, "n": n, "seed": seed, "axes": chosen_axes}
         dataset = store_balanced(
             session, source, selection, seed=seed, config=config, flow_run_id=flow_run_id
@@ -49,7 +52,10 @@ def balanced_gen(
 
     logger.info(
         "Balanced dataset %s: %s personas from pool %s; max deviation from even per axis: %s.",
-        new_id, n, dataset_id, selection.max_deviation,
+        new_id,
+        n,
+        dataset_id,
+        selection.max_deviation,
     )
     create_markdown_artifact(
         key=f"dataset-{new_id}",
@@ -60,7 +66,11 @@ def balanced_gen(
         run_type="dataset",
         run_id=new_id,
         dataset_id=new_id,
-        summary={"personas": n, "source_dataset_id": dataset_id, "max_deviation": selection.max_deviation},
+        summary={
+            "personas": n,
+            "source_dataset_id": dataset_id,
+            "max_deviation": selection.max_deviation,
+        },
     )
 
 

@@ -1,29 +1,44 @@
-"""benchmark: every persona × every active trait is rated 1–5 by the LLM; quick analysis at the end."""
+"""benchmark: the LLM rates every persona × active trait 1–5; a quick analysis at the end."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+from prefect import flow, get_run_logger
+from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
+from sqlalchemy import Engine
 
 from biasbench import runs
-from biasbench.analysis import quick_analysis
+from biasbench.analysis import QuickAnalysis, quick_analysis
 from biasbench.asking import Answered, Unanswered, ask
 from biasbench.datasets import persona_profiles, require_dataset
 from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
+from biasbench.llm.base import ChatClient
 from biasbench.parsing import RatingAnswer, parse_rating
 from biasbench.plan import PlanItem, benchmark_plan
-from biasbench.prompts import benchmark_messages
+from biasbench.prompts import PersonaProfile, TraitView, benchmark_messages
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.answering import answer_all
 from flows.progress import Progress
 from flows.runtime import current_flow_run_id, database, ready_chat_client
-from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_markdown_artifact
+
+Outcome = Answered[RatingAnswer] | Unanswered
+
+
+@dataclass(frozen=True)
+class Job:
+    """A benchmark run opened for this pass: what is planned and what is still unanswered."""
+
+    run_id: int
+    plan: list[PlanItem]
+    todo: list[PlanItem]
+    profiles: dict[int, PersonaProfile]
+    traits: dict[int, TraitView]
 
 
 @flow(name="benchmark", persist_result=True, result_serializer="json")
@@ -32,15 +47,20 @@ async def benchmark(
     dataset_id: Annotated[
         int | None, Field(description="Dataset to rate; injected from an upstream attrgen.")
     ] = None,
-    llm: Annotated[Literal["vllm", "fake"], Field(description="vllm: any OpenAI-compatible server.")] = "vllm",
+    llm: Annotated[
+        Literal["vllm", "fake"], Field(description="vllm: any OpenAI-compatible server.")
+    ] = "vllm",
     vllm_base_url: Annotated[str | None, Field(description="Default: VLLM_BASE_URL.")] = None,
-    include_rationale: Annotated[bool, Field(description="Ask for a rationale before the rating.")] = False,
+    include_rationale: Annotated[
+        bool, Field(description="Ask for a rationale before the rating.")
+    ] = False,
     batch_size: Annotated[int, Field(ge=1, le=1024, description="Requests in flight.")] = 8,
     max_new_tokens: Annotated[int, Field(ge=16, le=32_768)] = 256,
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3,
     system_prompt: str | None = None,
     attrgen_run_id: Annotated[
-        int | None, Field(description="Attributes (names) to use; injected from an upstream attrgen.")
+        int | None,
+        Field(description="Attributes (names) to use; injected from an upstream attrgen."),
     ] = None,
     scale_mode: Annotated[
         Literal["in", "rev", "random50"], Field(description="Order of the answer scale.")
@@ -56,84 +76,165 @@ async def benchmark(
     settings = Settings()
     engine = database(settings)
     fields = {
-        "dataset_id": dataset_id, "attrgen_run_id": attrgen_run_id, "llm": llm,
-        "vllm_base_url": vllm_base_url, "include_rationale": include_rationale,
-        "batch_size": batch_size, "max_new_tokens": max_new_tokens, "max_attempts": max_attempts,
-        "system_prompt": system_prompt, "scale_mode": scale_mode, "dual_fraction": dual_fraction,
+        "dataset_id": dataset_id,
+        "attrgen_run_id": attrgen_run_id,
+        "llm": llm,
+        "vllm_base_url": vllm_base_url,
+        "include_rationale": include_rationale,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "max_attempts": max_attempts,
+        "system_prompt": system_prompt,
+        "scale_mode": scale_mode,
+        "dual_fraction": dual_fraction,
     }
 
-    # load: validate references, prove the LLM server works, then the run, personas, plan.
-    # Nothing is created while an input or the server is wrong.
+    # Nothing is created while an input or the LLM server is wrong.
+    _check_references(engine, dataset_id, attrgen_run_id)
+    async with ready_chat_client(
+        settings, llm=llm, model_name=model_name, vllm_base_url=vllm_base_url, in_flight=batch_size
+    ) as client:
+        job = _open_job(engine, fields, model_name=model_name, resume_run_id=resume_run_id)
+        logger.info(
+            "Benchmark run %s: %s questions planned, %s already answered, %s to ask.",
+            job.run_id,
+            len(job.plan),
+            len(job.plan) - len(job.todo),
+            len(job.todo),
+        )
+        progress = Progress(len(job.plan), interval=settings.progress_interval, what="ratings")
+        await progress.start(len(job.plan) - len(job.todo))
+        await answer_all(
+            job.todo,
+            partial(
+                _ask_one,
+                client,
+                job,
+                include_rationale=include_rationale,
+                system_prompt=system_prompt,
+                max_attempts=max_attempts,
+                max_tokens=max_new_tokens,
+            ),
+            in_flight=batch_size,
+            save=partial(_save, engine, job.run_id),
+            progress=progress,
+            already_done=len(job.plan) - len(job.todo),
+            interval=settings.progress_interval,
+        )
+
+    analysis = _finish(engine, job)
+    logger.info("Benchmark run %s finished: %s", job.run_id, analysis.summary_line())
+    await acreate_markdown_artifact(
+        key=f"benchmark-run-{job.run_id}",
+        markdown=f"# Benchmark run {job.run_id}\n\nModel `{model_name}` on dataset {dataset_id}, "
+        f"scale `{scale_mode}`.\n\n{analysis.to_markdown()}",
+        description=f"Benchmark run {job.run_id}: quick analysis",
+    )
+    return TaskResult(
+        run_type="benchmark", run_id=job.run_id, dataset_id=dataset_id, summary=asdict(analysis)
+    )
+
+
+def _check_references(engine: Engine, dataset_id: int, attrgen_run_id: int | None) -> None:
     with session_scope(engine) as session:
         require_dataset(session, dataset_id)
         if attrgen_run_id is not None:
             runs.check_attrgen_run_fits(session, attrgen_run_id, dataset_id)
         if not runs.active_traits(session):
             raise InvalidConfig("traits", "no active traits: activate at least one trait to rate")
-    client = await ready_chat_client(settings, llm=llm, model_name=model_name,
-                                     vllm_base_url=vllm_base_url, in_flight=batch_size)
+
+
+def _open_job(
+    engine: Engine, fields: dict[str, Any], *, model_name: str, resume_run_id: int | None
+) -> Job:
+    """Create or resume the run row, and derive its (deterministic) plan and what is missing."""
     with session_scope(engine) as session:
         run = runs.open_benchmark_run(
-            session, fields=fields, model_name=model_name,
-            flow_run_id=current_flow_run_id(), resume_run_id=resume_run_id,
+            session,
+            fields=fields,
+            model_name=model_name,
+            flow_run_id=current_flow_run_id(),
+            resume_run_id=resume_run_id,
         )
-        run_id, run_seed = run.id, run.run_seed
-        profiles = persona_profiles(session, dataset_id, attrgen_run_id=attrgen_run_id)
-        traits = {t.id: t for t in runs.active_traits(session)}
-        if attrgen_run_id is not None:
+        profiles = persona_profiles(session, run.dataset_id, attrgen_run_id=run.attrgen_run_id)
+        if run.attrgen_run_id is not None:
             # Only named personas are rated, so that every prompt of a run has the same form.
             profiles = {pid: p for pid, p in profiles.items() if p.attributes}
+        traits = {t.id: t for t in runs.active_traits(session)}
         plan = benchmark_plan(
-            run_seed=run_seed, persona_ids=sorted(profiles), trait_ids=sorted(traits),
-            scale_mode=scale_mode, dual_fraction=dual_fraction,
+            run_seed=run.run_seed,
+            persona_ids=sorted(profiles),
+            trait_ids=sorted(traits),
+            scale_mode=run.scale_mode,  # type: ignore[arg-type]
+            dual_fraction=run.dual_fraction,
         )
         run.planned = len(plan)
-        stored = runs.stored_result_keys(session, run_id)
-    todo = [i for i in plan if (i.persona_id, i.trait_id, i.scale_order) not in stored]
-    logger.info("Benchmark run %s: %s questions planned, %s already answered, %s to ask.",
-                run_id, len(plan), len(plan) - len(todo), len(todo))
+        stored = runs.stored_result_keys(session, run.id)
+        todo = [i for i in plan if (i.persona_id, i.trait_id, i.scale_order) not in stored]
+        return Job(run_id=run.id, plan=plan, todo=todo, profiles=profiles, traits=traits)
 
-    # ask: prompt -> LLM -> parse, saved in batches as answers arrive
-    parse = partial(parse_rating, include_rationale=include_rationale)
 
-    async def ask_one(item: PlanItem) -> Answered[RatingAnswer] | Unanswered:
-        build = partial(benchmark_messages, profiles[item.persona_id], traits[item.trait_id],
-                        scale_order=item.scale_order, include_rationale=include_rationale,
-                        system_prompt=system_prompt)
-        return await ask(client, lambda attempt: build(attempt=attempt), parse,
-                         max_attempts=max_attempts, max_tokens=max_new_tokens)
-
-    def save(batch: list[tuple[PlanItem, Answered[RatingAnswer] | Unanswered]]) -> None:
-        with session_scope(engine) as session:
-            runs.save_results(session, run_id, [
-                {**asdict(item), "rating": out.value.rating, "rationale": out.value.rationale,
-                 "raw_answer": out.raw, "attempt": out.attempt}
-                for item, out in batch if isinstance(out, Answered)
-            ])
-            runs.save_failures(session, "benchmark", run_id, [
-                {**asdict(item), "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
-                for item, out in batch if isinstance(out, Unanswered)
-            ])
-
-    progress = Progress(len(plan), interval=settings.progress_interval, what="ratings")
-    await progress.start(len(stored))
-    try:
-        await answer_all(
-            todo, ask_one, in_flight=batch_size, save=save, progress=progress,
-            already_done=len(plan) - len(todo), interval=settings.progress_interval,
+async def _ask_one(
+    client: ChatClient,
+    job: Job,
+    item: PlanItem,
+    *,
+    include_rationale: bool,
+    system_prompt: str | None,
+    max_attempts: int,
+    max_tokens: int,
+) -> Outcome:
+    def messages(attempt: int) -> Any:
+        return benchmark_messages(
+            job.profiles[item.persona_id],
+            job.traits[item.trait_id],
+            scale_order=item.scale_order,
+            include_rationale=include_rationale,
+            system_prompt=system_prompt,
+            attempt=attempt,
         )
-    finally:
-        await client.aclose()
 
-    # report: the quick analysis over everything stored for this run
-    with session_scope(engine) as session:
-        analysis = quick_analysis(runs.rated_rows(session, run_id), planned=len(plan))
-        runs.mark_finished(session, "benchmark", run_id, analysis=asdict(analysis))
-    logger.info("Benchmark run %s finished: %s", run_id, analysis.summary_line())
-    await acreate_markdown_artifact(
-        key=f"benchmark-run-{run_id}",
-        markdown=f"# Benchmark run {run_id}\n\nModel `{model_name}` on dataset {dataset_id}, "
-        f"scale `{scale_mode}`.\n\n{analysis.to_markdown()}",
-        description=f"Benchmark run {run_id}: quick analysis",
+    return await ask(
+        client,
+        messages,
+        partial(parse_rating, include_rationale=include_rationale),
+        max_attempts=max_attempts,
+        max_tokens=max_tokens,
     )
-    return TaskResult(run_type="benchmark", run_id=run_id, dataset_id=dataset_id, summary=asdict(analysis))
+
+
+def _save(engine: Engine, run_id: int, batch: list[tuple[PlanItem, Outcome]]) -> None:
+    with session_scope(engine) as session:
+        runs.save_results(
+            session,
+            run_id,
+            [
+                {
+                    **asdict(item),
+                    "rating": out.value.rating,
+                    "rationale": out.value.rationale,
+                    "raw_answer": out.raw,
+                    "attempt": out.attempt,
+                }
+                for item, out in batch
+                if isinstance(out, Answered)
+            ],
+        )
+        runs.save_failures(
+            session,
+            "benchmark",
+            run_id,
+            [
+                {**asdict(item), "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
+                for item, out in batch
+                if isinstance(out, Unanswered)
+            ],
+        )
+
+
+def _finish(engine: Engine, job: Job) -> QuickAnalysis:
+    """The quick analysis over everything stored for this run (all passes together)."""
+    with session_scope(engine) as session:
+        analysis = quick_analysis(runs.rated_rows(session, job.run_id), planned=len(job.plan))
+        runs.mark_finished(session, "benchmark", job.run_id, analysis=asdict(analysis))
+    return analysis

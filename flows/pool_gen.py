@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
@@ -12,8 +14,6 @@ from biasbench.personas.sampling import choose_seed, sample_pool
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.runtime import current_flow_run_id, database
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 
 @flow(name="pool_gen", persist_result=True, result_serializer="json")
@@ -36,7 +36,13 @@ def pool_gen(
 
     seed = seed if seed is not None else choose_seed()
     drafts = sample_pool(n, temperature=temperature, age_from=age_from, age_to=age_to, seed=seed)
-    config = {"n": n, "temperature": temperature, "age_from": age_from, "age_to": age_to, "seed": seed}
+    config = {
+        "n": n,
+        "temperature": temperature,
+        "age_from": age_from,
+        "age_to": age_to,
+        "seed": seed,
+    }
     with session_scope(engine) as session:
         ensure_reference_data(session)
         dataset = store_pool(session, drafts, seed=seed, config=config, flow_run_id=flow_run_id)
@@ -45,9 +51,13 @@ def pool_gen(
     logger.info("Pool dataset %s: %s personas, seed %s.", dataset_id, n, seed)
     create_markdown_artifact(
         key=f"dataset-{dataset_id}",
-        markdown=f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, seed {seed}.",
+        markdown=f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, "
+        f"seed {seed}.",
         description=f"Pool dataset {dataset_id}",
     )
     return TaskResult(
-        run_type="dataset", run_id=dataset_id, dataset_id=dataset_id, summary={"personas": n, "seed": seed}
+        run_type="dataset",
+        run_id=dataset_id,
+        dataset_id=dataset_id,
+        summary={"personas": n, "seed": seed},
     )

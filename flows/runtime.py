@@ -3,14 +3,17 @@ and the LLM API key (from a Secret block or the environment, never from paramete
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from prefect.blocks.system import Secret
+from prefect.runtime import flow_run
 from sqlalchemy import Engine
 
 from biasbench.db.engine import ready_engine
 from biasbench.llm.base import ChatClient
 from biasbench.llm.factory import Backend, make_chat_client
 from biasbench.settings import Settings
-from prefect.blocks.system import Secret
-from prefect.runtime import flow_run
 
 
 def current_flow_run_id() -> str | None:
@@ -33,10 +36,12 @@ async def llm_api_key(settings: Settings) -> str | None:
     return settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
 
 
+@asynccontextmanager
 async def ready_chat_client(
     settings: Settings, *, llm: Backend, model_name: str, vllm_base_url: str | None, in_flight: int
-) -> ChatClient:
-    """A client that has already proven the server is up and serves the model (fail fast)."""
+) -> AsyncIterator[ChatClient]:
+    """A client that has already proven the server is up and serves the model (fail fast),
+    closed however the block ends."""
     client = make_chat_client(
         llm,
         model_name=model_name,
@@ -49,7 +54,6 @@ async def ready_chat_client(
     )
     try:
         await client.probe()
-    except BaseException:
+        yield client
+    finally:
         await client.aclose()
-        raise
-    return client

@@ -161,7 +161,10 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"server latency {args.latency * 1000:g} ms, {args.workers} server processes, ")
     print(f"{args.seconds:g} s worth of requests per run (cold start, no warm-up)\n")
-    print("| in_flight | ideal req/s | httpx+semaphore req/s | ratio | OpenAICompatClient+in_window req/s | ratio |")  # noqa: E501
+    print(
+        "| in_flight | ideal req/s | httpx + semaphore | ratio "
+        "| OpenAICompatClient + in_window | ratio |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for in_flight, ideal, bare, mine in rows:
         print(

@@ -318,12 +318,15 @@ def _attributes_answer(content: str) -> str:
 
 
 def answer_for(messages: Sequence[Message], model_name: str) -> str:
-    """The fake's answer to a chat: attrgen JSON, rating JSON, or a fixed sentence otherwise."""
+    """The fake's answer to a chat: attrgen JSON, rating JSON, or a fixed sentence otherwise.
+
+    Only the last user message counts, and only the model name before any "@" suffix.
+    """
     content = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     if ATTRGEN_TASK in content:
         return _attributes_answer(content)
     if QUESTION_PREFIX in content:
-        return _rating_answer(content, model_name)
+        return _rating_answer(content, model_name.split("@", 1)[0])
     return OTHER_ANSWER
 
 

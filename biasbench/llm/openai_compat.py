@@ -298,9 +298,7 @@ class OpenAICompatClient:
 
     # --- classification ---------------------------------------------------------------------
 
-    def _check_status(
-        self, status: int, body: bytes, retry_after: float | None, what: str
-    ) -> None:
+    def _check_status(self, status: int, body: bytes, retry_after: float | None, what: str) -> None:
         if 200 <= status < 300:
             return
         message = self._redact(

@@ -10,7 +10,7 @@ results come back in completion order, so the caller can persist them as they ar
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -19,7 +19,7 @@ R = TypeVar("R")
 
 async def in_window(
     items: Iterable[T], call: Callable[[T], Awaitable[R]], size: int
-) -> AsyncIterator[tuple[T, R | Exception]]:
+) -> AsyncGenerator[tuple[T, R | Exception], None]:
     """Yield `(item, result or exception)` for every item, at most `size` calls at a time.
 
     An `Exception` raised by `call` is yielded in place of the result, so one bad prompt does

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+
 from flows.balanced_gen import balanced_gen
 from flows.pool_gen import pool_gen
 from tests.support.openai_server import OpenAIServer

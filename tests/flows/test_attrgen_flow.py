@@ -14,20 +14,34 @@ from tests.flows.conftest import MODEL
 from tests.support.openai_server import OpenAIServer, Reply, Status
 from tests.support.rows import count
 
-FENCED = '```json\n{"name": "Ana Lima", "appearance": "Tall, short grey hair.", "biography": "A nurse."}\n```'
-THINKING = ('<think>Let me consider {"draft": 1} first.</think>\n'
-            '{"name": "Omar Haddad", "appearance": "Wears glasses.", "biography": "Teaches maths."}')
+FENCED = (
+    '```json\n{"name": "Ana Lima", "appearance": "Tall, short grey hair.", '
+    '"biography": "A nurse."}\n```'
+)
+THINKING = (
+    '<think>Let me consider {"draft": 1} first.</think>\n'
+    '{"name": "Omar Haddad", "appearance": "Wears glasses.", "biography": "Teaches maths."}'
+)
 
 
 def run_attrgen(server: OpenAIServer, dataset_id: int, **config: object):  # type: ignore[no-untyped-def]
-    return asyncio.run(attrgen(dataset_id=dataset_id, model_name=MODEL, llm="vllm",
-                               vllm_base_url=server.base_url, **config))  # type: ignore[arg-type]
+    return asyncio.run(
+        attrgen(
+            dataset_id=dataset_id,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=server.base_url,
+            **config,
+        )
+    )  # type: ignore[arg-type]
 
 
 def attributes(engine: Engine, run_id: int) -> dict[int, dict[str, str]]:
     found: dict[int, dict[str, str]] = {}
     with session_scope(engine) as session:
-        for row in session.scalars(select(PersonaAttribute).where(PersonaAttribute.attrgen_run_id == run_id)):
+        for row in session.scalars(
+            select(PersonaAttribute).where(PersonaAttribute.attrgen_run_id == run_id)
+        ):
             found.setdefault(row.persona_id, {})[row.key] = row.value
     return found
 
@@ -40,7 +54,9 @@ def test_every_persona_gets_a_name_appearance_and_biography(
 
     stored = attributes(engine, result.run_id)
     assert result.run_type == "attrgen" and result.dataset_id == small_dataset
-    assert len(stored) == 8 and all(set(a) == {"name", "appearance", "biography"} for a in stored.values())
+    assert len(stored) == 8 and all(
+        set(a) == {"name", "appearance", "biography"} for a in stored.values()
+    )
     names = {a["name"] for a in stored.values()}
     assert {"Ana Lima", "Omar Haddad"} <= names and len(names) == 8
     assert result.summary == {"personas": 8, "with_attributes": 8, "missing": 0}
@@ -71,8 +87,16 @@ def test_a_server_that_keeps_failing_fails_the_flow_and_keeps_what_was_stored(
 ) -> None:
     monkeypatch.setenv("LLM_MAX_RETRIES", "2")
     llm_server.script([Reply(FENCED)] + [Status(503)] * 40)
-    state = asyncio.run(attrgen(dataset_id=small_dataset, model_name=MODEL, llm="vllm",
-                                vllm_base_url=llm_server.base_url, batch_size=1, return_state=True))
+    state = asyncio.run(
+        attrgen(
+            dataset_id=small_dataset,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=llm_server.base_url,
+            batch_size=1,
+            return_state=True,
+        )
+    )
     assert state.is_failed()
     assert "503" in str(state.result(raise_on_failure=False))
     assert count(engine, PersonaAttribute) == 3  # the one answer that came is kept

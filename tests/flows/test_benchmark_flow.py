@@ -28,8 +28,13 @@ def active_traits(engine: Engine) -> int:
 
 def run_benchmark(server: OpenAIServer, dataset_id: int, **config: object):  # type: ignore[no-untyped-def]
     return pytest.importorskip("asyncio").run(
-        benchmark(dataset_id=dataset_id, model_name=MODEL, llm="vllm",
-                  vllm_base_url=server.base_url, **config)  # type: ignore[arg-type]
+        benchmark(
+            dataset_id=dataset_id,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=server.base_url,
+            **config,
+        )  # type: ignore[arg-type]
     )
 
 
@@ -37,8 +42,9 @@ def run_benchmark(server: OpenAIServer, dataset_id: int, **config: object):  # t
 def test_total_is_personas_times_traits_times_one_plus_dual_fraction(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int, dual_fraction: float
 ) -> None:
-    result = run_benchmark(llm_server, small_dataset, scale_mode="in", dual_fraction=dual_fraction,
-                           batch_size=8)
+    result = run_benchmark(
+        llm_server, small_dataset, scale_mode="in", dual_fraction=dual_fraction, batch_size=8
+    )
 
     pairs = 8 * active_traits(engine)
     keys = result_keys(engine, result.run_id)
@@ -54,7 +60,9 @@ def test_rev_stores_the_raw_rating_with_its_order(
     result = run_benchmark(llm_server, small_dataset, scale_mode="rev", include_rationale=True)
 
     with session_scope(engine) as session:
-        rows = session.scalars(select(BenchmarkResult).where(BenchmarkResult.run_id == result.run_id)).all()
+        rows = session.scalars(
+            select(BenchmarkResult).where(BenchmarkResult.run_id == result.run_id)
+        ).all()
     assert rows and {r.scale_order for r in rows} == {"rev"}
     for row in rows:
         answer = extract_json_object(row.raw_answer)
@@ -72,14 +80,16 @@ def test_rev_stores_the_raw_rating_with_its_order(
 def test_bad_answers_and_server_errors_are_retried_and_recorded(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int
 ) -> None:
-    llm_server.script([
-        Malformed(),                       # 1st request: body is not JSON -> client retries
-        Status(500),                       # server error -> retried with backoff
-        Status(429, retry_after=1),        # rate limited -> waits as told, then retried
-        Reply('{"rating": 9}'),            # out of range -> asked again, stricter
-        Reply("I would rather not say."),  # no JSON -> asked again, stricter
-        Reply('{"rating": 0}'),            # out of range a third time -> recorded as failure
-    ])
+    llm_server.script(
+        [
+            Malformed(),  # 1st request: body is not JSON -> client retries
+            Status(500),  # server error -> retried with backoff
+            Status(429, retry_after=1),  # rate limited -> waits as told, then retried
+            Reply('{"rating": 9}'),  # out of range -> asked again, stricter
+            Reply("I would rather not say."),  # no JSON -> asked again, stricter
+            Reply('{"rating": 0}'),  # out of range a third time -> recorded as failure
+        ]
+    )
     started = time.monotonic()
     result = run_benchmark(llm_server, small_dataset, scale_mode="in", batch_size=1, max_attempts=3)
 
@@ -92,17 +102,28 @@ def test_bad_answers_and_server_errors_are_retried_and_recorded(
         ).all()
     assert time.monotonic() - started >= 1.0  # Retry-After was honoured
     assert len(keys) == planned - 1 and len(failures) == 1
-    assert failures[0].kind == "parse" and failures[0].attempt == 3 and "rating" in failures[0].snippet
+    assert (
+        failures[0].kind == "parse" and failures[0].attempt == 3 and "rating" in failures[0].snippet
+    )
     assert result.summary["error_share"] == pytest.approx(1 / planned)
     assert max(attempts) == 1  # the one failed item is not in the results
 
 
-def test_unreachable_server_fails_fast_with_a_critical_error(engine: Engine, small_dataset: int) -> None:
+def test_unreachable_server_fails_fast_with_a_critical_error(
+    engine: Engine, small_dataset: int
+) -> None:
     import asyncio
 
     started = time.monotonic()
-    state = asyncio.run(benchmark(dataset_id=small_dataset, model_name=MODEL, llm="vllm",
-                                  vllm_base_url=closed_port_url(), return_state=True))
+    state = asyncio.run(
+        benchmark(
+            dataset_id=small_dataset,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=closed_port_url(),
+            return_state=True,
+        )
+    )
     elapsed = time.monotonic() - started
 
     assert state.is_failed()
@@ -118,9 +139,18 @@ def test_attributes_of_another_dataset_are_refused_before_any_run_exists(
     import asyncio
 
     other = balanced_gen(dataset_id=pool_gen(n=200, seed=8).dataset_id, n=4).dataset_id
-    attrs = asyncio.run(attrgen(dataset_id=other, model_name=MODEL, llm="vllm",
-                                vllm_base_url=llm_server.base_url, batch_size=4))
-    with pytest.raises(InvalidConfig, match=rf"attrgen_run_id: attrgen run {attrs.run_id} belongs to dataset"):
+    attrs = asyncio.run(
+        attrgen(
+            dataset_id=other,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=llm_server.base_url,
+            batch_size=4,
+        )
+    )
+    with pytest.raises(
+        InvalidConfig, match=rf"attrgen_run_id: attrgen run {attrs.run_id} belongs to dataset"
+    ):
         run_benchmark(llm_server, small_dataset, attrgen_run_id=attrs.run_id)
     assert count(engine, BenchmarkRun) == 0
 
@@ -134,13 +164,21 @@ def test_a_resumed_run_asks_only_what_is_missing_and_keeps_its_random_choices(
     assert orders == {"in", "rev"}
 
     with session_scope(engine) as session:  # lose a third of the answers
-        session.execute(delete(BenchmarkResult).where(
-            BenchmarkResult.run_id == first.run_id, BenchmarkResult.id % 3 == 0))
+        session.execute(
+            delete(BenchmarkResult).where(
+                BenchmarkResult.run_id == first.run_id, BenchmarkResult.id % 3 == 0
+            )
+        )
     kept = len(result_keys(engine, first.run_id))
     asked_before = len(llm_server.requests)
 
-    again = run_benchmark(llm_server, small_dataset, scale_mode="random50", dual_fraction=0.3,
-                          resume_run_id=first.run_id)
+    again = run_benchmark(
+        llm_server,
+        small_dataset,
+        scale_mode="random50",
+        dual_fraction=0.3,
+        resume_run_id=first.run_id,
+    )
 
     assert again.run_id == first.run_id
     assert sorted(result_keys(engine, first.run_id)) == keys
@@ -151,7 +189,7 @@ def test_a_resumed_run_refuses_a_different_scale(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int
 ) -> None:
     first = run_benchmark(llm_server, small_dataset, scale_mode="in")
-    with pytest.raises(InvalidConfig, match="scale_mode: run .* was started with scale_mode='in'"):
+    with pytest.raises(InvalidConfig, match=r"scale_mode: run .* was started with scale_mode='in'"):
         run_benchmark(llm_server, small_dataset, scale_mode="rev", resume_run_id=first.run_id)
 
 
@@ -162,9 +200,18 @@ def test_benchmark_with_attributes_names_the_persona_and_publishes_the_analysis(
 
     from prefect import get_client
 
-    attrs = asyncio.run(attrgen(dataset_id=small_dataset, model_name=MODEL, llm="vllm",
-                                vllm_base_url=llm_server.base_url, batch_size=4))
-    result = run_benchmark(llm_server, small_dataset, attrgen_run_id=attrs.run_id, dual_fraction=0.5)
+    attrs = asyncio.run(
+        attrgen(
+            dataset_id=small_dataset,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=llm_server.base_url,
+            batch_size=4,
+        )
+    )
+    result = run_benchmark(
+        llm_server, small_dataset, attrgen_run_id=attrs.run_id, dual_fraction=0.5
+    )
 
     last_prompt = json.dumps(llm_server.requests[-1]["messages"])
     assert "seem" in last_prompt
@@ -173,6 +220,8 @@ def test_benchmark_with_attributes_names_the_persona_and_publishes_the_analysis(
     async def artifact_markdown() -> str:
         async with get_client() as client:
             artifact = await client.read_latest_artifacts()
-            return " ".join(str(a.data) for a in artifact if a.key == f"benchmark-run-{result.run_id}")
+            return " ".join(
+                str(a.data) for a in artifact if a.key == f"benchmark-run-{result.run_id}"
+            )
 
     assert "RMA" in asyncio.run(artifact_markdown())

@@ -20,8 +20,13 @@ from tests.support.openai_server import OpenAIServer
 from tests.support.rows import count, result_keys
 
 REPO = Path(__file__).resolve().parents[2]
-CONFIG = {"model_name": MODEL, "llm": "vllm", "batch_size": 2, "scale_mode": "random50",
-          "dual_fraction": 0.25}
+CONFIG = {
+    "model_name": MODEL,
+    "llm": "vllm",
+    "batch_size": 2,
+    "scale_mode": "random50",
+    "dual_fraction": 0.25,
+}
 
 
 def test_killed_benchmark_resumes_to_exactly_one_result_per_key(
@@ -30,9 +35,15 @@ def test_killed_benchmark_resumes_to_exactly_one_result_per_key(
     with OpenAIServer(models=[MODEL], latency=0.1) as slow_server:
         config = {**CONFIG, "vllm_base_url": slow_server.base_url, "dataset_id": small_dataset}
         process = subprocess.Popen(
-            [sys.executable, "-c",
-             f"import asyncio; from flows.benchmark import benchmark; asyncio.run(benchmark(**{config!r}))"],
-            cwd=REPO, env={**os.environ, "PREFECT_API_URL": prefect_server}, start_new_session=True,
+            [
+                sys.executable,
+                "-c",
+                "import asyncio; from flows.benchmark import benchmark; "
+                f"asyncio.run(benchmark(**{config!r}))",
+            ],
+            cwd=REPO,
+            env={**os.environ, "PREFECT_API_URL": prefect_server},
+            start_new_session=True,
         )
         try:
             deadline = time.monotonic() + 120
@@ -52,10 +63,15 @@ def test_killed_benchmark_resumes_to_exactly_one_result_per_key(
 
         # resume with a fast server: only the missing questions are asked
         with OpenAIServer(models=[MODEL]) as fast_server:
-            resumed = asyncio.run(benchmark(**{**config, "vllm_base_url": fast_server.base_url,
-                                               "resume_run_id": run_id}))
+            resumed = asyncio.run(
+                benchmark(
+                    **{**config, "vllm_base_url": fast_server.base_url, "resume_run_id": run_id}
+                )
+            )
             asked_on_resume = len(fast_server.requests)
-            uninterrupted = asyncio.run(benchmark(**{**config, "vllm_base_url": fast_server.base_url}))
+            uninterrupted = asyncio.run(
+                benchmark(**{**config, "vllm_base_url": fast_server.base_url})
+            )
 
     keys = result_keys(engine, run_id)
     assert resumed.run_id == run_id

@@ -15,15 +15,22 @@ from flows.balanced_gen import balanced_gen
 from flows.pool_gen import pool_gen
 from tests.support.rows import count
 
-ATTRIBUTES = ("age", "gender", "education", "occupation", "marriage_status",
-              "migration_status", "origin", "religion", "sexuality")
+ATTRIBUTES = (
+    "age",
+    "gender",
+    "education",
+    "occupation",
+    "marriage_status",
+    "migration_status",
+    "origin",
+    "religion",
+    "sexuality",
+)
 
 
 def personas_of(engine: Engine, dataset_id: int) -> list[tuple[object, ...]]:
     with session_scope(engine) as session:
-        return [
-            tuple(row[a] for a in ATTRIBUTES) for row in balancing_rows(session, dataset_id)
-        ]
+        return [tuple(row[a] for a in ATTRIBUTES) for row in balancing_rows(session, dataset_id)]
 
 
 def test_the_same_seed_gives_an_identical_pool(engine: Engine) -> None:
@@ -54,11 +61,17 @@ def test_bad_pool_input_names_the_field_and_creates_nothing(engine: Engine) -> N
 
 def test_balanced_marginals_are_even_within_one_where_the_pool_allows(engine: Engine) -> None:
     pool = pool_gen(n=3000, seed=21, temperature=0.5)
-    result = balanced_gen(dataset_id=pool.dataset_id, n=120, seed=42, axes=["gender", "age_bin", "religion"])
+    result = balanced_gen(
+        dataset_id=pool.dataset_id, n=120, seed=42, axes=["gender", "age_bin", "religion"]
+    )
 
     with session_scope(engine) as session:
         dataset = session.get_one(Dataset, result.dataset_id)
-        assert (dataset.kind, dataset.size, dataset.source_dataset_id) == ("balanced", 120, pool.dataset_id)
+        assert (dataset.kind, dataset.size, dataset.source_dataset_id) == (
+            "balanced",
+            120,
+            pool.dataset_id,
+        )
         rows = balancing_rows(session, result.dataset_id)
         pool_rows = balancing_rows(session, pool.dataset_id)
     assert len(rows) == 120

@@ -21,11 +21,11 @@ import asyncio
 import collections
 import contextlib
 import json
+import logging
 import multiprocessing
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -39,9 +39,9 @@ Answer = Callable[[Sequence[dict[str, Any]], str], str]
 
 @dataclass(frozen=True)
 class Reply:
-    """Answer this request with `text` (a normal 200 completion)."""
+    """Answer this request with `text` (a normal 200 completion; None sends `content: null`)."""
 
-    text: str
+    text: str | None
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,9 @@ def _error_body(message: str, code: int) -> dict[str, Any]:
     return {"object": "error", "message": message, "type": "BadRequestError", "code": code}
 
 
-def _completion(model: str, text: str, messages: Sequence[dict[str, Any]], n: int) -> dict:
+def _completion(model: str, text: str | None, messages: Sequence[dict[str, Any]], n: int) -> dict:
     prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in messages)
-    completion_tokens = len(text.split())
+    completion_tokens = len((text or "").split())
     return {
         "id": f"chatcmpl-{n}",
         "object": "chat.completion",
@@ -369,10 +369,13 @@ def _reuseport_socket(port: int) -> socket.socket:
 
 def _worker(port: int, models: list[str], latency: float, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
+    logging.getLogger("aiohttp").setLevel(logging.CRITICAL)  # clients hanging up are normal here
 
     async def main() -> None:
         app = _App(models, _echo_answer, latency, api_key=None, record=False)
-        runner = web.AppRunner(app.build(), access_log=None, shutdown_timeout=0.5)
+        runner = web.AppRunner(
+            app.build(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
         await runner.setup()
         sock = _reuseport_socket(port)
         site = web.SockSite(runner, sock, backlog=1024)
@@ -436,4 +439,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -19,7 +19,8 @@ def count(engine: Engine, model: type, **where: object) -> int:
 def result_keys(engine: Engine, run_id: int) -> list[tuple[int, int, str]]:
     with session_scope(engine) as session:
         rows = session.execute(
-            select(BenchmarkResult.persona_id, BenchmarkResult.trait_id, BenchmarkResult.scale_order)
-            .where(BenchmarkResult.run_id == run_id)
+            select(
+                BenchmarkResult.persona_id, BenchmarkResult.trait_id, BenchmarkResult.scale_order
+            ).where(BenchmarkResult.run_id == run_id)
         )
         return [(p, t, o) for p, t, o in rows]

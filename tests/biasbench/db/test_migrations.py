@@ -7,8 +7,18 @@ from sqlalchemy import create_engine, inspect
 from biasbench.db.engine import migrate
 
 TABLES = {
-    "countries", "personas", "datasets", "dataset_members", "traits", "models", "attrgen_runs",
-    "persona_attributes", "benchmark_runs", "benchmark_results", "failures", "alembic_version",
+    "countries",
+    "personas",
+    "datasets",
+    "dataset_members",
+    "traits",
+    "models",
+    "attrgen_runs",
+    "persona_attributes",
+    "benchmark_runs",
+    "benchmark_results",
+    "failures",
+    "alembic_version",
 }
 
 

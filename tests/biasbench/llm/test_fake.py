@@ -187,6 +187,7 @@ def test_client_is_a_chat_client() -> None:
 
 
 def test_suffixes_do_not_change_answers() -> None:
+    assert answer_for(MESSAGES, "m@slow=0.1") == answer_for(MESSAGES, "m")
     plain = asyncio.run(chat(FakeChatClient("m")))
     assert asyncio.run(chat(FakeChatClient("m@slow=0.01"))) == plain
     assert asyncio.run(chat(FakeChatClient("m@fail-after=3@slow=0"))) == plain
