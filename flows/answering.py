@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import aclosing
 from typing import TypeVar
 
 from biasbench.asking import Answered, Unanswered
@@ -41,17 +42,19 @@ async def answer_all(
             await asyncio.to_thread(save, batch)
 
     try:
-        async for item, outcome in in_window(todo, ask_one, in_flight):
-            if isinstance(outcome, Exception):
-                raise outcome
-            pending.append((item, outcome))
-            if isinstance(outcome, Answered):
-                answered += 1
-            else:
-                unanswered += 1
-            if time.monotonic() - last_flush >= interval:
-                await flush()
-                await progress.update(already_done + answered)
+        # aclosing: an error cancels the requests still in flight at once, not at GC time.
+        async with aclosing(in_window(todo, ask_one, in_flight)) as answers:
+            async for item, outcome in answers:
+                if isinstance(outcome, Exception):
+                    raise outcome
+                pending.append((item, outcome))
+                if isinstance(outcome, Answered):
+                    answered += 1
+                else:
+                    unanswered += 1
+                if time.monotonic() - last_flush >= interval:
+                    await flush()
+                    await progress.update(already_done + answered)
     finally:
         await flush()
     await progress.update(already_done + answered, force=True)

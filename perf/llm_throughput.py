@@ -148,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--in-flight", type=int, nargs="+", default=[32, 64])
     args = parser.parse_args(argv)
 
+    load_before = os.getloadavg()[0]
     rows = []
     with fake_server(args.latency, args.workers) as url:
         for in_flight in args.in_flight:
@@ -159,8 +160,11 @@ def main(argv: list[str] | None = None) -> None:
             rows.append((in_flight, ideal, bare, mine))
             print(f"in_flight={in_flight}: done", file=sys.stderr, flush=True)
 
-    print(f"server latency {args.latency * 1000:g} ms, {args.workers} server processes, ")
-    print(f"{args.seconds:g} s worth of requests per run (cold start, no warm-up)\n")
+    print(
+        f"server latency {args.latency * 1000:g} ms, {args.workers} server processes, "
+        f"{args.seconds:g} s worth of requests per run (cold start, no warm-up); "
+        f"1-min load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after\n"
+    )
     print(
         "| in_flight | ideal req/s | httpx + semaphore | ratio "
         "| OpenAICompatClient + in_window | ratio |"

@@ -3,7 +3,7 @@
 Why aiohttp and not httpx: throughput is a hard requirement (keep the GPU server saturated with
 `in_flight` requests), and httpx's connection pool does not scale to 64 in flight on one event
 loop. Measured on the 2-core machine against the fake server of `tests/support` (fixed 200 ms
-latency, 2 server processes, 10 s worth of requests, no warm-up, ratio = achieved / ideal):
+latency, 2 server processes, 8-10 s worth of requests, no warm-up, ratio = achieved / ideal):
 
     in_flight  ideal   httpx, 1 pool   httpx, 4 pools   aiohttp, 1 session   + uvloop
     32         160/s   146 (0.92)      146 (0.91)       153-155 (0.96-0.97)  0.96-0.97
