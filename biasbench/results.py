@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from biasbench.db.models import AttrgenRun, BenchmarkRun, Dataset
 
 RunType = Literal["dataset", "attrgen", "benchmark"]
 
@@ -22,3 +26,32 @@ class TaskResult(BaseModel):
     summary: dict[str, Any] = Field(
         default_factory=dict, description="Short figures for humans, e.g. the quick analysis."
     )
+
+
+def result_of_flow_run(session: Session, flow_run_id: str) -> TaskResult | None:
+    """What a finished task produced, found from its Prefect flow-run id in the domain database.
+
+    This is how another process or host (the queue manager, the REST shim) reads a result
+    without access to the Prefect worker's result storage."""
+    dataset = session.scalar(
+        select(Dataset)
+        .where(Dataset.prefect_flow_run_id == flow_run_id)
+        .order_by(Dataset.id.desc())
+    )
+    if dataset is not None:
+        return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id)
+    for run_type, model in (("attrgen", AttrgenRun), ("benchmark", BenchmarkRun)):
+        run = session.scalar(
+            select(model)
+            .where(model.prefect_flow_run_id == flow_run_id, model.finished_at.is_not(None))
+            .order_by(model.id.desc())
+        )
+        if run is not None:
+            summary = dict(run.analysis) if isinstance(run, BenchmarkRun) else {}
+            return TaskResult(
+                run_type=run_type,  # type: ignore[arg-type]
+                run_id=run.id,
+                dataset_id=run.dataset_id,
+                summary=summary,
+            )
+    return None
