@@ -40,18 +40,25 @@ def result_of_flow_run(session: Session, flow_run_id: str) -> TaskResult | None:
     )
     if dataset is not None:
         return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id)
-    for run_type, model in (("attrgen", AttrgenRun), ("benchmark", BenchmarkRun)):
-        run = session.scalar(
-            select(model)
-            .where(model.prefect_flow_run_id == flow_run_id, model.finished_at.is_not(None))
-            .order_by(model.id.desc())
+    attrgen = session.scalar(
+        select(AttrgenRun)
+        .where(AttrgenRun.prefect_flow_run_id == flow_run_id, AttrgenRun.finished_at.is_not(None))
+        .order_by(AttrgenRun.id.desc())
+    )
+    if attrgen is not None:
+        return TaskResult(run_type="attrgen", run_id=attrgen.id, dataset_id=attrgen.dataset_id)
+    bench = session.scalar(
+        select(BenchmarkRun)
+        .where(
+            BenchmarkRun.prefect_flow_run_id == flow_run_id, BenchmarkRun.finished_at.is_not(None)
         )
-        if run is not None:
-            summary = dict(run.analysis) if isinstance(run, BenchmarkRun) else {}
-            return TaskResult(
-                run_type=run_type,  # type: ignore[arg-type]
-                run_id=run.id,
-                dataset_id=run.dataset_id,
-                summary=summary,
-            )
+        .order_by(BenchmarkRun.id.desc())
+    )
+    if bench is not None:
+        return TaskResult(
+            run_type="benchmark",
+            run_id=bench.id,
+            dataset_id=bench.dataset_id,
+            summary=dict(bench.analysis),
+        )
     return None

@@ -1,0 +1,159 @@
+"""The queue manager's decisions as one pure function: from a snapshot of the queue to actions.
+
+Keeping every rule here (order, dependencies, cascades, slots) makes them testable without
+Prefect, and keeps the manager flow a thin loop: snapshot → decide → apply."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from biasbench.queue.model import (
+    HELD_QUEUED,
+    HELD_WAITING,
+    RESULT_WIRING,
+    SKIPPED,
+    QueueRun,
+    QueueStatus,
+)
+from biasbench.results import TaskResult
+
+
+@dataclass(frozen=True)
+class Release:
+    """Give the run its turn, with the upstream results merged into its parameters."""
+
+    run_id: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """End the run as Skipped (an upstream failed, crashed, was skipped or cannot be found)."""
+
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """End the run as Cancelled (an upstream was cancelled)."""
+
+    run_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Relabel:
+    """Show whether a held run waits for its turn or for an upstream."""
+
+    run_id: str
+    name: Literal["Queued", "Waiting"]
+
+
+Action = Release | Skip | Cancel | Relabel
+
+
+def describe(run: QueueRun) -> str:
+    return f"{run.task_type} '{run.name}' ({run.id[:8]})"
+
+
+def _blocker(
+    run: QueueRun, runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]
+) -> Skip | Cancel | None:
+    """Why a held run can never run (a terminal action), or None."""
+    for upstream_id in run.upstream:
+        upstream = runs.get(upstream_id)
+        if upstream is None:
+            return Skip(run.id, f"upstream {upstream_id} does not exist")
+        status = upstream.status
+        if status is QueueStatus.FAILED:
+            return Skip(run.id, f"upstream {describe(upstream)} failed")
+        if status is QueueStatus.SKIPPED:
+            return Skip(run.id, f"upstream {describe(upstream)} was skipped")
+        if status is QueueStatus.DONE and upstream_id not in results:
+            return Skip(run.id, f"upstream {describe(upstream)} completed without a result")
+    for upstream_id in run.upstream:
+        if runs[upstream_id].status is QueueStatus.CANCELLED:
+            return Cancel(run.id, f"upstream {describe(runs[upstream_id])} was cancelled")
+    return None
+
+
+def _in_cycle(run: QueueRun, runs: Mapping[str, QueueRun]) -> bool:
+    seen: set[str] = set()
+    stack = list(run.upstream)
+    while stack:
+        current = stack.pop()
+        if current == run.id:
+            return True
+        if current in seen or current not in runs:
+            continue
+        seen.add(current)
+        stack.extend(runs[current].upstream)
+    return False
+
+
+def injected_parameters(
+    run: QueueRun, runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]
+) -> dict[str, Any]:
+    """The run's parameters with every upstream's result wired in (the whole dict: Prefect's
+    update replaces parameters rather than merging them)."""
+    parameters = dict(run.parameters)
+    for upstream_id in run.upstream:
+        wiring = RESULT_WIRING.get((runs[upstream_id].task_type, run.task_type), {})
+        result = results[upstream_id].model_dump()
+        for parameter, result_field in wiring.items():
+            parameters[parameter] = result[result_field]
+    return parameters
+
+
+def _ending(runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]) -> list[Skip | Cancel]:
+    """Held runs that can never run: in a cycle, or behind a failed/skipped/cancelled upstream."""
+    endings: list[Skip | Cancel] = []
+    for run in sorted((r for r in runs.values() if r.held), key=lambda r: r.order):
+        if _in_cycle(run, runs):
+            endings.append(Skip(run.id, "its upstream tasks depend on it (a dependency cycle)"))
+        elif (blocker := _blocker(run, runs, results)) is not None:
+            endings.append(blocker)
+    return endings
+
+
+def decide(
+    runs: Mapping[str, QueueRun],
+    *,
+    slots: int,
+    accepting: bool,
+    results: Mapping[str, TaskResult],
+) -> list[Action]:
+    """runs: every task the queue knows of, by id (held ones and their upstreams);
+    slots: how many tasks may run at once; accepting: False while paused or stopping;
+    results: the results of completed upstreams, by run id.
+
+    Cascades are resolved in one call: a run skipped here skips its own dependents too."""
+    view = dict(runs)
+    actions: list[Action] = []
+    while endings := _ending(view, results):
+        actions.extend(endings)
+        for ending in endings:
+            name = SKIPPED if isinstance(ending, Skip) else "Cancelled"
+            view[ending.run_id] = replace(
+                view[ending.run_id], state_type="CANCELLED", state_name=name
+            )
+
+    ready: list[QueueRun] = []
+    for run in sorted((r for r in view.values() if r.held), key=lambda r: r.order):
+        if any(view[u].status is not QueueStatus.DONE for u in run.upstream):
+            if run.state_name != HELD_WAITING:
+                actions.append(Relabel(run.id, HELD_WAITING))
+        else:
+            ready.append(run)
+
+    free = slots - sum(1 for r in view.values() if r.occupies_slot)
+    released = ready[: max(free, 0)] if accepting else []
+    for run in released:
+        actions.append(Release(run.id, injected_parameters(run, view, results)))
+    for run in ready[len(released) :]:
+        if run.state_name != HELD_QUEUED:
+            actions.append(Relabel(run.id, HELD_QUEUED))
+    return actions

@@ -1,0 +1,147 @@
+"""The queue manager's rules, decided from a snapshot: order, slots, wiring, cascades."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from biasbench.queue.decide import Cancel, Relabel, Release, Skip, decide
+from biasbench.queue.model import QueueRun, QueueStatus, queue_status
+from biasbench.results import TaskResult
+
+T0 = datetime(2026, 11, 28, tzinfo=UTC)
+
+
+def run(
+    rid: str,
+    task_type: str = "benchmark",
+    *,
+    state: str = "PAUSED",
+    name: str | None = "Queued",
+    minute: int = 0,
+    priority: int = 0,
+    upstream: tuple[str, ...] = (),
+    **parameters: object,
+) -> QueueRun:
+    return QueueRun(
+        id=rid,
+        name=f"task {rid}",
+        task_type=task_type,
+        state_type=state,  # type: ignore[arg-type]
+        state_name=name,
+        created=T0 + timedelta(minutes=minute),
+        priority=priority,
+        upstream=upstream,
+        parameters=dict(parameters),
+    )
+
+
+def snapshot(*runs: QueueRun) -> dict[str, QueueRun]:
+    return {r.id: r for r in runs}
+
+
+def released(actions: list) -> list[str]:  # type: ignore[type-arg]
+    return [a.run_id for a in actions if isinstance(a, Release)]
+
+
+def test_one_slot_releases_the_oldest_held_run_only() -> None:
+    actions = decide(
+        snapshot(run("b", minute=2), run("a", minute=1), run("c", minute=3)),
+        slots=1,
+        accepting=True,
+        results={},
+    )
+    assert released(actions) == ["a"]
+
+
+def test_priority_goes_before_submission_order() -> None:
+    actions = decide(
+        snapshot(run("a", minute=1), run("b", minute=2, priority=5)),
+        slots=1,
+        accepting=True,
+        results={},
+    )
+    assert released(actions) == ["b"]
+
+
+def test_nothing_is_released_while_a_slot_is_taken_or_the_queue_does_not_accept() -> None:
+    runs = snapshot(run("busy", state="RUNNING", name="Running"), run("a", minute=1))
+    assert released(decide(runs, slots=1, accepting=True, results={})) == []
+    assert released(decide(runs, slots=2, accepting=True, results={})) == ["a"]
+    assert released(decide(snapshot(run("a")), slots=1, accepting=False, results={})) == []
+
+
+def test_a_released_run_still_occupies_its_slot_until_it_ends() -> None:
+    runs = snapshot(run("r", state="SCHEDULED", name="Released"), run("a", minute=1))
+    assert released(decide(runs, slots=1, accepting=True, results={})) == []
+
+
+def test_a_dependent_waits_then_gets_the_upstream_result_injected() -> None:
+    attrgen = run("up", "attrgen", state="RUNNING", name="Running")
+    bench = run("down", upstream=("up",), minute=1, model_name="m", scale_mode="rev")
+    later = run("later", minute=2)
+    waiting = decide(snapshot(attrgen, bench, later), slots=2, accepting=True, results={})
+    assert Relabel("down", "Waiting") in waiting and released(waiting) == ["later"]
+
+    done = run("up", "attrgen", state="COMPLETED", name="Completed")
+    result = TaskResult(run_type="attrgen", run_id=77, dataset_id=5)
+    actions = decide(snapshot(done, bench, later), slots=1, accepting=True, results={"up": result})
+    injected = {"model_name": "m", "scale_mode": "rev", "attrgen_run_id": 77, "dataset_id": 5}
+    assert actions[0] == Release("down", injected)
+    assert released(actions) == ["down"]  # ahead of the task submitted after it
+
+
+def test_a_chain_wires_dataset_ids_through_every_level() -> None:
+    pool = run("p", "pool_gen", state="COMPLETED", name="Completed")
+    balanced = run("b", "balanced_gen", upstream=("p",), n=10)
+    result = TaskResult(run_type="dataset", run_id=3, dataset_id=3)
+    assert decide(snapshot(pool, balanced), slots=1, accepting=True, results={"p": result}) == [
+        Release("b", {"n": 10, "dataset_id": 3})
+    ]
+
+
+def test_failed_upstream_skips_the_whole_chain_below_in_one_decision() -> None:
+    failed = run("a", "attrgen", state="FAILED", name="Failed")
+    bench = run("b", upstream=("a",), minute=1)
+    below = run("c", upstream=("b",), minute=2)
+    unrelated = run("u", minute=3)
+    actions = decide(snapshot(failed, bench, below, unrelated), slots=1, accepting=True, results={})
+    skips = {a.run_id: a.reason for a in actions if isinstance(a, Skip)}
+    assert set(skips) == {"b", "c"}
+    assert "attrgen 'task a' (a) failed" in skips["b"] and "was skipped" in skips["c"]
+    assert released(actions) == ["u"]
+
+
+def test_cancelled_upstream_cancels_dependents_and_crashed_counts_as_failed() -> None:
+    cancelled = run("a", "attrgen", state="CANCELLED", name="Cancelled")
+    crashed = run("x", "attrgen", state="CRASHED", name="Crashed")
+    actions = decide(
+        snapshot(cancelled, crashed, run("b", upstream=("a",)), run("c", upstream=("x",))),
+        slots=1,
+        accepting=True,
+        results={},
+    )
+    assert any(isinstance(a, Cancel) and a.run_id == "b" for a in actions)
+    assert any(isinstance(a, Skip) and a.run_id == "c" for a in actions)
+
+
+def test_unknown_upstreams_and_cycles_never_wait_forever() -> None:
+    actions = decide(
+        snapshot(
+            run("a", upstream=("ghost",)), run("b", upstream=("c",)), run("c", upstream=("b",))
+        ),
+        slots=1,
+        accepting=True,
+        results={},
+    )
+    assert {a.run_id for a in actions if isinstance(a, Skip)} == {"a", "b", "c"}
+
+
+def test_prefect_states_map_to_queue_statuses() -> None:
+    assert queue_status("PAUSED", "Waiting") is QueueStatus.WAITING
+    assert queue_status("PAUSED", "Suspended") is QueueStatus.QUEUED
+    assert queue_status("SCHEDULED", "Late") is QueueStatus.QUEUED
+    assert queue_status("CANCELLING", None) is QueueStatus.RUNNING
+    assert queue_status("CRASHED", "Crashed") is QueueStatus.FAILED
+    assert queue_status("FAILED", "TimedOut") is QueueStatus.FAILED
+    assert queue_status("CANCELLED", "Skipped") is QueueStatus.SKIPPED
+    assert queue_status("CANCELLED", "Cancelled") is QueueStatus.CANCELLED
