@@ -3,6 +3,9 @@
     BiasBenchError
     ├── InvalidConfig          bad task input; names the field (a ValueError)
     ├── NotFound               a referenced dataset/run does not exist (a ValueError)
+    ├── QueueError             a queue operation cannot be done
+    │   ├── InvalidSubmission  a task's type, config, upstream or priority is wrong; names the field
+    │   └── UnknownTask        no such task
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
@@ -41,6 +44,22 @@ class NotFound(BiasBenchError, ValueError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+class QueueError(BiasBenchError):
+    """A queue operation cannot be done (e.g. the deployments are missing)."""
+
+
+class InvalidSubmission(QueueError, ValueError):
+    """A submission is refused before anything is created. `field` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class UnknownTask(QueueError, LookupError):
+    """A task id that the queue does not know."""
 
 
 class LLMError(BiasBenchError):

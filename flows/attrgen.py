@@ -22,6 +22,7 @@ from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.answering import answer_all
 from flows.progress import Progress
+from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, ready_chat_client
 
 Outcome = Answered[dict[str, str]] | Unanswered
@@ -43,7 +44,10 @@ async def attrgen(
     max_attempts: Annotated[int, Field(ge=1, le=10)] = 3,
     system_prompt: str | None = None,
     resume_run_id: Annotated[int | None, Field(description="Continue this attrgen run.")] = None,
+    upstream: Upstream = None,
+    priority: Priority = 0,
 ) -> TaskResult:
+    await wait_for_turn()
     logger = get_run_logger()
     if dataset_id is None:
         raise InvalidConfig("dataset_id", "required: the dataset whose personas get attributes")

@@ -14,6 +14,7 @@ from biasbench.errors import InvalidConfig
 from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
+from flows.queue_turn import Priority, Upstream, wait_for_turn_sync
 from flows.runtime import current_flow_run_id, database
 
 
@@ -29,7 +30,10 @@ def balanced_gen(
         list[str] | None,
         Field(description="Attributes to balance (default: " + ", ".join(DEFAULT_AXES) + ")."),
     ] = None,
+    upstream: Upstream = None,
+    priority: Priority = 0,
 ) -> TaskResult:
+    wait_for_turn_sync()
     logger = get_run_logger()
     if dataset_id is None:
         raise InvalidConfig("dataset_id", "required: the pool dataset to draw from")

@@ -25,6 +25,7 @@ from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.answering import answer_all
 from flows.progress import Progress
+from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, ready_chat_client
 
 Outcome = Answered[RatingAnswer] | Unanswered
@@ -69,7 +70,10 @@ async def benchmark(
         float, Field(ge=0, le=1, description="Share of pairs also asked in the other order.")
     ] = 0.0,
     resume_run_id: Annotated[int | None, Field(description="Continue this benchmark run.")] = None,
+    upstream: Upstream = None,
+    priority: Priority = 0,
 ) -> TaskResult:
+    await wait_for_turn()
     logger = get_run_logger()
     if dataset_id is None:
         raise InvalidConfig("dataset_id", "required: the dataset to rate")

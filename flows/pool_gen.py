@@ -13,6 +13,7 @@ from biasbench.db.engine import session_scope
 from biasbench.personas.sampling import choose_seed, sample_pool
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
+from flows.queue_turn import Priority, Upstream, wait_for_turn_sync
 from flows.runtime import current_flow_run_id, database
 
 
@@ -25,7 +26,10 @@ def pool_gen(
     age_from: Annotated[int | None, Field(ge=0, le=120, description="Youngest age.")] = None,
     age_to: Annotated[int | None, Field(ge=0, le=120, description="Oldest age.")] = None,
     seed: Annotated[int | None, Field(description="Same seed, same pool. Random if empty.")] = None,
+    upstream: Upstream = None,
+    priority: Priority = 0,
 ) -> TaskResult:
+    wait_for_turn_sync()
     logger = get_run_logger()
     engine = database(Settings())
     flow_run_id = current_flow_run_id()

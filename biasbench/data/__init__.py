@@ -154,7 +154,9 @@ def _weights(raw: object, where: str) -> Mapping[str, float]:
     return MappingProxyType(weights)
 
 
-def _conditional(raw: object, keys: tuple[str, ...], where: str) -> Mapping[str, Mapping[str, float]]:
+def _conditional(
+    raw: object, keys: tuple[str, ...], where: str
+) -> Mapping[str, Mapping[str, float]]:
     """A table of distributions, one per key of `keys`, all over the same outcomes."""
     if not isinstance(raw, dict) or tuple(raw) != keys:
         found = tuple(raw) if isinstance(raw, dict) else raw

@@ -1,0 +1,58 @@
+"""Idempotent Prefect set-up: the work pools with their limits, then prefect.yaml's deployments."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+from prefect.exceptions import ObjectNotFound
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+GPU_POOL = "gpu"
+MANAGER_POOL = "queue-manager"
+
+
+async def ensure_pool(name: str, *, concurrency_limit: int, description: str) -> None:
+    """Create the process work pool, or bring its limit in line; never touches its paused flag."""
+    async with get_client() as client:
+        try:
+            pool = await client.read_work_pool(name)
+        except ObjectNotFound:
+            await client.create_work_pool(
+                WorkPoolCreate(
+                    name=name,
+                    type="process",
+                    concurrency_limit=concurrency_limit,
+                    description=description,
+                )
+            )
+            return
+        if pool.concurrency_limit != concurrency_limit:
+            await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
+
+
+def deploy_all() -> None:
+    """`prefect deploy --all` for prefect.yaml; re-applying an unchanged file changes nothing."""
+    env = {**os.environ, "BIASBENCH_PROJECT_DIR": str(PROJECT_DIR)}
+    subprocess.run(
+        [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
+        cwd=PROJECT_DIR,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def setup(gpu_slots: int = 1) -> None:
+    asyncio.run(
+        ensure_pool(
+            GPU_POOL, concurrency_limit=gpu_slots, description="Task flows, one per GPU slot."
+        )
+    )
+    asyncio.run(ensure_pool(MANAGER_POOL, concurrency_limit=1, description="The queue manager."))
+    deploy_all()

@@ -1,0 +1,88 @@
+"""The queue manager: the one place that decides which held task runs next (design.md §6).
+
+A thin loop: snapshot the queue from Prefect → decide (biasbench.queue.decide, pure) → apply.
+It keeps no state of its own, so a restart simply reconciles from Prefect. It runs in its own
+work pool and never takes a GPU slot; the GPU pool's concurrency limit is the number of slots."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from prefect import flow, get_client, get_run_logger
+from prefect.events import emit_event
+from pydantic import Field
+
+from biasbench.db.engine import session_scope
+from biasbench.queue.decide import decide
+from biasbench.queue.gateway import FlowNames, apply, read_queue
+from biasbench.queue.model import QueueRun, QueueStatus
+from biasbench.results import TaskResult, result_of_flow_run
+from biasbench.settings import Settings
+from flows.runtime import database
+
+GPU_POOL = "gpu"
+
+
+@flow(name="queue-manager")
+async def queue_manager(
+    poll_seconds: Annotated[float, Field(gt=0, le=60, description="Seconds between looks.")] = 0.5,
+) -> None:
+    logger = get_run_logger()
+    engine = database(Settings())
+    names = FlowNames()
+    results: dict[str, TaskResult] = {}  # results never change once known
+    was_busy = False
+    was_paused: bool | None = None
+    _queue_event("started")
+    async with get_client() as client:
+        while True:
+            pool = await client.read_work_pool(GPU_POOL)
+            paused = bool(pool.is_paused)
+            if was_paused is not None and paused != was_paused:
+                _queue_event("paused" if paused else "resumed")
+            was_paused = paused
+
+            runs = await read_queue(client, names)
+            with session_scope(engine) as session:
+                for run_id in _completed_upstreams(runs):
+                    if run_id not in results and (found := result_of_flow_run(session, run_id)):
+                        results[run_id] = found
+            actions = decide(
+                runs, slots=pool.concurrency_limit or 1, accepting=not paused, results=results
+            )
+            if actions:
+                logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
+                await apply(client, runs, actions)
+
+            busy = any(r.status not in _DONE for r in runs.values())
+            if was_busy and not busy:
+                _queue_event("drained")
+            was_busy = busy
+            await asyncio.sleep(poll_seconds)
+
+
+_DONE = {QueueStatus.DONE, QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
+
+
+def _completed_upstreams(runs: dict[str, QueueRun]) -> set[str]:
+    return {
+        u
+        for r in runs.values()
+        if r.held
+        for u in r.upstream
+        if u in runs and runs[u].status is QueueStatus.DONE
+    }
+
+
+def _describe(action: object) -> str:
+    return f"{type(action).__name__.lower()} {getattr(action, 'run_id', '')[:8]}"
+
+
+def _queue_event(what: str) -> None:
+    """Queue-level events (started, paused, resumed, drained) for automations to turn into
+    messages."""
+    emit_event(
+        event=f"biasbench.queue.{what}",
+        resource={"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"},
+    )

@@ -1,0 +1,90 @@
+"""The queue's processes, started for real against the test session's Prefect server: the GPU
+worker (`prefect worker start --limit 1`) and the queue manager, in their own process groups."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM the whole group, SIGKILL what is left (the worker may ignore SIGTERM for minutes)."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+@contextmanager
+def queue_stack(
+    api_url: str, db_url: str, logs: Path, *, gpu_slots: int = 1
+) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": api_url,
+        "DB_URL": db_url,
+        "PREFECT_WORKER_QUERY_SECONDS": "0.5",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "deployments", "setup", "--gpu-slots", str(gpu_slots)],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    processes = {
+        "worker": _start(
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "worker",
+                "start",
+                "--pool",
+                "gpu",
+                "--limit",
+                str(gpu_slots),
+                "--type",
+                "process",
+            ],
+            env,
+            logs / "worker.log",
+        ),
+        "manager": _start(
+            [
+                sys.executable,
+                "-c",
+                "import asyncio; from flows.queue_manager import queue_manager; asyncio.run(queue_manager())",
+            ],
+            env,
+            logs / "manager.log",
+        ),
+    }
+    try:
+        time.sleep(1)
+        yield processes
+    finally:
+        for process in processes.values():
+            stop(process)
