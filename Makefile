@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install run test check lint bench clean
+.PHONY: install run serve test check lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -13,9 +13,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-## make run: the demo pipeline (pool → balanced → attrgen → benchmark) on the fake LLM
+## make run: start the stack, run the demo pipeline through the queue (fake LLM), print a summary, stop
 run: install
-	$(PY) -m flows.demo
+	$(PY) -m deployments demo
+
+## make serve: the stack in the foreground (Prefect server, GPU worker, queue manager) until Ctrl-C
+serve: install
+	$(PY) -m deployments serve
 
 ## make test: the test suite against a real Prefect server, real HTTP peers, real databases
 test: install

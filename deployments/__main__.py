@@ -1,22 +1,60 @@
-"""`python -m deployments setup [--gpu-slots N]`: create pools, deploy everything (idempotent)."""
+"""The queue's command line.
+
+python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
+python -m deployments serve [--gpu-slots N]   run the stack in the foreground until Ctrl-C
+python -m deployments demo                    start the stack, run the demo pipeline, stop
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
+import sys
+import threading
 
-from deployments.setup import setup
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m deployments")
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m deployments",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    setup_cmd = commands.add_parser("setup", help="create work pools and deploy every flow")
-    setup_cmd.add_argument("--gpu-slots", type=int, default=1, help="tasks that may run at once")
+    for name, text in (
+        ("setup", "create work pools and deploy every flow"),
+        ("serve", "run the stack until Ctrl-C"),
+        ("demo", "run the demo pipeline through the queue"),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("--gpu-slots", type=int, default=1, help="tasks that may run at once")
     args = parser.parse_args()
+
     if args.command == "setup":
+        from deployments.setup import setup
+
         setup(gpu_slots=args.gpu_slots)
         print(f"Work pools and deployments are set up ({args.gpu_slots} GPU slot(s)).")
+        return 0
+
+    from deployments.stack import Stack
+
+    # Ctrl-C and SIGTERM both end the foreground wait; the stack then stops every child.
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with Stack(gpu_slots=args.gpu_slots) as stack:
+        if args.command == "demo":
+            from deployments.demo import run_demo
+
+            return run_demo(stack.ui_url)
+        print(
+            f"Queue running: Prefect UI at {stack.ui_url}, logs in {stack.logs}. Ctrl-C stops it."
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            stopping.wait()
+        print("Stopping the queue ...")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

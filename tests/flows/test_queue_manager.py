@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from itertools import pairwise
 
 import pytest
 from prefect import get_client
@@ -92,7 +92,7 @@ def test_tasks_run_one_at_a_time_by_priority_then_submission_with_results_wired(
         "bench-rev",
         "later",
     ]
-    for before, after in zip(by_start, by_start[1:], strict=False):
+    for before, after in pairwise(by_start):
         assert before.end_time <= after.start_time, f"{before.name} overlaps {after.name}"  # type: ignore[operator]
     named = {r.name: r for r in runs}
     assert named["balanced"].parameters["dataset_id"] is not None

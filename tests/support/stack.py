@@ -76,7 +76,8 @@ def queue_stack(
             [
                 sys.executable,
                 "-c",
-                "import asyncio; from flows.queue_manager import queue_manager; asyncio.run(queue_manager())",
+                "import asyncio; from flows.queue_manager import queue_manager; "
+                "asyncio.run(queue_manager())",
             ],
             env,
             logs / "manager.log",

@@ -1,0 +1,110 @@
+"""`make run`: the demo pipeline through the real queue, on the fake LLM.
+
+pool_gen → balanced_gen → attrgen → two benchmarks (`in` and `rev`), submitted at once; the queue
+runs them one at a time, wiring each result into the next. Progress is printed as it changes,
+then a summary with links into the Prefect UI."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from prefect import get_client
+
+from biasbench.queue.gateway import FlowNames, as_queue_run
+from biasbench.queue.model import TERMINAL, QueueRun, QueueStatus
+from biasbench.queue.submit import submit
+from biasbench.settings import Settings
+
+FAKE = {"llm": "fake", "model_name": "fake-model"}
+
+
+@dataclass
+class Submitted:
+    label: str
+    run_id: str
+
+
+async def submit_demo() -> list[Submitted]:
+    async with get_client() as client:
+        pool = await submit(
+            client, "pool_gen", {"n": 2000, "seed": 7}, label="Pool Generation: 2000 personas"
+        )
+        balanced = await submit(
+            client,
+            "balanced_gen",
+            {"n": 60, "seed": 42},
+            upstream=[pool],
+            label="Balanced Gen: 60 personas",
+        )
+        attrs = await submit(
+            client,
+            "attrgen",
+            {**FAKE, "batch_size": 16},
+            upstream=[balanced],
+            label="AttrGen: fake-model",
+        )
+        benchmarks = [
+            await submit(
+                client,
+                "benchmark",
+                {**FAKE, "batch_size": 32, "scale_mode": mode, "dual_fraction": 0.2},
+                upstream=[attrs],
+                label=f"Benchmark: fake-model ({mode})",
+            )
+            for mode in ("in", "rev")
+        ]
+    labels = ["pool", "balanced", "attrgen", "benchmark in", "benchmark rev"]
+    return [
+        Submitted(label, run_id)
+        for label, run_id in zip(labels, [pool, balanced, attrs, *benchmarks], strict=True)
+    ]
+
+
+async def watch(tasks: list[Submitted], timeout: float = 900) -> list[QueueRun]:
+    """Print each status change; return when every task is final."""
+    names = FlowNames()
+    seen: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            runs = []
+            for task in tasks:
+                flow_run = await client.read_flow_run(task.run_id)  # type: ignore[arg-type]
+                task_type = await names.task_type(client, flow_run.flow_id)
+                assert task_type is not None
+                run = as_queue_run(flow_run, task_type)
+                runs.append(run)
+                if seen.get(task.run_id) != run.status:
+                    seen[task.run_id] = run.status
+                    print(f"  {time.strftime('%H:%M:%S')}  {task.label:14} {run.status}")
+            if all(r.status in TERMINAL for r in runs) or time.monotonic() > deadline:
+                return runs
+            await asyncio.sleep(1)
+
+
+async def summary(tasks: list[Submitted], ui_url: str) -> str:
+    lines = ["", "Demo pipeline through the queue:", ""]
+    async with get_client() as client:
+        for task in tasks:
+            flow_run = await client.read_flow_run(task.run_id)  # type: ignore[arg-type]
+            took = (
+                f"{flow_run.total_run_time.total_seconds():5.1f} s"
+                if flow_run.total_run_time
+                else "     -"
+            )
+            lines.append(
+                f"  {task.label:14} {flow_run.state_name or '':10} {took}  "
+                f"{ui_url}/runs/flow-run/{task.run_id}"
+            )
+    lines += ["", f"  domain database  {Settings().db_url}", f"  Prefect UI       {ui_url}"]
+    return "\n".join(lines)
+
+
+def run_demo(ui_url: str) -> int:
+    tasks = asyncio.run(submit_demo())
+    print(f"Submitted {len(tasks)} tasks; the queue runs them one at a time:")
+    runs = asyncio.run(watch(tasks))
+    print(asyncio.run(summary(tasks, ui_url)))
+    return 0 if all(r.status is QueueStatus.DONE for r in runs) else 1

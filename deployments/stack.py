@@ -1,0 +1,205 @@
+"""The whole queue on one machine, supervised: Prefect server (SQLite), GPU worker, manager.
+
+Used by `make serve` (foreground until Ctrl-C) and `make run` (the demo). Every child runs in
+its own process group and is stopped with a timeout: `prefect worker` is known to ignore
+SIGTERM for minutes, so it gets SIGKILL after the grace period."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+from prefect import get_client
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Cancelling, Crashed
+
+from biasbench.queue.gateway import held_state
+from biasbench.queue.model import QUEUE_TAG
+from deployments.setup import GPU_POOL, MANAGER_POOL, PROJECT_DIR, setup
+
+DEFAULT_PORT = 4200
+STOP_GRACE_SECONDS = 10
+MANAGER_DEPLOYMENT = "queue-manager/default"
+
+
+class Stack:
+    """Start with `with Stack() as stack:`; everything started is stopped on exit."""
+
+    def __init__(
+        self, *, gpu_slots: int = 1, port: int = DEFAULT_PORT, logs: Path | None = None
+    ) -> None:
+        self.gpu_slots = gpu_slots
+        self.external_api = os.environ.get("PREFECT_API_URL")
+        self.api_url = self.external_api or f"http://127.0.0.1:{port}/api"
+        self.ui_url = self.api_url.removesuffix("/api")
+        self.port = port
+        self.logs = logs or PROJECT_DIR / ".stack-logs"
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_UI_API_URL": self.api_url,
+            "PREFECT_WORKER_QUERY_SECONDS": "0.5",
+            # Queued runs wait on purpose: Prefect's "Late" renaming would only confuse.
+            "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+        }
+        os.environ["PREFECT_API_URL"] = self.api_url
+
+    def __enter__(self) -> Stack:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.external_api is None:
+                self._start(
+                    "server",
+                    ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                )
+                self._wait_healthy()
+            setup(gpu_slots=self.gpu_slots)
+            self._start(
+                "gpu-worker",
+                [
+                    "prefect",
+                    "worker",
+                    "start",
+                    "--pool",
+                    GPU_POOL,
+                    "--limit",
+                    str(self.gpu_slots),
+                    "--type",
+                    "process",
+                ],
+            )
+            self._start(
+                "manager-worker",
+                [
+                    "prefect",
+                    "worker",
+                    "start",
+                    "--pool",
+                    MANAGER_POOL,
+                    "--limit",
+                    "1",
+                    "--type",
+                    "process",
+                ],
+            )
+            asyncio.run(start_manager())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
+        self.stop()
+
+    def _start(self, name: str, args: list[str]) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", *args],
+            cwd=PROJECT_DIR,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def _wait_healthy(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes["server"].poll() is not None:
+                raise RuntimeError(f"prefect server exited; see {self.logs / 'server.log'}")
+            try:
+                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"prefect server not healthy after {timeout} s; see {self.logs / 'server.log'}"
+        )
+
+    def stop(self) -> None:
+        """Manager first, then the running task (requeued, so the next start resumes it), then
+        the workers, the server last."""
+        if self.processes.get("gpu-worker") is not None:
+            try:
+                asyncio.run(wind_down())
+            except Exception as exc:
+                print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
+        for name in ("manager-worker", "gpu-worker", "server"):
+            if (process := self.processes.pop(name, None)) is not None:
+                _stop_group(process)
+
+
+def _stop_group(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(STOP_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(10)
+    except ProcessLookupError:
+        pass
+
+
+async def _runs(client: PrefectClient, *, manager: bool, types: list[StateType]) -> list[FlowRun]:
+    deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
+    runs = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
+        )
+    )
+    if manager:
+        return [r for r in runs if r.deployment_id == deployment.id]
+    return [r for r in runs if QUEUE_TAG in r.tags]
+
+
+ACTIVE = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
+
+
+async def start_manager() -> str:
+    """Start the queue manager. A manager left active by a machine that died is marked Crashed
+    first, so that the deployment's concurrency slot does not block the new one."""
+    async with get_client() as client:
+        for run in await _runs(client, manager=True, types=[*ACTIVE, StateType.SCHEDULED]):
+            await client.set_flow_run_state(run.id, Crashed(message="stack restarted"), force=True)
+        deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
+        return str((await client.create_flow_run_from_deployment(deployment.id)).id)
+
+
+async def wind_down(timeout: float = 20) -> None:
+    """Cancel the manager and the running task (their processes are stopped by the workers),
+    then put the task back in the queue: nothing submitted is lost, and a retry resumes."""
+    async with get_client() as client:
+        manager = await _runs(client, manager=True, types=[*ACTIVE, StateType.SCHEDULED])
+        tasks = await _runs(client, manager=False, types=ACTIVE)
+        for run in [*manager, *tasks]:
+            await client.set_flow_run_state(
+                run.id, Cancelling(message="the queue is stopping"), force=True
+            )
+        deadline = time.monotonic() + timeout
+        for run in [*manager, *tasks]:
+            while time.monotonic() < deadline:
+                state = (await client.read_flow_run(run.id)).state
+                if state is None or state.is_final():
+                    break
+                await asyncio.sleep(0.5)
+        for run in tasks:
+            await client.set_flow_run_state(run.id, held_state(), force=True)
