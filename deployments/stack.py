@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
@@ -24,6 +25,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling, Crashed
 
 from biasbench.queue.gateway import held_state
@@ -56,10 +58,13 @@ class Stack:
             # Queued runs wait on purpose: Prefect's "Late" renaming would only confuse.
             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
         }
-        os.environ["PREFECT_API_URL"] = self.api_url
+        # Every Prefect client of this process talks to the stack's server, never to an
+        # ephemeral one (Prefect read its settings at import, before this object existed).
+        self._context = ExitStack()
 
     def __enter__(self) -> Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
+        self._context.enter_context(temporary_settings(updates={PREFECT_API_URL: self.api_url}))
         try:
             if self.external_api is None:
                 self._start(
@@ -144,6 +149,7 @@ class Stack:
         for name in ("manager-worker", "gpu-worker", "server"):
             if (process := self.processes.pop(name, None)) is not None:
                 _stop_group(process)
+        self._context.close()
 
 
 def _stop_group(process: subprocess.Popen[bytes]) -> None:

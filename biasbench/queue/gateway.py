@@ -28,6 +28,7 @@ from biasbench.queue.model import (
     HELD_WAITING,
     QUEUE_TAG,
     RELEASED,
+    RELEASING,
     SKIPPED,
     TASK_TYPES,
     QueueRun,
@@ -136,6 +137,13 @@ async def apply(
             case Release(parameters=parameters):
                 # Prefect replaces the whole parameter dict: `parameters` is already merged.
                 await client.update_flow_run(run_id, parameters=parameters)
+                # Via a blocking pause: leaving a *rescheduling* pause marks the run as
+                # "resuming", which keeps its run count at 0, and Prefect then retries a
+                # failure once more than it should. Leaving a blocking pause for Scheduled
+                # starts a fresh attempt (Prefect's core_policy says so).
+                await client.set_flow_run_state(
+                    run_id, Paused(name=RELEASING, reschedule=False), force=True
+                )
                 await client.set_flow_run_state(
                     run_id, Scheduled(name=RELEASED, scheduled_time=runs[action.run_id].created)
                 )

@@ -16,6 +16,7 @@ DEPLOYMENT_NAME = "gpu"  # deployments are "<task type>/gpu" on the GPU work poo
 # State names the queue uses on top of Prefect's state types.
 HELD_QUEUED: Final = "Queued"  # PAUSED: held until the manager gives it its turn
 HELD_WAITING: Final = "Waiting"  # PAUSED: held until its upstream tasks have completed
+RELEASING = "Releasing"  # PAUSED, for a moment: on its way from held to released
 RELEASED = "Released"  # SCHEDULED: released by the manager, the worker may start it
 SKIPPED = "Skipped"  # CANCELLED: an upstream failed, crashed or was skipped
 STALLED = "Stalled"  # FAILED: no progress for too long

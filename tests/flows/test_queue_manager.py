@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from itertools import pairwise
@@ -11,6 +15,7 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun
+from prefect.states import Cancelling
 
 from biasbench.queue.submit import submit
 from tests.support.stack import queue_stack
@@ -32,7 +37,7 @@ async def set_paused(paused: bool) -> None:
         await client.update_work_pool("gpu", WorkPoolUpdate(is_paused=paused))
 
 
-async def wait_all_final(ids: list[str], timeout: float = 300) -> list[FlowRun]:
+async def wait_all_final(ids: list[str], timeout: float = 150) -> list[FlowRun]:
     deadline = time.monotonic() + timeout
     async with get_client() as client:
         while True:
@@ -102,3 +107,143 @@ def test_tasks_run_one_at_a_time_by_priority_then_submission_with_results_wired(
         == named["bench-rev"].parameters["attrgen_run_id"]
     )
     assert isinstance(named["bench-in"].parameters["attrgen_run_id"], int)
+
+
+def states(runs: list[FlowRun]) -> dict[str, tuple[str | None, str | None]]:
+    return {r.name: (r.state_name, r.state.message if r.state else None) for r in runs}
+
+
+def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(stack: str) -> None:
+    async def scenario() -> list[FlowRun]:
+        await set_paused(True)
+        try:
+            async with get_client() as client:
+                pool = await submit(client, "pool_gen", {"n": 40, "seed": 4}, label="pool-for-fail")
+                attrs = await submit(
+                    client,
+                    "attrgen",
+                    {"llm": "fake", "model_name": "m@fail"},
+                    upstream=[pool],
+                    label="broken-attrgen",
+                )
+                bench = await submit(client, "benchmark", FAKE, upstream=[attrs], label="bench-a")
+                below = await submit(
+                    client, "benchmark", FAKE, upstream=[bench], label="bench-below"
+                )
+                other = await submit(client, "pool_gen", {"n": 30, "seed": 5}, label="unrelated")
+        finally:
+            await set_paused(False)
+        return await wait_all_final([pool, attrs, bench, below, other])
+
+    found = states(asyncio.run(scenario()))
+
+    assert found["pool-for-fail"][0] == "Completed" and found["unrelated"][0] == "Completed"
+    assert found["broken-attrgen"][0] == "Failed"
+    assert found["bench-a"][0] == "Skipped" and "'broken-attrgen'" in (found["bench-a"][1] or "")
+    assert "failed" in (found["bench-a"][1] or "")
+    assert found["bench-below"][0] == "Skipped" and "'bench-a'" in (found["bench-below"][1] or "")
+
+
+def test_cancelling_a_queued_upstream_cancels_its_dependents(stack: str) -> None:
+    async def scenario() -> list[FlowRun]:
+        await set_paused(True)
+        try:
+            async with get_client() as client:
+                upstream = await submit(client, "pool_gen", {"n": 30}, label="to-cancel")
+                dependent = await submit(
+                    client,
+                    "balanced_gen",
+                    {"n": 5},
+                    upstream=[upstream],
+                    label="dependent-of-cancelled",
+                )
+                # what the UI's Cancel button does
+                await client.set_flow_run_state(upstream, Cancelling())  # type: ignore[arg-type]
+        finally:
+            await set_paused(False)
+        return await wait_all_final([upstream, dependent], timeout=60)
+
+    found = states(asyncio.run(scenario()))
+    assert found["to-cancel"][0] == "Cancelled"
+    assert found["dependent-of-cancelled"][0] == "Cancelled"
+    assert "'to-cancel'" in (found["dependent-of-cancelled"][1] or "")
+
+
+def test_cli_submissions_with_and_without_an_upstream_land_in_order(
+    stack: str, prefect_server: str
+) -> None:
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+
+    def cli_run(*args: str) -> str:
+        out = subprocess.run(
+            [sys.executable, "-m", "prefect", "deployment", "run", *args],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        return re.search(r"UUID: ([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
+
+    asyncio.run(set_paused(True))
+    try:
+        first = cli_run("pool_gen/gpu", "--param", "n=30", "--flow-run-name", "cli-first")
+        dependent = cli_run(
+            "balanced_gen/gpu",
+            "--param",
+            "n=4",
+            "--param",
+            f'upstream=["{first}"]',
+            "--flow-run-name",
+            "cli-dependent",
+        )
+        second = cli_run("pool_gen/gpu", "--param", "n=20", "--flow-run-name", "cli-second")
+    finally:
+        asyncio.run(set_paused(False))
+    runs = asyncio.run(wait_all_final([first, dependent, second]))
+
+    assert {r.name: r.state_name for r in runs} == {
+        "cli-first": "Completed",
+        "cli-dependent": "Completed",
+        "cli-second": "Completed",
+    }
+    last_start = {
+        r.name: max(s.timestamp for s in _states(r.id) if s.type.value == "RUNNING") for r in runs
+    }
+    assert sorted(last_start, key=last_start.__getitem__) == [
+        "cli-first",
+        "cli-dependent",
+        "cli-second",
+    ]
+    named = {r.name: r for r in runs}
+    assert named["cli-dependent"].parameters["dataset_id"] is not None
+
+
+def _states(flow_run_id: object) -> list:  # type: ignore[type-arg]
+    async def read() -> list:  # type: ignore[type-arg]
+        async with get_client() as client:
+            return await client.read_flow_run_states(flow_run_id)  # type: ignore[arg-type]
+
+    return asyncio.run(read())
+
+
+def test_setup_twice_changes_nothing(stack: str, prefect_server: str) -> None:
+    async def snapshot() -> tuple[dict[str, object], int | None]:
+        async with get_client() as client:
+            deployments = await client.read_deployments()
+            pool = await client.read_work_pool("gpu")
+        return {
+            f"{d.name}:{d.entrypoint}": (d.id, d.parameter_openapi_schema, d.tags)
+            for d in deployments
+        }, pool.concurrency_limit
+
+    before = asyncio.run(snapshot())
+    subprocess.run(
+        [sys.executable, "-m", "deployments", "setup"],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PREFECT_API_URL": prefect_server},
+    )
+    after = asyncio.run(snapshot())
+
+    assert after == before
+    assert len(before[0]) == 5 and before[1] == 1
