@@ -38,10 +38,16 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 @contextmanager
 def queue_stack(
-    api_url: str, db_url: str, logs: Path, *, gpu_slots: int = 1
+    api_url: str,
+    db_url: str,
+    logs: Path,
+    *,
+    gpu_slots: int = 1,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
     env = {
         **os.environ,
+        **(extra_env or {}),
         "PREFECT_API_URL": api_url,
         "DB_URL": db_url,
         "PREFECT_WORKER_QUERY_SECONDS": "0.5",

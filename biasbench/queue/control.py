@@ -1,0 +1,87 @@
+"""User actions on the queue: cancel, retry, pause, resume. Each is one Prefect state change
+(or a work-pool flag); the manager does the rest on its next look."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolUpdate
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Cancelling
+
+from biasbench.errors import InvalidSubmission, UnknownTask
+from biasbench.queue.gateway import held_state
+from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_TAG, QueueStatus, queue_status
+
+GPU_POOL = "gpu"
+RETRYABLE = {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
+
+
+async def _status(client: PrefectClient, run_id: str) -> QueueStatus:
+    try:
+        flow_run = await client.read_flow_run(UUID(run_id))
+    except (ObjectNotFound, ValueError):
+        raise UnknownTask(f"task {run_id} does not exist") from None
+    if QUEUE_TAG not in flow_run.tags or flow_run.state is None:
+        raise UnknownTask(f"task {run_id} is not a queue task")
+    return queue_status(flow_run.state.type.value, flow_run.state.name)
+
+
+async def cancel(client: PrefectClient, run_id: str) -> None:
+    """Held → Cancelled at once; running → its process is stopped by the worker, then
+    Cancelled. Dependents follow (cancelled) through the manager."""
+    if (await _status(client, run_id)) in {
+        QueueStatus.DONE,
+        QueueStatus.FAILED,
+        QueueStatus.CANCELLED,
+        QueueStatus.SKIPPED,
+    }:
+        raise InvalidSubmission("status", f"task {run_id} has already finished")
+    await client.set_flow_run_state(UUID(run_id), Cancelling(message="cancelled by a user"))
+
+
+async def retry(client: PrefectClient, run_id: str) -> list[str]:
+    """Queue a failed, cancelled, crashed or skipped task again, in its original place. It resumes
+    its run (stored answers are kept), and the dependents it took down wait for it again.
+    Returns the ids put back in the queue."""
+    if (status := await _status(client, run_id)) not in RETRYABLE:
+        raise InvalidSubmission(
+            "status", f"task {run_id} is {status}; only finished, unsuccessful tasks can be retried"
+        )
+    requeued = [run_id]
+    await client.set_flow_run_state(UUID(run_id), held_state(HELD_QUEUED), force=True)
+    ended = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[QUEUE_TAG]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
+        )
+    )
+    frontier = [run_id]
+    while frontier:
+        upstream = frontier.pop()
+        for run in ended:
+            # only the dependents this task took down, not ones a user cancelled on purpose
+            took_down = run.state is not None and upstream[:8] in (run.state.message or "")
+            if (
+                took_down
+                and upstream in (run.parameters.get("upstream") or [])
+                and str(run.id) not in requeued
+            ):
+                requeued.append(str(run.id))
+                frontier.append(str(run.id))
+                await client.set_flow_run_state(run.id, held_state(HELD_WAITING), force=True)
+    return requeued
+
+
+async def set_paused(client: PrefectClient, paused: bool) -> None:
+    """Pause: the running task finishes, nothing new starts (enforced by the server for every
+    submission route). Resume: the queue goes on in order."""
+    await client.update_work_pool(GPU_POOL, WorkPoolUpdate(is_paused=paused))

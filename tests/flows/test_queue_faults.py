@@ -1,0 +1,219 @@
+"""Faults in the queue: a running task cancelled or SIGKILLed, a failure retried. Real Prefect
+server, real worker and manager processes, a real OpenAI-protocol server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRun
+from sqlalchemy import Engine, func, select
+
+from biasbench.db.engine import ready_engine, session_scope
+from biasbench.db.models import BenchmarkResult, BenchmarkRun
+from biasbench.queue.control import cancel, retry, set_paused
+from biasbench.queue.submit import submit
+from biasbench.results import result_of_flow_run
+from tests.support.openai_server import Delay, OpenAIServer, Status
+from tests.support.stack import queue_stack
+
+MODEL = "test-model"
+
+
+@pytest.fixture(scope="module")
+def stack_db(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    home = tmp_path_factory.mktemp("faults")
+    db_url = f"sqlite:///{home / 'queue.db'}"
+    with queue_stack(prefect_server, db_url, home, extra_env={"LLM_MAX_RETRIES": "1"}):
+        yield ready_engine(db_url)
+
+
+@pytest.fixture(scope="module")
+def dataset_id(stack_db: Engine) -> int:
+    """A 4-persona dataset made through the queue (4 × 15 traits = 60 questions per benchmark)."""
+
+    async def make() -> str:
+        async with get_client() as client:
+            pool = await submit(client, "pool_gen", {"n": 100, "seed": 9}, label="faults-pool")
+            balanced = await submit(
+                client, "balanced_gen", {"n": 4}, upstream=[pool], label="faults-ds"
+            )
+        await wait_for(
+            lambda runs: all(r.state and r.state.is_final() for r in runs), [pool, balanced]
+        )
+        return balanced
+
+    balanced = asyncio.run(make())
+    with session_scope(stack_db) as session:
+        found = result_of_flow_run(session, balanced)
+    assert found is not None
+    return found.dataset_id
+
+
+async def read(ids: list[str]) -> list[FlowRun]:
+    async with get_client() as client:
+        return [await client.read_flow_run(i) for i in ids]  # type: ignore[arg-type]
+
+
+async def wait_for(
+    done: Callable[[list[FlowRun]], bool], ids: list[str], timeout: float = 150
+) -> list[FlowRun]:
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = await read(ids)
+        if done(runs):
+            return runs
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; states: {[(r.name, r.state_name) for r in runs]}")
+        await asyncio.sleep(0.5)
+
+
+def all_final(runs: list[FlowRun]) -> bool:
+    return all(r.state is not None and r.state.is_final() for r in runs)
+
+
+def results_of(engine: Engine, flow_run_id: str) -> int:
+    with session_scope(engine) as session:
+        run_id = session.scalar(
+            select(BenchmarkRun.id).where(BenchmarkRun.prefect_flow_run_id == flow_run_id)
+        )
+        if run_id is None:
+            return 0
+        return (
+            session.scalar(
+                select(func.count())
+                .select_from(BenchmarkResult)
+                .where(BenchmarkResult.run_id == run_id)
+            )
+            or 0
+        )
+
+
+def bench_config(server: OpenAIServer, dataset_id: int) -> dict[str, object]:
+    return {
+        "dataset_id": dataset_id,
+        "model_name": MODEL,
+        "llm": "vllm",
+        "vllm_base_url": server.base_url,
+        "batch_size": 1,
+    }
+
+
+def pid_of(run: FlowRun) -> int:
+    assert run.infrastructure_pid, "the worker did not record the flow process"
+    return int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_failed_task_retried_resumes_and_its_skipped_dependents_run_again(
+    stack_db: Engine, dataset_id: int
+) -> None:
+    with OpenAIServer(models=[MODEL]) as server:
+        # 20 answers, then the server fails a request and its one retry: the benchmark fails.
+        server.script([Delay(0)] * 20 + [Status(500)] * 2)
+
+        async def scenario() -> tuple[list[FlowRun], list[str], list[FlowRun]]:
+            async with get_client() as client:
+                bench = await submit(
+                    client, "benchmark", bench_config(server, dataset_id), label="flaky"
+                )
+                after = await submit(
+                    client,
+                    "benchmark",
+                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                    upstream=[bench],
+                    label="after-flaky",
+                )
+            first = await wait_for(all_final, [bench, after])
+            async with get_client() as client:
+                requeued = await retry(client, bench)
+            second = await wait_for(all_final, [bench, after])
+            return first, requeued, second
+
+        first, requeued, second = asyncio.run(scenario())
+        asked = len(server.requests)
+
+    assert [r.state_name for r in first] == ["Failed", "Skipped"]
+    bench_id = str(first[0].id)
+    assert requeued == [bench_id, str(first[1].id)]
+    assert [r.state_name for r in second] == ["Completed", "Completed"]
+    assert results_of(stack_db, bench_id) == 60  # every key once
+    assert asked == 60 + 2  # nothing stored was asked again; plus the two failed tries
+
+
+def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
+    stack_db: Engine, dataset_id: int
+) -> None:
+    with OpenAIServer(models=[MODEL], latency=0.3) as server:
+
+        async def scenario() -> tuple[float, int, int, list[FlowRun]]:
+            async with get_client() as client:
+                bench = await submit(
+                    client, "benchmark", bench_config(server, dataset_id), label="to-stop"
+                )
+                after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
+            await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
+            (running,) = await read([bench])
+            pid = pid_of(running)
+            async with get_client() as client:
+                await cancel(client, bench)
+            started = time.monotonic()
+            while alive(pid) and time.monotonic() - started < 30:
+                await asyncio.sleep(0.1)
+            gone_after = time.monotonic() - started
+            final = await wait_for(all_final, [bench, after])
+            return gone_after, pid, results_of(stack_db, bench), final
+
+        gone_after, pid, kept, final = asyncio.run(scenario())
+
+    assert not alive(pid) and gone_after < 10
+    assert [r.state_name for r in final] == ["Cancelled", "Completed"]
+    assert 5 <= kept < 60
+    assert results_of(stack_db, str(final[0].id)) == kept  # the partial results stay
+
+
+def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_completes_it(
+    stack_db: Engine, dataset_id: int
+) -> None:
+    with OpenAIServer(models=[MODEL], latency=0.2) as server:
+
+        async def scenario() -> tuple[list[FlowRun], list[FlowRun]]:
+            async with get_client() as client:
+                bench = await submit(
+                    client, "benchmark", bench_config(server, dataset_id), label="killed"
+                )
+                dependent = await submit(
+                    client,
+                    "benchmark",
+                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                    upstream=[bench],
+                    label="after-killed",
+                )
+                unrelated = await submit(client, "pool_gen", {"n": 10}, label="goes-on")
+            await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
+            (running,) = await read([bench])
+            os.kill(pid_of(running), signal.SIGKILL)
+            first = await wait_for(all_final, [bench, dependent, unrelated])
+            async with get_client() as client:
+                await set_paused(client, False)
+                await retry(client, bench)
+            second = await wait_for(all_final, [bench, dependent])
+            return first, second
+
+        first, second = asyncio.run(scenario())
+
+    assert [r.state_name for r in first] == ["Crashed", "Skipped", "Completed"]
+    assert [r.state_name for r in second] == ["Completed", "Completed"]
+    assert results_of(stack_db, str(first[0].id)) == 60
