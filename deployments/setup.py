@@ -12,9 +12,9 @@ from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
 
+from biasbench.queue.model import GPU_POOL, MANAGER_POOL
+
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-GPU_POOL = "gpu"
-MANAGER_POOL = "queue-manager"
 
 
 async def ensure_pool(name: str, *, concurrency_limit: int, description: str) -> None:

@@ -29,12 +29,11 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelling, Crashed
 
 from biasbench.queue.gateway import held_state
-from biasbench.queue.model import QUEUE_TAG
-from deployments.setup import GPU_POOL, MANAGER_POOL, PROJECT_DIR, setup
+from biasbench.queue.model import GPU_POOL, MANAGER_DEPLOYMENT, MANAGER_POOL, QUEUE_TAG
+from deployments.setup import PROJECT_DIR, setup
 
 DEFAULT_PORT = 4200
 STOP_GRACE_SECONDS = 10
-MANAGER_DEPLOYMENT = "queue-manager/default"
 
 
 class Stack:

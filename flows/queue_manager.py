@@ -16,15 +16,13 @@ from pydantic import Field
 from biasbench.db.engine import session_scope
 from biasbench.queue.decide import decide
 from biasbench.queue.gateway import FlowNames, apply, read_queue
-from biasbench.queue.model import QueueRun, QueueStatus
+from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
 from flows.runtime import database
 
-GPU_POOL = "gpu"
 
-
-@flow(name="queue-manager")
+@flow(name=MANAGER_FLOW)
 async def queue_manager(
     poll_seconds: Annotated[float, Field(gt=0, le=60, description="Seconds between looks.")] = 0.5,
 ) -> None:

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -19,9 +22,16 @@ from prefect.states import Cancelling
 
 from biasbench.errors import InvalidSubmission, UnknownTask
 from biasbench.queue.gateway import held_state
-from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_TAG, QueueStatus, queue_status
+from biasbench.queue.model import (
+    GPU_POOL,
+    HELD_QUEUED,
+    HELD_WAITING,
+    MANAGER_FLOW,
+    QUEUE_TAG,
+    QueueStatus,
+    queue_status,
+)
 
-GPU_POOL = "gpu"
 RETRYABLE = {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
 
 
@@ -85,3 +95,28 @@ async def set_paused(client: PrefectClient, paused: bool) -> None:
     """Pause: the running task finishes, nothing new starts (enforced by the server for every
     submission route). Resume: the queue goes on in order."""
     await client.update_work_pool(GPU_POOL, WorkPoolUpdate(is_paused=paused))
+
+
+@dataclass(frozen=True)
+class QueueState:
+    """What the queue is doing, read from Prefect (never from a copy of our own)."""
+
+    executor_running: bool  # a queue-manager flow run is running
+    executor_paused: bool  # the GPU work pool is paused: nothing new starts
+    slots: int  # tasks that may run at once (the GPU pool's concurrency limit)
+
+
+async def queue_state(client: PrefectClient) -> QueueState:
+    pool = await client.read_work_pool(GPU_POOL)
+    running = await client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[MANAGER_FLOW])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+        ),
+        limit=1,
+    )
+    return QueueState(
+        executor_running=bool(running),
+        executor_paused=bool(pool.is_paused),
+        slots=pool.concurrency_limit or 1,
+    )

@@ -12,6 +12,10 @@ TASK_TYPES: tuple[TaskType, ...] = get_args(TaskType)
 
 QUEUE_TAG = "llm-queue"  # every task run carries it; automations and the manager filter on it
 DEPLOYMENT_NAME = "gpu"  # deployments are "<task type>/gpu" on the GPU work pool
+GPU_POOL = "gpu"  # process work pool; its concurrency limit is the number of GPU slots
+MANAGER_POOL = "queue-manager"  # the manager's own pool: it never takes a GPU slot
+MANAGER_FLOW = "queue-manager"
+MANAGER_DEPLOYMENT = f"{MANAGER_FLOW}/default"
 
 # State names the queue uses on top of Prefect's state types.
 HELD_QUEUED: Final = "Queued"  # PAUSED: held until the manager gives it its turn

@@ -17,6 +17,7 @@ from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun
 from prefect.states import Cancelling
 
+from biasbench.queue import control
 from biasbench.queue.submit import submit
 from tests.support.stack import queue_stack
 
@@ -247,3 +248,35 @@ def test_setup_twice_changes_nothing(stack: str, prefect_server: str) -> None:
 
     assert after == before
     assert len(before[0]) == 5 and before[1] == 1
+
+
+def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(stack: str) -> None:
+    async def scenario() -> None:
+        async with get_client() as client:
+            pool = await submit(client, "pool_gen", {"n": 20, "seed": 6}, label="pause-pool")
+            slow = await submit(
+                client,
+                "attrgen",
+                {"llm": "fake", "model_name": "m@slow=0.25", "batch_size": 1},
+                upstream=[pool],
+                label="running-at-pause",
+            )
+            after = await submit(client, "pool_gen", {"n": 10}, label="after-pause")
+            while (await client.read_flow_run(slow)).state_name != "Running":  # type: ignore[arg-type]
+                await asyncio.sleep(0.2)
+            await control.set_paused(client, True)
+
+            (done,) = await wait_all_final([slow])
+            assert done.state_name == "Completed"  # the running task finished
+            state = await control.queue_state(client)
+            assert state.executor_paused and state.executor_running
+            for _ in range(30):  # nothing new starts while paused
+                assert (await client.read_flow_run(after)).state_name in {"Queued", "Released"}  # type: ignore[arg-type]
+                await asyncio.sleep(1)
+
+            await control.set_paused(client, False)
+            (resumed,) = await wait_all_final([after])
+            assert resumed.state_name == "Completed"
+            assert not (await control.queue_state(client)).executor_paused
+
+    asyncio.run(scenario())
