@@ -56,6 +56,13 @@ class Settings(BaseSettings):
         description="Seconds of failed connections after which the server counts as unreachable.",
     )
 
+    # --- queue ---
+    queue_stall_seconds: float = Field(
+        default=600.0,
+        validation_alias="QUEUE_STALL_SECONDS",
+        description="A running task without progress this long is stopped and failed as stalled.",
+    )
+
     # --- observability ---
     progress_interval: float = Field(
         default=3.0,

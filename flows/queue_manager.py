@@ -20,14 +20,25 @@ from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
 from flows.runtime import database
+from flows.stall_watch import StallWatch
 
 
 @flow(name=MANAGER_FLOW)
 async def queue_manager(
     poll_seconds: Annotated[float, Field(gt=0, le=60, description="Seconds between looks.")] = 0.5,
+    stall_seconds: Annotated[
+        float | None,
+        Field(
+            gt=0,
+            description="A running task without progress this long fails as stalled. "
+            "Default: QUEUE_STALL_SECONDS (600).",
+        ),
+    ] = None,
 ) -> None:
     logger = get_run_logger()
-    engine = database(Settings())
+    settings = Settings()
+    engine = database(settings)
+    stall_watch = StallWatch(stall_seconds or settings.queue_stall_seconds)
     names = FlowNames()
     results: dict[str, TaskResult] = {}  # results never change once known
     was_busy = False
@@ -42,6 +53,13 @@ async def queue_manager(
             was_paused = paused
 
             runs = await read_queue(client, names)
+            for run_id in await stall_watch.check(client, runs):
+                logger.warning(
+                    "Task %s made no progress for %.0f s: stopping it.",
+                    run_id,
+                    stall_watch.after_seconds,
+                )
+            runs = stall_watch.view(runs)
             with session_scope(engine) as session:
                 for run_id in _completed_upstreams(runs):
                     if run_id not in results and (found := result_of_flow_run(session, run_id)):

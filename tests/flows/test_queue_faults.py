@@ -29,7 +29,8 @@ MODEL = "test-model"
 def stack_db(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     home = tmp_path_factory.mktemp("faults")
     db_url = f"sqlite:///{home / 'queue.db'}"
-    with queue_stack(prefect_server, db_url, home, extra_env={"LLM_MAX_RETRIES": "1"}):
+    env = {"LLM_MAX_RETRIES": "1", "QUEUE_STALL_SECONDS": "15"}
+    with queue_stack(prefect_server, db_url, home, extra_env=env):
         yield ready_engine(db_url)
 
 
@@ -217,3 +218,30 @@ def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_complet
     assert [r.state_name for r in first] == ["Crashed", "Skipped", "Completed"]
     assert [r.state_name for r in second] == ["Completed", "Completed"]
     assert results_of(stack_db, str(first[0].id)) == 60
+
+
+def test_a_task_without_progress_fails_as_stalled_and_its_dependents_are_skipped(
+    stack_db: Engine, dataset_id: int
+) -> None:
+    with OpenAIServer(models=[MODEL]) as server:
+        server.script([Delay(90)] * 5)  # the LLM server hangs
+
+        async def scenario() -> list[FlowRun]:
+            async with get_client() as client:
+                bench = await submit(
+                    client, "benchmark", bench_config(server, dataset_id), label="hangs"
+                )
+                dependent = await submit(
+                    client,
+                    "benchmark",
+                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                    upstream=[bench],
+                    label="after-hang",
+                )
+            return await wait_for(all_final, [bench, dependent], timeout=120)
+
+        hung, dependent = asyncio.run(scenario())
+
+    assert hung.state is not None and hung.state.type.value == "FAILED"
+    assert hung.state_name == "Stalled" and "no progress for 15 s" in (hung.state.message or "")
+    assert dependent.state_name == "Skipped"

@@ -19,18 +19,17 @@ from prefect.states import Cancelling
 
 from biasbench.queue import control
 from biasbench.queue.submit import submit
-from tests.support.stack import queue_stack
+from tests.support.stack import RunningStack, queue_stack
 
 FAKE = {"llm": "fake", "model_name": "fake-model"}
 
 
 @pytest.fixture(scope="module")
-def stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One stack for this module; yields the domain DB URL its task runs write to."""
+def stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    """One stack (worker + manager processes) for this module."""
     home = tmp_path_factory.mktemp("stack")
-    db_url = f"sqlite:///{home / 'queue.db'}"
-    with queue_stack(prefect_server, db_url, home):
-        yield db_url
+    with queue_stack(prefect_server, f"sqlite:///{home / 'queue.db'}", home) as running:
+        yield running
 
 
 async def set_paused(paused: bool) -> None:
@@ -51,7 +50,9 @@ async def wait_all_final(ids: list[str], timeout: float = 150) -> list[FlowRun]:
             await asyncio.sleep(1)
 
 
-def test_tasks_run_one_at_a_time_by_priority_then_submission_with_results_wired(stack: str) -> None:
+def test_tasks_run_one_at_a_time_by_priority_then_submission_with_results_wired(
+    stack: RunningStack,
+) -> None:
     async def scenario() -> list[FlowRun]:
         await set_paused(True)  # submit everything first, so that the order is only the queue's
         try:
@@ -114,7 +115,9 @@ def states(runs: list[FlowRun]) -> dict[str, tuple[str | None, str | None]]:
     return {r.name: (r.state_name, r.state.message if r.state else None) for r in runs}
 
 
-def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(stack: str) -> None:
+def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(
+    stack: RunningStack,
+) -> None:
     async def scenario() -> list[FlowRun]:
         await set_paused(True)
         try:
@@ -145,7 +148,7 @@ def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(stack: 
     assert found["bench-below"][0] == "Skipped" and "'bench-a'" in (found["bench-below"][1] or "")
 
 
-def test_cancelling_a_queued_upstream_cancels_its_dependents(stack: str) -> None:
+def test_cancelling_a_queued_upstream_cancels_its_dependents(stack: RunningStack) -> None:
     async def scenario() -> list[FlowRun]:
         await set_paused(True)
         try:
@@ -227,7 +230,7 @@ def _states(flow_run_id: object) -> list:  # type: ignore[type-arg]
     return asyncio.run(read())
 
 
-def test_setup_twice_changes_nothing(stack: str, prefect_server: str) -> None:
+def test_setup_twice_changes_nothing(stack: RunningStack, prefect_server: str) -> None:
     async def snapshot() -> tuple[dict[str, object], int | None]:
         async with get_client() as client:
             deployments = await client.read_deployments()
@@ -250,7 +253,9 @@ def test_setup_twice_changes_nothing(stack: str, prefect_server: str) -> None:
     assert len(before[0]) == 5 and before[1] == 1
 
 
-def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(stack: str) -> None:
+def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(
+    stack: RunningStack,
+) -> None:
     async def scenario() -> None:
         async with get_client() as client:
             pool = await submit(client, "pool_gen", {"n": 20, "seed": 6}, label="pause-pool")
@@ -280,3 +285,31 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(sta
             assert not (await control.queue_state(client)).executor_paused
 
     asyncio.run(scenario())
+
+
+def test_restarting_the_manager_mid_queue_loses_nothing_and_keeps_the_order(
+    stack: RunningStack,
+) -> None:
+    async def scenario() -> list[FlowRun]:
+        async with get_client() as client:
+            first = await submit(client, "pool_gen", {"n": 20, "seed": 11}, label="restart-1")
+            slow = await submit(
+                client,
+                "attrgen",
+                {"llm": "fake", "model_name": "m@slow=0.2", "batch_size": 1},
+                upstream=[first],
+                label="restart-2",
+            )
+            third = await submit(client, "pool_gen", {"n": 10}, label="restart-3")
+            fourth = await submit(client, "pool_gen", {"n": 10}, label="restart-4")
+            while (await client.read_flow_run(slow)).state_name != "Running":  # type: ignore[arg-type]
+                await asyncio.sleep(0.2)
+        stack.restart_manager()  # SIGKILL mid-queue, a new manager reconciles from Prefect
+        return await wait_all_final([first, slow, third, fourth])
+
+    runs = asyncio.run(scenario())
+
+    assert [r.state_name for r in runs] == ["Completed"] * 4
+    assert [r.run_count for r in runs] == [1, 1, 1, 1]  # none ran twice
+    by_start = sorted(runs, key=lambda r: r.start_time)  # type: ignore[arg-type, return-value]
+    assert [r.name for r in by_start] == ["restart-1", "restart-2", "restart-3", "restart-4"]

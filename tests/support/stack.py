@@ -36,6 +36,36 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
         pass
 
 
+MANAGER = [
+    sys.executable,
+    "-c",
+    "import asyncio; from flows.queue_manager import queue_manager; asyncio.run(queue_manager())",
+]
+
+
+class RunningStack:
+    """The worker and manager processes; `restart_manager` kills and replaces the manager."""
+
+    def __init__(self, env: dict[str, str], logs: Path, gpu_slots: int) -> None:
+        self.env, self.logs = env, logs
+        worker = ["prefect", "worker", "start", "--pool", "gpu", "--limit", str(gpu_slots)]
+        self.processes = {
+            "worker": _start(
+                [sys.executable, "-m", *worker, "--type", "process"], env, logs / "worker.log"
+            ),
+            "manager": _start(MANAGER, env, logs / "manager.log"),
+        }
+
+    def restart_manager(self) -> None:
+        os.killpg(self.processes["manager"].pid, signal.SIGKILL)
+        self.processes["manager"].wait(10)
+        self.processes["manager"] = _start(MANAGER, self.env, self.logs / "manager.log")
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            stop(process)
+
+
 @contextmanager
 def queue_stack(
     api_url: str,
@@ -44,7 +74,7 @@ def queue_stack(
     *,
     gpu_slots: int = 1,
     extra_env: dict[str, str] | None = None,
-) -> Iterator[dict[str, subprocess.Popen[bytes]]]:
+) -> Iterator[RunningStack]:
     env = {
         **os.environ,
         **(extra_env or {}),
@@ -53,45 +83,11 @@ def queue_stack(
         "PREFECT_WORKER_QUERY_SECONDS": "0.5",
         "PREFECT_LOGGING_LEVEL": "INFO",
     }
-    subprocess.run(
-        [sys.executable, "-m", "deployments", "setup", "--gpu-slots", str(gpu_slots)],
-        cwd=REPO,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    processes = {
-        "worker": _start(
-            [
-                sys.executable,
-                "-m",
-                "prefect",
-                "worker",
-                "start",
-                "--pool",
-                "gpu",
-                "--limit",
-                str(gpu_slots),
-                "--type",
-                "process",
-            ],
-            env,
-            logs / "worker.log",
-        ),
-        "manager": _start(
-            [
-                sys.executable,
-                "-c",
-                "import asyncio; from flows.queue_manager import queue_manager; "
-                "asyncio.run(queue_manager())",
-            ],
-            env,
-            logs / "manager.log",
-        ),
-    }
+    command = [sys.executable, "-m", "deployments", "setup", "--gpu-slots", str(gpu_slots)]
+    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+    stack = RunningStack(env, logs, gpu_slots)
     try:
         time.sleep(1)
-        yield processes
+        yield stack
     finally:
-        for process in processes.values():
-            stop(process)
+        stack.stop()
