@@ -26,8 +26,9 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Cancelling, Crashed
+from prefect.states import Cancelling
 
+from biasbench.queue import control
 from biasbench.queue.gateway import held_state
 from biasbench.queue.model import GPU_POOL, MANAGER_DEPLOYMENT, MANAGER_POOL, QUEUE_TAG
 from deployments.setup import PROJECT_DIR, setup
@@ -100,7 +101,7 @@ class Stack:
                     "process",
                 ],
             )
-            asyncio.run(start_manager())
+            asyncio.run(_start_manager())
         except BaseException:
             self.stop()
             raise
@@ -179,16 +180,6 @@ async def _runs(client: PrefectClient, *, manager: bool, types: list[StateType])
 ACTIVE = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
 
 
-async def start_manager() -> str:
-    """Start the queue manager. A manager left active by a machine that died is marked Crashed
-    first, so that the deployment's concurrency slot does not block the new one."""
-    async with get_client() as client:
-        for run in await _runs(client, manager=True, types=[*ACTIVE, StateType.SCHEDULED]):
-            await client.set_flow_run_state(run.id, Crashed(message="stack restarted"), force=True)
-        deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
-        return str((await client.create_flow_run_from_deployment(deployment.id)).id)
-
-
 async def wind_down(timeout: float = 20) -> None:
     """Cancel the manager and the running task (their processes are stopped by the workers),
     then put the task back in the queue: nothing submitted is lost, and a retry resumes."""
@@ -208,3 +199,8 @@ async def wind_down(timeout: float = 20) -> None:
                 await asyncio.sleep(0.5)
         for run in tasks:
             await client.set_flow_run_state(run.id, held_state(), force=True)
+
+
+async def _start_manager() -> None:
+    async with get_client() as client:
+        await control.start(client, after_reboot=True)

@@ -14,6 +14,7 @@ from prefect.events import emit_event
 from pydantic import Field
 
 from biasbench.db.engine import session_scope
+from biasbench.queue import control
 from biasbench.queue.decide import decide
 from biasbench.queue.gateway import FlowNames, apply, read_queue
 from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, QueueRun, QueueStatus
@@ -48,6 +49,7 @@ async def queue_manager(
         while True:
             pool = await client.read_work_pool(GPU_POOL)
             paused = bool(pool.is_paused)
+            stopping = await control.stop_requested()
             if was_paused is not None and paused != was_paused:
                 _queue_event("paused" if paused else "resumed")
             was_paused = paused
@@ -65,12 +67,22 @@ async def queue_manager(
                     if run_id not in results and (found := result_of_flow_run(session, run_id)):
                         results[run_id] = found
             actions = decide(
-                runs, slots=pool.concurrency_limit or 1, accepting=not paused, results=results
+                runs,
+                slots=pool.concurrency_limit or 1,
+                accepting=not (paused or stopping),
+                results=results,
             )
             if actions:
                 logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
                 await apply(client, runs, actions)
 
+            if stopping and not any(r.occupies_slot for r in runs.values()):
+                await control.clear_stop()
+                _queue_event("stopped")
+                logger.info(
+                    "Queue stopped: the current task has finished; queued tasks stay queued."
+                )
+                return
             busy = any(r.status not in _DONE for r in runs.values())
             if was_busy and not busy:
                 _queue_event("drained")

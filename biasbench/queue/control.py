@@ -12,13 +12,15 @@ from prefect.client.schemas.filters import (
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import StateType
 from prefect.exceptions import ObjectNotFound
-from prefect.states import Cancelling
+from prefect.states import Cancelling, Crashed
+from prefect.variables import Variable
 
 from biasbench.errors import InvalidSubmission, UnknownTask
 from biasbench.queue.gateway import held_state
@@ -26,12 +28,14 @@ from biasbench.queue.model import (
     GPU_POOL,
     HELD_QUEUED,
     HELD_WAITING,
+    MANAGER_DEPLOYMENT,
     MANAGER_FLOW,
     QUEUE_TAG,
     QueueStatus,
     queue_status,
 )
 
+MANAGER_ACTIVE = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING]
 RETRYABLE = {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
 
 
@@ -120,3 +124,44 @@ async def queue_state(client: PrefectClient) -> QueueState:
         executor_paused=bool(pool.is_paused),
         slots=pool.concurrency_limit or 1,
     )
+
+
+STOP_VARIABLE = "biasbench-queue-stop"  # set: the manager ends once no task holds a slot
+
+
+async def stop() -> None:
+    """The running task finishes, nothing new starts, then the manager ends. Queued tasks stay
+    queued for the next start."""
+    await Variable.aset(STOP_VARIABLE, True, overwrite=True)
+
+
+async def clear_stop() -> None:
+    await Variable.aunset(STOP_VARIABLE)
+
+
+async def stop_requested() -> bool:
+    return bool(await Variable.aget(STOP_VARIABLE, default=False))
+
+
+async def start(client: PrefectClient, *, after_reboot: bool = False) -> str | None:
+    """Start the queue manager (its worker runs it) unless one is active, and cancel a pending
+    stop. Returns the new manager run's id, or None when one was already active.
+
+    after_reboot: the caller knows no manager process survives (the stack has just started), so
+    managers still marked active are stale: they are marked Crashed, so that the deployment's
+    concurrency slot does not block the new one."""
+    await Variable.aunset(STOP_VARIABLE)
+    deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
+    active = await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=MANAGER_ACTIVE)),
+        )
+    )
+    if active and not after_reboot:
+        return None
+    for run in active:
+        await client.set_flow_run_state(
+            run.id, Crashed(message="the stack was restarted"), force=True
+        )
+    return str((await client.create_flow_run_from_deployment(deployment.id)).id)

@@ -313,3 +313,39 @@ def test_restarting_the_manager_mid_queue_loses_nothing_and_keeps_the_order(
     assert [r.run_count for r in runs] == [1, 1, 1, 1]  # none ran twice
     by_start = sorted(runs, key=lambda r: r.start_time)  # type: ignore[arg-type, return-value]
     assert [r.name for r in by_start] == ["restart-1", "restart-2", "restart-3", "restart-4"]
+
+
+def test_stop_lets_the_current_task_finish_then_the_manager_ends_and_start_goes_on(
+    stack: RunningStack,
+) -> None:
+    async def scenario() -> None:
+        async with get_client() as client:
+            pool = await submit(client, "pool_gen", {"n": 20, "seed": 12}, label="stop-pool")
+            slow = await submit(
+                client,
+                "attrgen",
+                {"llm": "fake", "model_name": "m@slow=0.2", "batch_size": 1},
+                upstream=[pool],
+                label="running-at-stop",
+            )
+            after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
+            while (await client.read_flow_run(slow)).state_name != "Running":  # type: ignore[arg-type]
+                await asyncio.sleep(0.2)
+            assert (await control.queue_state(client)).executor_running
+            await control.stop()
+
+            (done,) = await wait_all_final([slow])
+            assert done.state_name == "Completed"  # the current task finished
+            deadline = time.monotonic() + 30
+            while stack.processes["manager"].poll() is None:
+                assert time.monotonic() < deadline, "the manager did not end after the current task"
+                await asyncio.sleep(0.2)
+            assert not (await control.queue_state(client)).executor_running
+            await asyncio.sleep(3)
+            assert (await client.read_flow_run(after)).state_name == "Queued"  # type: ignore[arg-type]
+
+            stack.restart_manager()  # start again: the queue goes on where it stopped
+            (resumed,) = await wait_all_final([after])
+            assert resumed.state_name == "Completed"
+
+    asyncio.run(scenario())

@@ -12,6 +12,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.states import Crashed
+from prefect.utilities.asyncutils import run_coro_as_sync
+
+from biasbench.queue.model import MANAGER_FLOW
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -57,8 +71,13 @@ class RunningStack:
         }
 
     def restart_manager(self) -> None:
-        os.killpg(self.processes["manager"].pid, signal.SIGKILL)
-        self.processes["manager"].wait(10)
+        """SIGKILL the manager (if alive) and start a new one. Its run is marked Crashed, as
+        the worker that runs the manager in production would."""
+        manager = self.processes["manager"]
+        if manager.poll() is None:
+            os.killpg(manager.pid, signal.SIGKILL)
+            manager.wait(10)
+            run_coro_as_sync(_crash_running_managers())  # also from inside an event loop
         self.processes["manager"] = _start(MANAGER, self.env, self.logs / "manager.log")
 
     def stop(self) -> None:
@@ -91,3 +110,17 @@ def queue_stack(
         yield stack
     finally:
         stack.stop()
+
+
+async def _crash_running_managers() -> None:
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[MANAGER_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+        )
+        for run in runs:
+            await client.set_flow_run_state(
+                run.id, Crashed(message="killed by the test"), force=True
+            )
