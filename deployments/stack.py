@@ -148,16 +148,17 @@ class Stack:
                 print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
         for name in ("manager-worker", "gpu-worker", "server"):
             if (process := self.processes.pop(name, None)) is not None:
-                _stop_group(process)
+                stop_process_group(process)
         self._context.close()
 
 
-def _stop_group(process: subprocess.Popen[bytes]) -> None:
+def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM the process group, SIGKILL it after `grace` seconds."""
     if process.poll() is not None:
         return
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(STOP_GRACE_SECONDS)
+        process.wait(grace)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(10)

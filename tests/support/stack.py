@@ -25,6 +25,7 @@ from prefect.states import Crashed
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from biasbench.queue.model import MANAGER_FLOW
+from deployments.stack import stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,20 +35,6 @@ def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
         return subprocess.Popen(
             args, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGTERM the whole group, SIGKILL what is left (the worker may ignore SIGTERM for minutes)."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
 
 
 MANAGER = [
@@ -82,7 +69,7 @@ class RunningStack:
 
     def stop(self) -> None:
         for process in self.processes.values():
-            stop(process)
+            stop_process_group(process)
 
 
 @contextmanager
