@@ -1,10 +1,12 @@
 """The exceptions of the domain, and which of them are critical.
 
     BiasBenchError
-    ├── InvalidConfig          bad task input; names the field (a ValueError)
-    ├── NotFound               a referenced dataset/run does not exist (a ValueError)
+    ├── FieldError             about one input field, which it names (a ValueError)
+    │   ├── InvalidConfig      bad task input
+    │   ├── NotFound           a referenced dataset/run does not exist
+    │   └── InvalidSubmission  (also a QueueError) a task's type, config or upstream is wrong
     ├── QueueError             a queue operation cannot be done
-    │   ├── InvalidSubmission  a task's type, config, upstream or priority is wrong; names the field
+    │   ├── InvalidSubmission  see above
     │   └── UnknownTask        no such task
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
@@ -30,32 +32,28 @@ class BiasBenchError(Exception):
     """Base of every error the domain raises on purpose."""
 
 
-class InvalidConfig(BiasBenchError, ValueError):
-    """A task's input is wrong. `field` names the offending parameter."""
+class FieldError(BiasBenchError, ValueError):
+    """An error about one input field, which it names: `str(error)` is "<field>: <message>"."""
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
 
 
-class NotFound(BiasBenchError, ValueError):
+class InvalidConfig(FieldError):
+    """A task's input is wrong."""
+
+
+class NotFound(FieldError):
     """A dataset, run or model that the input refers to does not exist."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
 
 
 class QueueError(BiasBenchError):
     """A queue operation cannot be done (e.g. the deployments are missing)."""
 
 
-class InvalidSubmission(QueueError, ValueError):
-    """A submission is refused before anything is created. `field` names the offending input."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+class InvalidSubmission(QueueError, FieldError):
+    """A submission is refused before anything is created."""
 
 
 class UnknownTask(QueueError, LookupError):

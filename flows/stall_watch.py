@@ -7,6 +7,7 @@ notifications treat as critical: it almost always means the LLM server hangs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -38,8 +39,10 @@ async def last_progress(client: PrefectClient, run_id: str) -> datetime | None:
 
 
 class StallWatch:
-    def __init__(self, after_seconds: float) -> None:
+    def __init__(self, after_seconds: float, *, every_seconds: float = 5.0) -> None:
         self.after_seconds = after_seconds
+        self.every_seconds = every_seconds  # stalls are minutes long: no need to look each tick
+        self._last_look = 0.0
         self._stopping: dict[str, str] = {}  # run id -> the reason, until its process is gone
         self._stalled: set[str] = set()  # every run this watch stopped
 
@@ -56,6 +59,9 @@ class StallWatch:
 
     async def check(self, client: PrefectClient, runs: Mapping[str, QueueRun]) -> list[str]:
         """Returns the ids of runs found stalled in this check."""
+        if time.monotonic() - self._last_look < self.every_seconds and not self._stopping:
+            return []
+        self._last_look = time.monotonic()
         now = datetime.now(UTC)
         stalled = []
         for run in runs.values():

@@ -25,7 +25,6 @@ from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
     HELD_QUEUED,
-    HELD_WAITING,
     QUEUE_TAG,
     RELEASED,
     RELEASING,
@@ -165,6 +164,3 @@ def held_state(name: str = HELD_QUEUED) -> Any:
 
 def deployment_name(task_type: TaskType) -> str:
     return f"{task_type}/{DEPLOYMENT_NAME}"
-
-
-__all__ = ["HELD_WAITING", "FlowNames", "apply", "held_state", "read_queue"]

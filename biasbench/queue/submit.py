@@ -16,7 +16,7 @@ from prefect.utilities.schema_tools.validation import validate
 
 from biasbench.errors import InvalidSubmission, QueueError, UnknownTask
 from biasbench.queue.gateway import deployment_name, held_state
-from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_TAG, TASK_TYPES, TaskType
+from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_TAG, TASK_TYPES
 
 QUEUE_PARAMETERS = ("upstream", "priority")
 
@@ -89,6 +89,3 @@ def _check_parameters(parameters: dict[str, Any], schema: dict[str, Any]) -> Non
         if error.validator == "required":
             path = str(error.message).split("'")[1]
         raise InvalidSubmission(f"config.{path}" if path else "config", str(error.message))
-
-
-__all__ = ["QUEUE_PARAMETERS", "TaskType", "submit"]
