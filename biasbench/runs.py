@@ -233,17 +233,6 @@ def save_failures(
         session.add_all(Failure(run_type=run_type, run_id=run_id, **row) for row in rows)
 
 
-def failure_count(session: Session, run_type: str, run_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Failure)
-            .where(Failure.run_type == run_type, Failure.run_id == run_id)
-        )
-        or 0
-    )
-
-
 def mark_finished(
     session: Session, run_type: str, run_id: int, *, analysis: Mapping[str, Any] | None = None
 ) -> None:

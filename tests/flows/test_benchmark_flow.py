@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 from sqlalchemy import Engine, delete, select
 
 from biasbench.db.engine import session_scope
-from biasbench.db.models import BenchmarkResult, BenchmarkRun, Failure, Trait
+from biasbench.db.models import BenchmarkResult, BenchmarkRun, Failure, PersonaAttribute, Trait
 from biasbench.errors import InvalidConfig, LLMUnreachable, is_critical
 from biasbench.parsing import extract_json_object
 from biasbench.prompts import scale_lines
@@ -213,8 +212,23 @@ def test_benchmark_with_attributes_names_the_persona_and_publishes_the_analysis(
         llm_server, small_dataset, attrgen_run_id=attrs.run_id, dual_fraction=0.5
     )
 
-    last_prompt = json.dumps(llm_server.requests[-1]["messages"])
-    assert "seem" in last_prompt
+    with session_scope(engine) as session:
+        names = set(
+            session.scalars(
+                select(PersonaAttribute.value).where(
+                    PersonaAttribute.attrgen_run_id == attrs.run_id, PersonaAttribute.key == "name"
+                )
+            )
+        )
+    rating_prompts = [
+        m["content"]
+        for body in llm_server.requests
+        for m in body["messages"]
+        if "seem?" in m["content"]
+    ]
+    assert len(names) == 8 and rating_prompts
+    # every rating question is asked about a persona by its generated name
+    assert all(any(f"does {name} seem?" in p for name in names) for p in rating_prompts)
     assert result.summary["rma"] is not None and 0 <= result.summary["rma"] <= 1
 
     async def artifact_markdown() -> str:
