@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
+from prefect.settings import get_current_settings
 
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 
@@ -38,7 +40,14 @@ async def ensure_pool(name: str, *, concurrency_limit: int, description: str) ->
 
 def deploy_all() -> None:
     """`prefect deploy --all` for prefect.yaml; re-applying an unchanged file changes nothing."""
-    env = {**os.environ, "BIASBENCH_PROJECT_DIR": str(PROJECT_DIR)}
+    env = {
+        **os.environ,
+        "BIASBENCH_PROJECT_DIR": str(PROJECT_DIR),
+        "BIASBENCH_LAUNCHER": f"{shlex.quote(sys.executable)} -m deployments.launcher",
+    }
+    # The server this process talks to, also when it was set in-process (the stack does that).
+    if api_url := get_current_settings().api.url:
+        env["PREFECT_API_URL"] = api_url
     subprocess.run(
         [sys.executable, "-m", "prefect", "--no-prompt", "deploy", "--all"],
         cwd=PROJECT_DIR,

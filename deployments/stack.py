@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -31,7 +32,9 @@ from prefect.states import Cancelling
 from biasbench.queue import control
 from biasbench.queue.gateway import held_state
 from biasbench.queue.model import GPU_POOL, MANAGER_DEPLOYMENT, MANAGER_POOL, QUEUE_TAG
+from deployments.launcher import SOCKET_ENV
 from deployments.setup import PROJECT_DIR, setup
+from deployments.warm_start import wait_ready, warm_start_command
 
 DEFAULT_PORT = 4200
 STOP_GRACE_SECONDS = 10
@@ -50,6 +53,9 @@ class Stack:
         self.port = port
         self.logs = logs or PROJECT_DIR / ".stack-logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # A short path: Unix socket paths are limited to about 100 bytes.
+        self._sockets = tempfile.TemporaryDirectory(prefix="biasbench-")
+        self.warm_socket = Path(self._sockets.name) / "warm.sock"
         self.env = {
             **os.environ,
             "PREFECT_API_URL": self.api_url,
@@ -57,6 +63,7 @@ class Stack:
             "PREFECT_WORKER_QUERY_SECONDS": "0.5",
             # Queued runs wait on purpose: Prefect's "Late" renaming would only confuse.
             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
+            SOCKET_ENV: str(self.warm_socket),
         }
         # Every Prefect client of this process talks to the stack's server, never to an
         # ephemeral one (Prefect read its settings at import, before this object existed).
@@ -73,6 +80,8 @@ class Stack:
                 )
                 self._wait_healthy()
             setup(gpu_slots=self.gpu_slots)
+            self._start("warm-start", warm_start_command(self.warm_socket))
+            wait_ready(self.warm_socket, self.processes["warm-start"])
             self._start(
                 "gpu-worker",
                 [
@@ -113,6 +122,7 @@ class Stack:
         self.stop()
 
     def _start(self, name: str, args: list[str]) -> None:
+        """`args` run as `python -m ...`, in their own process group, logging to logs/name.log."""
         log = (self.logs / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
             [sys.executable, "-m", *args],
@@ -146,10 +156,11 @@ class Stack:
                 asyncio.run(wind_down())
             except Exception as exc:
                 print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
-        for name in ("manager-worker", "gpu-worker", "server"):
+        for name in ("manager-worker", "gpu-worker", "warm-start", "server"):
             if (process := self.processes.pop(name, None)) is not None:
                 stop_process_group(process)
         self._context.close()
+        self._sockets.cleanup()
 
 
 def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -14,12 +15,12 @@ from biasbench.errors import InvalidConfig
 from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
-from flows.queue_turn import Priority, Upstream, wait_for_turn_sync
+from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database
 
 
 @flow(name="balanced_gen", persist_result=True, result_serializer="json")
-def balanced_gen(
+async def balanced_gen(
     dataset_id: Annotated[
         int | None,
         Field(description="The pool to draw from; injected when it comes from pool_gen."),
@@ -33,7 +34,12 @@ def balanced_gen(
     upstream: Upstream = None,
     priority: Priority = 0,
 ) -> TaskResult:
-    wait_for_turn_sync()
+    await wait_for_turn()
+    # Async for the reason given in pool_gen; the work itself runs in a thread.
+    return await asyncio.to_thread(_draw, dataset_id, n, seed, axes)
+
+
+def _draw(dataset_id: int | None, n: int, seed: int, axes: list[str] | None) -> TaskResult:
     logger = get_run_logger()
     if dataset_id is None:
         raise InvalidConfig("dataset_id", "required: the pool dataset to draw from")
@@ -65,6 +71,7 @@ def balanced_gen(
         key=f"dataset-{new_id}",
         markdown=_marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets),
         description=f"Balanced dataset {new_id}: achieved marginals",
+        _sync=True,  # this runs in a worker thread of an async flow
     )
     return TaskResult(
         run_type="dataset",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -13,12 +14,12 @@ from biasbench.db.engine import session_scope
 from biasbench.personas.sampling import choose_seed, sample_pool
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
-from flows.queue_turn import Priority, Upstream, wait_for_turn_sync
+from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database
 
 
 @flow(name="pool_gen", persist_result=True, result_serializer="json")
-def pool_gen(
+async def pool_gen(
     n: Annotated[int, Field(ge=1, le=2_000_000, description="Number of personas.")] = 20_000,
     temperature: Annotated[
         float, Field(ge=0, le=10, description="Flattens each distribution as p^(1-T).")
@@ -29,7 +30,15 @@ def pool_gen(
     upstream: Upstream = None,
     priority: Priority = 0,
 ) -> TaskResult:
-    wait_for_turn_sync()
+    await wait_for_turn()
+    # An async flow: Prefect's sync engine spends up to 1 s joining its heartbeat thread after
+    # the run ends, idle GPU time between tasks. The CPU and database work runs in a thread.
+    return await asyncio.to_thread(_make_pool, n, temperature, age_from, age_to, seed)
+
+
+def _make_pool(
+    n: int, temperature: float, age_from: int | None, age_to: int | None, seed: int | None
+) -> TaskResult:
     logger = get_run_logger()
     engine = database(Settings())
     flow_run_id = current_flow_run_id()
@@ -58,6 +67,7 @@ def pool_gen(
         markdown=f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, "
         f"seed {seed}.",
         description=f"Pool dataset {dataset_id}",
+        _sync=True,  # this runs in a worker thread of an async flow
     )
     return TaskResult(
         run_type="dataset",

@@ -8,7 +8,7 @@ from uuid import UUID, uuid4
 from prefect import get_client, get_run_logger
 from prefect.client.schemas.objects import State, StateType
 from prefect.context import FlowRunContext
-from prefect.flow_runs import asuspend_flow_run, suspend_flow_run
+from prefect.flow_runs import asuspend_flow_run
 from pydantic import Field
 
 from biasbench.queue.model import RELEASED
@@ -52,14 +52,3 @@ async def wait_for_turn() -> None:
     get_run_logger().info(PARKING)
     # A fresh key each time: Prefect ignores a second suspend with a key it has already seen.
     await asuspend_flow_run(timeout=None, key=str(uuid4()))
-
-
-def wait_for_turn_sync() -> None:
-    """`wait_for_turn` for the synchronous flows."""
-    if (flow_run_id := _deployment_run_id()) is None:
-        return
-    with get_client(sync_client=True) as client:
-        if _released(client.read_flow_run_states(flow_run_id)):
-            return
-    get_run_logger().info(PARKING)
-    suspend_flow_run(timeout=None, key=str(uuid4()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
@@ -23,5 +24,5 @@ def llm_server() -> Iterator[OpenAIServer]:
 @pytest.fixture
 def small_dataset() -> int:
     """A balanced dataset of 8 personas drawn from a 400-persona pool (made by the real flows)."""
-    pool = pool_gen(n=400, seed=5)
-    return balanced_gen(dataset_id=pool.dataset_id, n=8, seed=1).dataset_id
+    pool = asyncio.run(pool_gen(n=400, seed=5))
+    return asyncio.run(balanced_gen(dataset_id=pool.dataset_id, n=8, seed=1)).dataset_id

@@ -137,7 +137,9 @@ def test_attributes_of_another_dataset_are_refused_before_any_run_exists(
 ) -> None:
     import asyncio
 
-    other = balanced_gen(dataset_id=pool_gen(n=200, seed=8).dataset_id, n=4).dataset_id
+    other = asyncio.run(
+        balanced_gen(dataset_id=asyncio.run(pool_gen(n=200, seed=8)).dataset_id, n=4)
+    ).dataset_id
     attrs = asyncio.run(
         attrgen(
             dataset_id=other,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.sorting import ArtifactSort
 from sqlalchemy import Engine, select
 
 from biasbench.datasets import balancing_rows
@@ -33,36 +37,50 @@ def personas_of(engine: Engine, dataset_id: int) -> list[tuple[object, ...]]:
         return [tuple(row[a] for a in ATTRIBUTES) for row in balancing_rows(session, dataset_id)]
 
 
+def dataset_artifact(dataset_id: int) -> str:
+    """The markdown a user sees for the dataset in the Prefect UI."""
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"dataset-{dataset_id}"])),
+            sort=ArtifactSort.CREATED_DESC,  # ids restart in each test's database; keys repeat
+        )
+    assert artifacts, f"no artifact for dataset {dataset_id}"
+    return str(artifacts[0].data)
+
+
 def test_the_same_seed_gives_an_identical_pool(engine: Engine) -> None:
-    first = pool_gen(n=500, seed=11)
-    again = pool_gen(n=500, seed=11)
-    other = pool_gen(n=500, seed=12)
+    first = asyncio.run(pool_gen(n=500, seed=11))
+    again = asyncio.run(pool_gen(n=500, seed=11))
+    other = asyncio.run(pool_gen(n=500, seed=12))
 
     assert first.run_type == "dataset" and first.dataset_id != again.dataset_id
     assert personas_of(engine, first.dataset_id) == personas_of(engine, again.dataset_id)
     assert personas_of(engine, first.dataset_id) != personas_of(engine, other.dataset_id)
     assert count(engine, Persona) == 1500
+    assert "500 personas" in dataset_artifact(first.dataset_id)
 
 
 def test_age_limits_hold_for_every_persona(engine: Engine) -> None:
-    pool = pool_gen(n=300, age_from=30, age_to=40, seed=3)
+    pool = asyncio.run(pool_gen(n=300, age_from=30, age_to=40, seed=3))
     ages = [p[0] for p in personas_of(engine, pool.dataset_id)]
     assert len(ages) == 300 and min(ages) >= 30 and max(ages) <= 40
 
 
 def test_bad_pool_input_names_the_field_and_creates_nothing(engine: Engine) -> None:
     with pytest.raises(Exception, match=r"\bn\b") as error:
-        pool_gen(n=0)
+        asyncio.run(pool_gen(n=0))
     assert "greater than or equal to 1" in str(error.value)
     with pytest.raises(Exception, match="temperature"):
-        pool_gen(n=10, temperature=11)
+        asyncio.run(pool_gen(n=10, temperature=11))
     assert count(engine, Dataset) == 0
 
 
 def test_balanced_marginals_are_even_within_one_where_the_pool_allows(engine: Engine) -> None:
-    pool = pool_gen(n=3000, seed=21, temperature=0.5)
-    result = balanced_gen(
-        dataset_id=pool.dataset_id, n=120, seed=42, axes=["gender", "age_bin", "religion"]
+    pool = asyncio.run(pool_gen(n=3000, seed=21, temperature=0.5))
+    result = asyncio.run(
+        balanced_gen(
+            dataset_id=pool.dataset_id, n=120, seed=42, axes=["gender", "age_bin", "religion"]
+        )
     )
 
     with session_scope(engine) as session:
@@ -87,23 +105,24 @@ def test_balanced_marginals_are_even_within_one_where_the_pool_allows(engine: En
         shares = [counts[v] for v in plentiful]
         assert max(shares) - min(shares) <= 1, (axis, counts)
         assert dataset.report["marginals"][axis] == dict(counts)
+    assert "religion" in dataset_artifact(result.dataset_id)
 
 
 def test_balanced_draw_is_deterministic_by_seed(engine: Engine) -> None:
-    pool = pool_gen(n=1000, seed=2)
-    a = balanced_gen(dataset_id=pool.dataset_id, n=50, seed=9)
-    b = balanced_gen(dataset_id=pool.dataset_id, n=50, seed=9)
+    pool = asyncio.run(pool_gen(n=1000, seed=2))
+    a = asyncio.run(balanced_gen(dataset_id=pool.dataset_id, n=50, seed=9))
+    b = asyncio.run(balanced_gen(dataset_id=pool.dataset_id, n=50, seed=9))
     assert personas_of(engine, a.dataset_id) == personas_of(engine, b.dataset_id)
 
 
 def test_balanced_gen_refuses_an_unknown_pool(engine: Engine) -> None:
     with pytest.raises(NotFound, match="dataset_id: dataset 999 does not exist"):
-        balanced_gen(dataset_id=999, n=5)
+        asyncio.run(balanced_gen(dataset_id=999, n=5))
     assert count(engine, Dataset) == 0
 
 
 def test_a_pool_persona_row_has_every_attribute(engine: Engine) -> None:
-    pool = pool_gen(n=20, seed=1)
+    pool = asyncio.run(pool_gen(n=20, seed=1))
     with session_scope(engine) as session:
         personas = session.scalars(select(Persona)).all()
     assert len(personas) == 20 and pool.dataset_id

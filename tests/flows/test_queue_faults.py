@@ -20,6 +20,7 @@ from biasbench.queue.control import cancel, retry, set_paused
 from biasbench.queue.submit import submit
 from biasbench.results import result_of_flow_run
 from tests.support.openai_server import Delay, OpenAIServer, Status
+from tests.support.processes import alive, flow_process_pids, launcher_pid
 from tests.support.stack import queue_stack
 
 MODEL = "test-model"
@@ -105,19 +106,6 @@ def bench_config(server: OpenAIServer, dataset_id: int) -> dict[str, object]:
     }
 
 
-def pid_of(run: FlowRun) -> int:
-    assert run.infrastructure_pid, "the worker did not record the flow process"
-    return int(str(run.infrastructure_pid).rsplit(":", 1)[-1])
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_a_failed_task_retried_resumes_and_its_skipped_dependents_run_again(
     stack_db: Engine, dataset_id: int
 ) -> None:
@@ -167,19 +155,20 @@ def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
                 after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
             await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
             (running,) = await read([bench])
-            pid = pid_of(running)
+            pids = [launcher_pid(running), *flow_process_pids(bench)]
             async with get_client() as client:
                 await cancel(client, bench)
             started = time.monotonic()
-            while alive(pid) and time.monotonic() - started < 30:
+            while any(map(alive, pids)) and time.monotonic() - started < 30:
                 await asyncio.sleep(0.1)
             gone_after = time.monotonic() - started
             final = await wait_for(all_final, [bench, after])
-            return gone_after, pid, results_of(stack_db, bench), final
+            return gone_after, pids, results_of(stack_db, bench), final
 
-        gone_after, pid, kept, final = asyncio.run(scenario())
+        gone_after, pids, kept, final = asyncio.run(scenario())
 
-    assert not alive(pid) and gone_after < 10
+    assert len(pids) == 2, "the worker's process and the flow process"
+    assert not any(map(alive, pids)) and gone_after < 10
     assert [r.state_name for r in final] == ["Cancelled", "Completed"]
     assert 5 <= kept < 60
     assert results_of(stack_db, str(final[0].id)) == kept  # the partial results stay
@@ -204,8 +193,8 @@ def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_complet
                 )
                 unrelated = await submit(client, "pool_gen", {"n": 10}, label="goes-on")
             await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
-            (running,) = await read([bench])
-            os.kill(pid_of(running), signal.SIGKILL)
+            (flow_process,) = flow_process_pids(bench)
+            os.kill(flow_process, signal.SIGKILL)
             first = await wait_for(all_final, [bench, dependent, unrelated])
             async with get_client() as client:
                 await set_paused(client, False)

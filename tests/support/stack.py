@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ from prefect.states import Crashed
 from prefect.utilities.asyncutils import run_coro_as_sync
 
 from biasbench.queue.model import MANAGER_FLOW
+from deployments.launcher import SOCKET_ENV
 from deployments.stack import stop_process_group
+from deployments.warm_start import wait_ready, warm_start_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,8 +52,12 @@ class RunningStack:
 
     def __init__(self, env: dict[str, str], logs: Path, gpu_slots: int) -> None:
         self.env, self.logs = env, logs
+        socket = Path(env[SOCKET_ENV])
+        warm = _start([sys.executable, "-m", *warm_start_command(socket)], env, logs / "warm.log")
+        wait_ready(socket, warm)
         worker = ["prefect", "worker", "start", "--pool", "gpu", "--limit", str(gpu_slots)]
         self.processes = {
+            "warm-start": warm,
             "worker": _start(
                 [sys.executable, "-m", *worker, "--type", "process"], env, logs / "worker.log"
             ),
@@ -88,6 +95,8 @@ def queue_stack(
         "DB_URL": db_url,
         "PREFECT_WORKER_QUERY_SECONDS": "0.5",
         "PREFECT_LOGGING_LEVEL": "INFO",
+        # Unix socket paths must stay short; the test's log directory may not be.
+        SOCKET_ENV: f"{tempfile.mkdtemp(prefix='biasbench-')}/warm.sock",
     }
     command = [sys.executable, "-m", "deployments", "setup", "--gpu-slots", str(gpu_slots)]
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
