@@ -62,6 +62,13 @@ class Settings(BaseSettings):
         validation_alias="QUEUE_STALL_SECONDS",
         description="A running task without progress this long is stopped and failed as stalled.",
     )
+    queue_heartbeat_timeout: int = Field(
+        default=90,
+        ge=45,
+        validation_alias="QUEUE_HEARTBEAT_TIMEOUT",
+        description="A running flow whose heartbeats (every 30 s) stop this long is marked "
+        "Crashed: its process or its host is gone. Applied by `python -m deployments setup`.",
+    )
 
     # --- observability ---
     progress_interval: float = Field(

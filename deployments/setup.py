@@ -15,6 +15,8 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
+from biasbench.settings import Settings
+from deployments.automations import ensure_automation, watchdog_automations
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -65,3 +67,10 @@ def setup(gpu_slots: int = 1) -> None:
     )
     asyncio.run(ensure_pool(MANAGER_POOL, concurrency_limit=1, description="The queue manager."))
     deploy_all()
+    asyncio.run(ensure_automations(Settings()))
+
+
+async def ensure_automations(settings: Settings) -> None:
+    async with get_client() as client:
+        for automation in watchdog_automations(settings.queue_heartbeat_timeout):
+            await ensure_automation(client, automation)

@@ -74,42 +74,13 @@ class Stack:
         self._context.enter_context(temporary_settings(updates={PREFECT_API_URL: self.api_url}))
         try:
             if self.external_api is None:
-                self._start(
-                    "server",
-                    ["prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-                )
-                self._wait_healthy()
+                self._start_server()
             setup(gpu_slots=self.gpu_slots)
             self._start("warm-start", warm_start_command(self.warm_socket))
             wait_ready(self.warm_socket, self.processes["warm-start"])
-            self._start(
-                "gpu-worker",
-                [
-                    "prefect",
-                    "worker",
-                    "start",
-                    "--pool",
-                    GPU_POOL,
-                    "--limit",
-                    str(self.gpu_slots),
-                    "--type",
-                    "process",
-                ],
-            )
-            self._start(
-                "manager-worker",
-                [
-                    "prefect",
-                    "worker",
-                    "start",
-                    "--pool",
-                    MANAGER_POOL,
-                    "--limit",
-                    "1",
-                    "--type",
-                    "process",
-                ],
-            )
+            self.start_gpu_worker()
+            manager_pool = ["--pool", MANAGER_POOL, "--limit", "1", "--type", "process"]
+            self._start("manager-worker", ["prefect", "worker", "start", *manager_pool])
             asyncio.run(_start_manager())
         except BaseException:
             self.stop()
@@ -120,6 +91,25 @@ class Stack:
         self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
     ) -> None:
         self.stop()
+
+    def _start_server(self) -> None:
+        address = ["--host", "127.0.0.1", "--port", str(self.port)]
+        self._start("server", ["prefect", "server", "start", *address])
+        self._wait_healthy()
+
+    def start_gpu_worker(self) -> None:
+        """The one worker of the GPU pool: `--limit` keeps it to one run per GPU slot, also
+        while a cancelled run's process is still exiting."""
+        pool = ["--pool", GPU_POOL, "--limit", str(self.gpu_slots), "--type", "process"]
+        self._start("gpu-worker", ["prefect", "worker", "start", *pool])
+
+    def restart_server(self) -> None:
+        """Stop the Prefect server and start it again on the same port and database. Workers,
+        the manager and running flows retry their calls meanwhile."""
+        if self.external_api is not None:
+            raise RuntimeError("the stack does not run this server")
+        stop_process_group(self.processes.pop("server"))
+        self._start_server()
 
     def _start(self, name: str, args: list[str]) -> None:
         """`args` run as `python -m ...`, in their own process group, logging to logs/name.log."""

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset, store_balanced
@@ -36,10 +36,20 @@ async def balanced_gen(
 ) -> TaskResult:
     await wait_for_turn()
     # Async for the reason given in pool_gen; the work itself runs in a thread.
-    return await asyncio.to_thread(_draw, dataset_id, n, seed, axes)
+    result, report = await asyncio.to_thread(_draw, dataset_id, n, seed, axes)
+    if report is not None:
+        await acreate_markdown_artifact(
+            key=f"dataset-{result.dataset_id}",
+            markdown=report,
+            description=f"Balanced dataset {result.dataset_id}: achieved marginals",
+        )
+    return result
 
 
-def _draw(dataset_id: int | None, n: int, seed: int, axes: list[str] | None) -> TaskResult:
+def _draw(
+    dataset_id: int | None, n: int, seed: int, axes: list[str] | None
+) -> tuple[TaskResult, str | None]:
+    """The dataset, and its marginals report for the UI (None if this run had already made it)."""
     logger = get_run_logger()
     if dataset_id is None:
         raise InvalidConfig("dataset_id", "required: the pool dataset to draw from")
@@ -49,7 +59,7 @@ def _draw(dataset_id: int | None, n: int, seed: int, axes: list[str] | None) -> 
     with session_scope(engine) as session:
         if (done := dataset_made_by(session, flow_run_id)) is not None:
             logger.info("This flow run already produced dataset %s; returning it.", done.id)
-            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id)
+            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id), None
         source = require_dataset(session, dataset_id)
         selection = select_balanced(
             balancing_rows(session, dataset_id), n, seed=seed, axes=chosen_axes
@@ -67,13 +77,8 @@ def _draw(dataset_id: int | None, n: int, seed: int, axes: list[str] | None) -> 
         dataset_id,
         selection.max_deviation,
     )
-    create_markdown_artifact(
-        key=f"dataset-{new_id}",
-        markdown=_marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets),
-        description=f"Balanced dataset {new_id}: achieved marginals",
-        _sync=True,  # this runs in a worker thread of an async flow
-    )
-    return TaskResult(
+    report = _marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets)
+    result = TaskResult(
         run_type="dataset",
         run_id=new_id,
         dataset_id=new_id,
@@ -83,6 +88,7 @@ def _draw(dataset_id: int | None, n: int, seed: int, axes: list[str] | None) -> 
             "max_deviation": selection.max_deviation,
         },
     )
+    return result, report
 
 
 def _marginals_markdown(

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
@@ -33,19 +33,27 @@ async def pool_gen(
     await wait_for_turn()
     # An async flow: Prefect's sync engine spends up to 1 s joining its heartbeat thread after
     # the run ends, idle GPU time between tasks. The CPU and database work runs in a thread.
-    return await asyncio.to_thread(_make_pool, n, temperature, age_from, age_to, seed)
+    result, report = await asyncio.to_thread(_make_pool, n, temperature, age_from, age_to, seed)
+    if report is not None:
+        await acreate_markdown_artifact(
+            key=f"dataset-{result.dataset_id}",
+            markdown=report,
+            description=f"Pool dataset {result.dataset_id}",
+        )
+    return result
 
 
 def _make_pool(
     n: int, temperature: float, age_from: int | None, age_to: int | None, seed: int | None
-) -> TaskResult:
+) -> tuple[TaskResult, str | None]:
+    """The dataset, and its report for the UI (None if this run had already made it)."""
     logger = get_run_logger()
     engine = database(Settings())
     flow_run_id = current_flow_run_id()
     with session_scope(engine) as session:
         if (done := dataset_made_by(session, flow_run_id)) is not None:
             logger.info("This flow run already produced dataset %s; returning it.", done.id)
-            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id)
+            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id), None
 
     seed = seed if seed is not None else choose_seed()
     drafts = sample_pool(n, temperature=temperature, age_from=age_from, age_to=age_to, seed=seed)
@@ -62,16 +70,13 @@ def _make_pool(
         dataset_id = dataset.id
 
     logger.info("Pool dataset %s: %s personas, seed %s.", dataset_id, n, seed)
-    create_markdown_artifact(
-        key=f"dataset-{dataset_id}",
-        markdown=f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, "
-        f"seed {seed}.",
-        description=f"Pool dataset {dataset_id}",
-        _sync=True,  # this runs in a worker thread of an async flow
+    report = (
+        f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, seed {seed}."
     )
-    return TaskResult(
+    result = TaskResult(
         run_type="dataset",
         run_id=dataset_id,
         dataset_id=dataset_id,
         summary={"personas": n, "seed": seed},
     )
+    return result, report

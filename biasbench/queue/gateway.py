@@ -6,6 +6,7 @@ copy of them."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -81,11 +82,18 @@ def as_queue_run(flow_run: FlowRun, task_type: TaskType) -> QueueRun:
         task_type=task_type,
         state_type=state.type.value if state else "SCHEDULED",
         state_name=state.name if state else None,
-        created=flow_run.created or flow_run.expected_start_time,  # type: ignore[arg-type]
+        created=_joined_queue_at(flow_run),
         priority=int(parameters.get("priority") or 0),
         upstream=tuple(str(u) for u in upstream),
         parameters=parameters,
     )
+
+
+def _joined_queue_at(flow_run: FlowRun) -> datetime:
+    """A run joins the queue when it was created, or, if it was scheduled for later (a
+    deployment schedule creates runs ahead of time), when it was meant to start."""
+    times = [t for t in (flow_run.created, flow_run.expected_start_time) if t is not None]
+    return max(times)
 
 
 async def read_queue(client: PrefectClient, names: FlowNames) -> dict[str, QueueRun]:

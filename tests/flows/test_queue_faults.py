@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -21,18 +22,26 @@ from biasbench.queue.submit import submit
 from biasbench.results import result_of_flow_run
 from tests.support.openai_server import Delay, OpenAIServer, Status
 from tests.support.processes import alive, flow_process_pids, launcher_pid
-from tests.support.stack import queue_stack
+from tests.support.stack import RunningStack, queue_stack
 
 MODEL = "test-model"
 
 
 @pytest.fixture(scope="module")
-def stack_db(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    home = tmp_path_factory.mktemp("faults")
-    db_url = f"sqlite:///{home / 'queue.db'}"
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module")
+def stack(prefect_server: str, home: Path) -> Iterator[RunningStack]:
     env = {"LLM_MAX_RETRIES": "1", "QUEUE_STALL_SECONDS": "15"}
-    with queue_stack(prefect_server, db_url, home, extra_env=env):
-        yield ready_engine(db_url)
+    with queue_stack(prefect_server, f"sqlite:///{home / 'queue.db'}", home, extra_env=env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def stack_db(stack: RunningStack, home: Path) -> Engine:
+    return ready_engine(f"sqlite:///{home / 'queue.db'}")
 
 
 @pytest.fixture(scope="module")

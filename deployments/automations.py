@@ -1,0 +1,88 @@
+"""Server-side automations, created idempotently by `python -m deployments setup`.
+
+They run inside the Prefect server, so they act even when every process of the queue is gone."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
+
+HEARTBEAT_SECONDS = 30  # Prefect's minimum; prefect.yaml sets it for the tagged deployments
+# Only runs of deployments that send heartbeats this often: other flows on the same server send
+# them every 180 s (Prefect's default) and must not be crashed between two of them.
+HEARTBEAT_TAG = "heartbeat-30s"
+CRASH_SILENT_RUNS = "biasbench: crash runs whose heartbeats stopped"
+FINISH_ABANDONED_CANCELS = "biasbench: finish cancellations nobody carried out"
+
+
+def _silence(after: str, timeout: int) -> EventTrigger:
+    """Fires when a tagged run has an `after` event and then no event at all for `timeout`."""
+    return EventTrigger(
+        after={after},
+        expect={"prefect.flow-run.*"},
+        match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+        match_related=ResourceSpecification(
+            {"prefect.resource.role": "tag", "prefect.resource.id": f"prefect.tag.{HEARTBEAT_TAG}"}
+        ),
+        for_each={"prefect.resource.id"},
+        posture=Posture.Proactive,
+        threshold=1,
+        within=timedelta(seconds=timeout),
+    )
+
+
+def watchdog_automations(timeout: int) -> list[AutomationCore]:
+    """A running flow of ours sends a heartbeat every 30 s from its own thread; a cancelled one
+    is stopped by its worker within seconds. When neither follows within `timeout`, the process
+    or its host is gone and nobody will report the run: the server finishes it instead, so the
+    queue skips or cancels its dependents and moves on (a retry resumes it)."""
+    if timeout <= HEARTBEAT_SECONDS:
+        raise ValueError(f"timeout: must exceed the {HEARTBEAT_SECONDS} s heartbeat interval")
+    return [
+        AutomationCore(
+            name=CRASH_SILENT_RUNS,
+            description="Marks a running flow Crashed when its heartbeats stop: its process or "
+            "host is gone.",
+            trigger=_silence("prefect.flow-run.heartbeat", timeout),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CRASHED,
+                    message=f"No heartbeat for {timeout} s: the flow process or its host is gone.",
+                )
+            ],
+        ),
+        AutomationCore(
+            name=FINISH_ABANDONED_CANCELS,
+            description="Completes a cancellation that no worker carried out: the process was "
+            "already gone.",
+            trigger=_silence("prefect.flow-run.Cancelling", timeout),
+            actions=[
+                ChangeFlowRunState(
+                    state=StateType.CANCELLED,
+                    message=f"Cancelled; no worker stopped it within {timeout} s, so its "
+                    "process was already gone.",
+                )
+            ],
+        ),
+    ]
+
+
+def _content(automation: Any) -> dict[str, Any]:
+    return AutomationCore.model_validate(automation, from_attributes=True).model_dump(mode="json")
+
+
+async def ensure_automation(client: PrefectClient, automation: AutomationCore) -> None:
+    """Exactly one automation with this name and content afterwards; unchanged if it matched."""
+    existing = await client.read_automations_by_name(automation.name)
+    for extra in existing[1:]:
+        await client.delete_automation(extra.id)
+    if not existing:
+        await client.create_automation(automation)
+    elif _content(existing[0]) != _content(automation):
+        await client.update_automation(existing[0].id, automation)
