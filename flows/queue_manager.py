@@ -50,7 +50,8 @@ async def queue_manager(
             pool = await client.read_work_pool(GPU_POOL)
             paused = bool(pool.is_paused)
             stopping = await control.stop_requested()
-            if was_paused is not None and paused != was_paused:
+            if paused != was_paused and (paused or was_paused is not None):
+                # Also when it starts paused: users learn the queue is up but holding.
                 _queue_event("paused" if paused else "resumed")
             was_paused = paused
 

@@ -9,16 +9,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from itertools import pairwise
 
 import pytest
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
 from prefect.states import Cancelling
 
+from biasbench.db.engine import ready_engine, session_scope
 from biasbench.queue import control
 from biasbench.queue.submit import submit
+from biasbench.results import result_of_flow_run
 from tests.support.stack import RunningStack, queue_stack
 
 FAKE = {"llm": "fake", "model_name": "fake-model"}
@@ -50,65 +54,113 @@ async def wait_all_final(ids: list[str], timeout: float = 150) -> list[FlowRun]:
             await asyncio.sleep(1)
 
 
-def test_tasks_run_one_at_a_time_by_priority_then_submission_with_results_wired(
+async def queue_events_since(since: datetime) -> list[str]:
+    """The queue-level events (started, paused, resumed, drained, ...) in the order they
+    occurred; they reach the server's event store a moment after they were emitted."""
+    async with get_client() as client:
+        page = await client.read_events(
+            EventFilter(
+                occurred=EventOccurredFilter(since=since),
+                event=EventNameFilter(prefix=["biasbench.queue."]),
+            ),
+            limit=50,
+        )
+    return [e.event for e in sorted(page.events, key=lambda e: e.occurred)]
+
+
+async def wait_for_event(name: str, since: datetime, timeout: float = 15) -> list[str]:
+    """The queue events since `since`, once `name` is among them."""
+    deadline = time.monotonic() + timeout
+    while name not in (events := await queue_events_since(since)):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {name} event within {timeout} s; saw {events}")
+        await asyncio.sleep(0.5)
+    return events
+
+
+def test_twelve_tasks_run_one_at_a_time_by_priority_then_submission_with_results_wired(
     stack: RunningStack,
 ) -> None:
-    async def scenario() -> list[FlowRun]:
+    """Two pipelines, each fanning out (a chain of three levels and more), and two lone tasks."""
+
+    async def scenario() -> tuple[list[FlowRun], list[str]]:
+        since = datetime.now(UTC)
         await set_paused(True)  # submit everything first, so that the order is only the queue's
         try:
             async with get_client() as client:
-                pool = await submit(client, "pool_gen", {"n": 300, "seed": 1}, label="pool")
-                balanced = await submit(
-                    client, "balanced_gen", {"n": 6}, upstream=[pool], label="balanced"
+
+                async def add(kind: str, config: dict, label: str, *up: str, **kw: int) -> str:  # type: ignore[type-arg]
+                    return await submit(client, kind, config, upstream=up, label=label, **kw)
+
+                pool_a = await add("pool_gen", {"n": 300, "seed": 1}, "pool-a")
+                balanced_a = await add("balanced_gen", {"n": 6}, "balanced-a", pool_a)
+                attrs_a = await add("attrgen", {**FAKE, "batch_size": 4}, "attrs-a", balanced_a)
+                bench_a_in = await add(
+                    "benchmark", {**FAKE, "scale_mode": "in"}, "bench-a-in", attrs_a
                 )
-                attrs = await submit(
-                    client, "attrgen", {**FAKE, "batch_size": 4}, upstream=[balanced], label="attrs"
+                bench_a_rev = await add(
+                    "benchmark", {**FAKE, "scale_mode": "rev"}, "bench-a-rev", attrs_a
                 )
-                bench_in = await submit(
-                    client,
-                    "benchmark",
-                    {**FAKE, "scale_mode": "in"},
-                    upstream=[attrs],
-                    label="bench-in",
-                )
-                bench_rev = await submit(
-                    client,
-                    "benchmark",
-                    {**FAKE, "scale_mode": "rev"},
-                    upstream=[attrs],
-                    label="bench-rev",
-                )
-                later = await submit(client, "pool_gen", {"n": 50, "seed": 2}, label="later")
-                urgent = await submit(
-                    client, "pool_gen", {"n": 50, "seed": 3}, priority=5, label="urgent"
-                )
+                pool_b = await add("pool_gen", {"n": 200, "seed": 2}, "pool-b")
+                balanced_b = await add("balanced_gen", {"n": 4}, "balanced-b", pool_b)
+                attrs_b = await add("attrgen", {**FAKE, "batch_size": 4}, "attrs-b", balanced_b)
+                bench_b = await add("benchmark", FAKE, "bench-b", attrs_b)
+                bench_b_plain = await add("benchmark", FAKE, "bench-b-plain", balanced_b)
+                later = await add("pool_gen", {"n": 50, "seed": 3}, "later")
+                urgent = await add("pool_gen", {"n": 50, "seed": 4}, "urgent", priority=5)
+            await wait_for_event("biasbench.queue.paused", since)
         finally:
             await set_paused(False)
-        return await wait_all_final([pool, balanced, attrs, bench_in, bench_rev, later, urgent])
+        ids = [pool_a, balanced_a, attrs_a, bench_a_in, bench_a_rev, pool_b, balanced_b]
+        ids += [attrs_b, bench_b, bench_b_plain, later, urgent]
+        runs = await wait_all_final(ids, timeout=300)
+        return runs, await wait_for_event("biasbench.queue.drained", since)
 
-    runs = asyncio.run(scenario())
+    runs, events = asyncio.run(scenario())
 
     assert {r.name: r.state_name for r in runs} == {r.name: "Completed" for r in runs}
     by_start = sorted(runs, key=lambda r: r.start_time)  # type: ignore[arg-type, return-value]
     assert [r.name for r in by_start] == [
-        "urgent",
-        "pool",
-        "balanced",
-        "attrs",
-        "bench-in",
-        "bench-rev",
+        "urgent",  # priority first
+        "pool-a",  # then submission order, each dependent as soon as its upstream is done
+        "balanced-a",
+        "attrs-a",
+        "bench-a-in",
+        "bench-a-rev",
+        "pool-b",
+        "balanced-b",
+        "attrs-b",
+        "bench-b",
+        "bench-b-plain",
         "later",
     ]
     for before, after in pairwise(by_start):
         assert before.end_time <= after.start_time, f"{before.name} overlaps {after.name}"  # type: ignore[operator]
+    # Every dependent received its upstream's result in its parameters, as the UI shows them.
     named = {r.name: r for r in runs}
-    assert named["balanced"].parameters["dataset_id"] is not None
-    assert named["attrs"].parameters["dataset_id"] == named["bench-in"].parameters["dataset_id"]
-    assert (
-        named["bench-in"].parameters["attrgen_run_id"]
-        == named["bench-rev"].parameters["attrgen_run_id"]
-    )
-    assert isinstance(named["bench-in"].parameters["attrgen_run_id"], int)
+    with session_scope(ready_engine(stack.env["DB_URL"])) as session:
+        result = {name: result_of_flow_run(session, str(r.id)) for name, r in named.items()}
+    for dependent, upstream in [
+        ("balanced-a", "pool-a"),
+        ("attrs-a", "balanced-a"),
+        ("balanced-b", "pool-b"),
+        ("attrs-b", "balanced-b"),
+        ("bench-b-plain", "balanced-b"),
+    ]:
+        assert named[dependent].parameters["dataset_id"] == result[upstream].dataset_id  # type: ignore[union-attr]
+    for bench, attrs in [
+        ("bench-a-in", "attrs-a"),
+        ("bench-a-rev", "attrs-a"),
+        ("bench-b", "attrs-b"),
+    ]:
+        assert named[bench].parameters["attrgen_run_id"] == result[attrs].run_id  # type: ignore[union-attr]
+        assert named[bench].parameters["dataset_id"] == result[attrs].dataset_id  # type: ignore[union-attr]
+    # Queue events, for notifications: the pause and resume around submission, then drained.
+    assert events[-3:] == [
+        "biasbench.queue.paused",
+        "biasbench.queue.resumed",
+        "biasbench.queue.drained",
+    ]
 
 
 def states(runs: list[FlowRun]) -> dict[str, tuple[str | None, str | None]]:
