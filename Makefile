@@ -35,9 +35,10 @@ lint: install
 ## make check: everything CI would want to see green
 check: lint test
 
-## make bench: throughput of the LLM client against a local OpenAI-protocol server
+## make bench: the LLM client's throughput, then the queue's idle gap between tasks (perf/README.md)
 bench: install
 	$(PY) perf/llm_throughput.py
+	$(PY) perf/queue_idle_gap.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

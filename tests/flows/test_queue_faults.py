@@ -7,7 +7,7 @@ import asyncio
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from biasbench.results import result_of_flow_run
 from tests.support.openai_server import Delay, OpenAIServer, Status
 from tests.support.processes import alive, flow_process_pids, launcher_pid
 from tests.support.stack import RunningStack, queue_stack
+from tests.support.waiting import all_final, read_runs, wait_for
 
 MODEL = "test-model"
 
@@ -64,28 +65,6 @@ def dataset_id(stack_db: Engine) -> int:
         found = result_of_flow_run(session, balanced)
     assert found is not None
     return found.dataset_id
-
-
-async def read(ids: list[str]) -> list[FlowRun]:
-    async with get_client() as client:
-        return [await client.read_flow_run(i) for i in ids]  # type: ignore[arg-type]
-
-
-async def wait_for(
-    done: Callable[[list[FlowRun]], bool], ids: list[str], timeout: float = 150
-) -> list[FlowRun]:
-    deadline = time.monotonic() + timeout
-    while True:
-        runs = await read(ids)
-        if done(runs):
-            return runs
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; states: {[(r.name, r.state_name) for r in runs]}")
-        await asyncio.sleep(0.5)
-
-
-def all_final(runs: list[FlowRun]) -> bool:
-    return all(r.state is not None and r.state.is_final() for r in runs)
 
 
 def results_of(engine: Engine, flow_run_id: str) -> int:
@@ -163,7 +142,7 @@ def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
                 )
                 after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
             await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
-            (running,) = await read([bench])
+            (running,) = await read_runs([bench])
             pids = [launcher_pid(running), *flow_process_pids(bench)]
             async with get_client() as client:
                 await cancel(client, bench)

@@ -24,6 +24,7 @@ from biasbench.queue import control
 from biasbench.queue.submit import submit
 from biasbench.results import result_of_flow_run
 from tests.support.stack import RunningStack, queue_stack
+from tests.support.waiting import wait_final
 
 FAKE = {"llm": "fake", "model_name": "fake-model"}
 
@@ -39,19 +40,6 @@ def stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
 async def set_paused(paused: bool) -> None:
     async with get_client() as client:
         await client.update_work_pool("gpu", WorkPoolUpdate(is_paused=paused))
-
-
-async def wait_all_final(ids: list[str], timeout: float = 150) -> list[FlowRun]:
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while True:
-            runs = [await client.read_flow_run(i) for i in ids]  # type: ignore[arg-type]
-            if all(r.state and r.state.is_final() for r in runs):
-                return runs
-            if time.monotonic() > deadline:
-                states = {r.name: r.state_name for r in runs}
-                raise AssertionError(f"tasks did not finish in {timeout} s: {states}")
-            await asyncio.sleep(1)
 
 
 async def queue_events_since(since: datetime) -> list[str]:
@@ -113,7 +101,7 @@ def test_twelve_tasks_run_one_at_a_time_by_priority_then_submission_with_results
             await set_paused(False)
         ids = [pool_a, balanced_a, attrs_a, bench_a_in, bench_a_rev, pool_b, balanced_b]
         ids += [attrs_b, bench_b, bench_b_plain, later, urgent]
-        runs = await wait_all_final(ids, timeout=300)
+        runs = await wait_final(ids, timeout=300)
         return runs, await wait_for_event("biasbench.queue.drained", since)
 
     runs, events = asyncio.run(scenario())
@@ -189,7 +177,7 @@ def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(
                 other = await submit(client, "pool_gen", {"n": 30, "seed": 5}, label="unrelated")
         finally:
             await set_paused(False)
-        return await wait_all_final([pool, attrs, bench, below, other])
+        return await wait_final([pool, attrs, bench, below, other])
 
     found = states(asyncio.run(scenario()))
 
@@ -217,7 +205,7 @@ def test_cancelling_a_queued_upstream_cancels_its_dependents(stack: RunningStack
                 await client.set_flow_run_state(upstream, Cancelling())  # type: ignore[arg-type]
         finally:
             await set_paused(False)
-        return await wait_all_final([upstream, dependent], timeout=60)
+        return await wait_final([upstream, dependent], timeout=60)
 
     found = states(asyncio.run(scenario()))
     assert found["to-cancel"][0] == "Cancelled"
@@ -255,7 +243,7 @@ def test_cli_submissions_with_and_without_an_upstream_land_in_order(
         second = cli_run("pool_gen/gpu", "--param", "n=20", "--flow-run-name", "cli-second")
     finally:
         asyncio.run(set_paused(False))
-    runs = asyncio.run(wait_all_final([first, dependent, second]))
+    runs = asyncio.run(wait_final([first, dependent, second]))
 
     assert {r.name: r.state_name for r in runs} == {
         "cli-first": "Completed",
@@ -323,7 +311,7 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(
                 await asyncio.sleep(0.2)
             await control.set_paused(client, True)
 
-            (done,) = await wait_all_final([slow])
+            (done,) = await wait_final([slow])
             assert done.state_name == "Completed"  # the running task finished
             state = await control.queue_state(client)
             assert state.executor_paused and state.executor_running
@@ -332,7 +320,7 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(
                 await asyncio.sleep(1)
 
             await control.set_paused(client, False)
-            (resumed,) = await wait_all_final([after])
+            (resumed,) = await wait_final([after])
             assert resumed.state_name == "Completed"
             assert not (await control.queue_state(client)).executor_paused
 
@@ -357,7 +345,7 @@ def test_restarting_the_manager_mid_queue_loses_nothing_and_keeps_the_order(
             while (await client.read_flow_run(slow)).state_name != "Running":  # type: ignore[arg-type]
                 await asyncio.sleep(0.2)
         stack.restart_manager()  # SIGKILL mid-queue, a new manager reconciles from Prefect
-        return await wait_all_final([first, slow, third, fourth])
+        return await wait_final([first, slow, third, fourth])
 
     runs = asyncio.run(scenario())
 
@@ -386,7 +374,7 @@ def test_stop_lets_the_current_task_finish_then_the_manager_ends_and_start_goes_
             assert (await control.queue_state(client)).executor_running
             await control.stop()
 
-            (done,) = await wait_all_final([slow])
+            (done,) = await wait_final([slow])
             assert done.state_name == "Completed"  # the current task finished
             deadline = time.monotonic() + 30
             while stack.processes["manager"].poll() is None:
@@ -397,7 +385,7 @@ def test_stop_lets_the_current_task_finish_then_the_manager_ends_and_start_goes_
             assert (await client.read_flow_run(after)).state_name == "Queued"  # type: ignore[arg-type]
 
             stack.restart_manager()  # start again: the queue goes on where it stopped
-            (resumed,) = await wait_all_final([after])
+            (resumed,) = await wait_final([after])
             assert resumed.state_name == "Completed"
 
     asyncio.run(scenario())

@@ -28,6 +28,7 @@ from biasbench.queue.gateway import deployment_name
 from biasbench.queue.model import GPU_POOL
 from biasbench.queue.submit import submit
 from deployments.stack import Stack
+from tests.support.waiting import wait_final
 
 HEARTBEAT_TIMEOUT = 45  # the shortest allowed: heartbeats come every 30 s
 SLOW = {"llm": "fake", "model_name": "fake-model@slow=0.3", "batch_size": 4}
@@ -57,18 +58,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         del os.environ["PREFECT_API_URL"]  # the stack starts its own server
         with Stack(port=free_port(), logs=Path(home / "logs")) as running:
             yield running
-
-
-async def wait_final(ids: list[str], timeout: float = 240) -> list[FlowRun]:
-    deadline = time.monotonic() + timeout
-    async with get_client() as client:
-        while True:
-            runs = [await client.read_flow_run(i) for i in ids]  # type: ignore[arg-type]
-            if all(r.state and r.state.is_final() for r in runs):
-                return runs
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not final: {[(r.name, r.state_name) for r in runs]}")
-            await asyncio.sleep(1)
 
 
 async def times_started(flow_run_id: object) -> int:
