@@ -5,10 +5,17 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from biasbench.db.models import AttrgenRun, BenchmarkRun, Dataset
+from biasbench.db.models import (
+    AttrgenRun,
+    BenchmarkResult,
+    BenchmarkRun,
+    Dataset,
+    Failure,
+    PersonaAttribute,
+)
 
 RunType = Literal["dataset", "attrgen", "benchmark"]
 
@@ -62,3 +69,19 @@ def result_of_flow_run(session: Session, flow_run_id: str) -> TaskResult | None:
             summary=dict(bench.analysis),
         )
     return None
+
+
+def forget_results(session: Session, flow_run_id: str) -> int:
+    """Delete the answers stored by a task's runs (a retry then asks everything again); the runs
+    themselves stay, so ids users have seen keep meaning the same thing. Returns rows deleted."""
+    deleted = 0
+    attrgen = select(AttrgenRun.id).where(AttrgenRun.prefect_flow_run_id == flow_run_id)
+    bench = select(BenchmarkRun.id).where(BenchmarkRun.prefect_flow_run_id == flow_run_id)
+    for statement in (
+        delete(PersonaAttribute).where(PersonaAttribute.attrgen_run_id.in_(attrgen)),
+        delete(BenchmarkResult).where(BenchmarkResult.run_id.in_(bench)),
+        delete(Failure).where(Failure.run_type == "attrgen", Failure.run_id.in_(attrgen)),
+        delete(Failure).where(Failure.run_type == "benchmark", Failure.run_id.in_(bench)),
+    ):
+        deleted += session.execute(statement).rowcount or 0  # type: ignore[attr-defined]
+    return deleted

@@ -80,7 +80,7 @@ def serve(path: Path) -> None:
     listener.settimeout(1.0)
     owner = os.getpid()
     # Only the starter itself removes the socket; forked children inherit this handler.
-    atexit.register(lambda: os.getpid() == owner and path.unlink(missing_ok=True))
+    atexit.register(_remove_socket, path, owner)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     print(f"warm starter ready on {path}", flush=True)
     while True:
@@ -95,6 +95,11 @@ def serve(path: Path) -> None:
             _supervise(conn)  # returns only in the flow process
             return
         conn.close()
+
+
+def _remove_socket(path: Path, owner: int) -> None:
+    if os.getpid() == owner:
+        path.unlink(missing_ok=True)
 
 
 def _reap_supervisors() -> None:

@@ -7,6 +7,8 @@ from uuid import UUID
 
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
+from biasbench.queue.progress import ProgressCount
+
 
 class Progress:
     """Shows `done / total` on the run's Artifacts tab; cheap to call on every answer."""
@@ -19,10 +21,10 @@ class Progress:
         self._last = 0.0
 
     def _percent(self, done: int) -> float:
-        return 100.0 if self.total == 0 else round(100.0 * done / self.total, 1)
+        return ProgressCount(done, self.total).percent
 
     def _description(self, done: int) -> str:
-        return f"{done:,} of {self.total:,} {self.what}"
+        return ProgressCount(done, self.total).describe(self.what)
 
     async def start(self, done: int) -> None:
         self._artifact = await acreate_progress_artifact(

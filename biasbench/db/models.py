@@ -202,3 +202,14 @@ class Failure(Base):
     snippet: Mapped[str] = mapped_column(Text)
     attempt: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class QueueTaskId(Base):
+    """The /queue contract's integer task id for a Prefect flow run; nothing else (the task's
+    status, config and times are read from Prefect). Ids only grow, so they also give the
+    FIFO position."""
+
+    __tablename__ = "queue_task_ids"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_run_id: Mapped[str] = mapped_column(String(36), unique=True)

@@ -45,7 +45,7 @@ UNFINISHED = [
 PAGE = 200
 
 
-async def _read_all(client: PrefectClient, flow_run_filter: FlowRunFilter) -> list[FlowRun]:
+async def read_all_runs(client: PrefectClient, flow_run_filter: FlowRunFilter) -> list[FlowRun]:
     runs: list[FlowRun] = []
     while True:
         page = await client.read_flow_runs(
@@ -98,7 +98,7 @@ def _joined_queue_at(flow_run: FlowRun) -> datetime:
 
 async def read_queue(client: PrefectClient, names: FlowNames) -> dict[str, QueueRun]:
     """Every unfinished task run, plus the (possibly finished) upstreams they name."""
-    unfinished = await _read_all(
+    unfinished = await read_all_runs(
         client,
         FlowRunFilter(
             tags=FlowRunFilterTags(all_=[QUEUE_TAG]),
@@ -109,7 +109,7 @@ async def read_queue(client: PrefectClient, names: FlowNames) -> dict[str, Queue
     missing = {u for r in runs.values() for u in r.upstream if u not in runs}
     ids = [UUID(u) for u in missing if _is_uuid(u)]
     if ids:
-        upstreams = await _read_all(client, FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+        upstreams = await read_all_runs(client, FlowRunFilter(id=FlowRunFilterId(any_=ids)))
         runs.update(await _to_queue_runs(client, names, upstreams))
     return runs
 

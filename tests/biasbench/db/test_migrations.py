@@ -18,6 +18,7 @@ TABLES = {
     "benchmark_runs",
     "benchmark_results",
     "failures",
+    "queue_task_ids",
     "alembic_version",
 }
 
