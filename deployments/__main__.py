@@ -37,18 +37,21 @@ def main() -> int:
         print(f"Work pools and deployments are set up ({args.gpu_slots} GPU slot(s)).")
         return 0
 
-    from deployments.stack import Stack
+    from deployments.stack import DEFAULT_API_PORT, Stack
 
     # Ctrl-C and SIGTERM both end the foreground wait; the stack then stops every child.
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with Stack(gpu_slots=args.gpu_slots) as stack:
-        if args.command == "demo":
+    demo = args.command == "demo"
+    # The demo submits in-process; only `serve` offers the /queue API to other clients.
+    with Stack(gpu_slots=args.gpu_slots, api_port=None if demo else DEFAULT_API_PORT) as stack:
+        if demo:
             from deployments.demo import run_demo
 
             return run_demo(stack.ui_url)
         print(
-            f"Queue running: Prefect UI at {stack.ui_url}, logs in {stack.logs}. Ctrl-C stops it."
+            f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "
+            f"http://127.0.0.1:{DEFAULT_API_PORT}/queue, logs in {stack.logs}. Ctrl-C stops it."
         )
         with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()

@@ -37,6 +37,7 @@ from deployments.setup import PROJECT_DIR, setup
 from deployments.warm_start import wait_ready, warm_start_command
 
 DEFAULT_PORT = 4200
+DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients need no change
 STOP_GRACE_SECONDS = 10
 
 
@@ -44,9 +45,16 @@ class Stack:
     """Start with `with Stack() as stack:`; everything started is stopped on exit."""
 
     def __init__(
-        self, *, gpu_slots: int = 1, port: int = DEFAULT_PORT, logs: Path | None = None
+        self,
+        *,
+        gpu_slots: int = 1,
+        port: int = DEFAULT_PORT,
+        api_port: int | None = DEFAULT_API_PORT,
+        logs: Path | None = None,
     ) -> None:
+        """api_port: where the /queue REST API listens (None: not started)."""
         self.gpu_slots = gpu_slots
+        self.api_port = api_port
         self.external_api = os.environ.get("PREFECT_API_URL")
         self.api_url = self.external_api or f"http://127.0.0.1:{port}/api"
         self.ui_url = self.api_url.removesuffix("/api")
@@ -82,6 +90,9 @@ class Stack:
             manager_pool = ["--pool", MANAGER_POOL, "--limit", "1", "--type", "process"]
             self._start("manager-worker", ["prefect", "worker", "start", *manager_pool])
             asyncio.run(_start_manager())
+            if self.api_port is not None:
+                self.env["QUEUE_API_PORT"] = str(self.api_port)
+                self._start("queue-api", ["queue_api"])
         except BaseException:
             self.stop()
             raise
@@ -146,7 +157,7 @@ class Stack:
                 asyncio.run(wind_down())
             except Exception as exc:
                 print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
-        for name in ("manager-worker", "gpu-worker", "warm-start", "server"):
+        for name in ("queue-api", "manager-worker", "gpu-worker", "warm-start", "server"):
             if (process := self.processes.pop(name, None)) is not None:
                 stop_process_group(process)
         self._context.close()

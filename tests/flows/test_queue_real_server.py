@@ -56,7 +56,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     with mock.patch.dict(os.environ, env):
         del os.environ["PREFECT_API_URL"]  # the stack starts its own server
-        with Stack(port=free_port(), logs=Path(home / "logs")) as running:
+        with Stack(port=free_port(), api_port=None, logs=Path(home / "logs")) as running:
             yield running
 
 
