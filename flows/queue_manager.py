@@ -7,6 +7,7 @@ work pool and never takes a GPU slot; the GPU pool's concurrency limit is the nu
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Annotated
 
 from prefect import flow, get_client, get_run_logger
@@ -72,6 +73,7 @@ async def queue_manager(
                 slots=pool.concurrency_limit or 1,
                 accepting=not (paused or stopping),
                 results=results,
+                now=datetime.now(UTC),
             )
             if actions:
                 logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))

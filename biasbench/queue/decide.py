@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Literal
 
 from biasbench.queue.model import (
@@ -125,10 +126,12 @@ def decide(
     slots: int,
     accepting: bool,
     results: Mapping[str, TaskResult],
+    now: datetime | None = None,
 ) -> list[Action]:
     """runs: every task the queue knows of, by id (held ones and their upstreams);
     slots: how many tasks may run at once; accepting: False while paused or stopping;
-    results: the results of completed upstreams, by run id.
+    results: the results of completed upstreams, by run id; now: the time, for runs that a
+    deployment schedule or the CLI made (they are due once their start time has come).
 
     Cascades are resolved in one call: a run skipped here skips its own dependents too."""
     view = dict(runs)
@@ -149,6 +152,12 @@ def decide(
         else:
             ready.append(run)
 
+    # A due run that the CLI, the UI or a schedule made is started by the worker on its own,
+    # before anything released later (it is scheduled earlier), and then parks itself in the
+    # queue. Releasing a run that comes after it in line would let that run jump it.
+    due = [r.order for r in view.values() if r.unreleased and r.created <= (now or r.created)]
+    if due:
+        ready = [r for r in ready if r.order < min(due)]
     free = slots - sum(1 for r in view.values() if r.occupies_slot)
     released = ready[: max(free, 0)] if accepting else []
     for run in released:

@@ -84,6 +84,12 @@ class QueueRun:
         return self.state_type == "PAUSED"
 
     @property
+    def unreleased(self) -> bool:
+        """Scheduled by the CLI, the UI or a deployment schedule, not by the manager: the worker
+        may start it on its own (it then parks itself in the queue)."""
+        return self.state_type == "SCHEDULED" and self.state_name != RELEASED
+
+    @property
     def occupies_slot(self) -> bool:
         """Released, pending, running or being cancelled: it has (or is about to get) a GPU slot."""
         return (

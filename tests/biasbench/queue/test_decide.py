@@ -145,3 +145,19 @@ def test_prefect_states_map_to_queue_statuses() -> None:
     assert queue_status("FAILED", "TimedOut") is QueueStatus.FAILED
     assert queue_status("CANCELLED", "Skipped") is QueueStatus.SKIPPED
     assert queue_status("CANCELLED", "Cancelled") is QueueStatus.CANCELLED
+
+
+def test_a_due_run_from_a_schedule_keeps_its_place_until_it_has_parked() -> None:
+    cron = run("cron", state="SCHEDULED", name="Scheduled", minute=5)
+    later = run("later", minute=6)
+    runs = snapshot(run("earlier", minute=1, state="COMPLETED", name="Completed"), cron, later)
+
+    # Due: the worker starts it on its own, so nothing that comes after it is released.
+    at_six = T0 + timedelta(minutes=6)
+    assert released(decide(runs, slots=1, accepting=True, results={}, now=at_six)) == []
+    # Not due yet: it is not in line yet either.
+    at_four = T0 + timedelta(minutes=4)
+    assert released(decide(runs, slots=1, accepting=True, results={}, now=at_four)) == ["later"]
+    # Parked (held) at its scheduled time: it goes first.
+    parked = snapshot(run("cron", minute=5), later)
+    assert released(decide(parked, slots=1, accepting=True, results={}, now=at_six)) == ["cron"]
