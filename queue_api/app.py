@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -31,6 +32,7 @@ from queue_api.settings import ApiSettings
 from queue_api.tasks import ACTIVE, TaskReader, in_contract_order
 
 _bearer = HTTPBearer(auto_error=False)
+TaskId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The task's id.")]
 
 
 def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -> FastAPI:
@@ -112,13 +114,13 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
         )
 
     @app.get("/queue/{task_id}", response_model=QueueTask, response_model_exclude_unset=True)
-    async def get_task(task_id: int) -> QueueTask:
+    async def get_task(task_id: TaskId) -> QueueTask:
         async with get_client() as client:
             (task,) = await reader.tasks(client, [await run_or_404(client, task_id)])
         return task
 
     @app.delete("/queue/{task_id}", response_model=Ok, dependencies=[Mutating])
-    async def remove(task_id: int) -> Ok:
+    async def remove(task_id: TaskId) -> Ok:
         async with get_client() as client:
             run = await run_or_404(client, task_id)
             if _status(run) not in {QueueStatus.QUEUED, QueueStatus.WAITING}:
@@ -140,14 +142,14 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
         return Ok(ok=True, message=f"task {task_id} removed")
 
     @app.post("/queue/{task_id}/cancel", response_model=Ok, dependencies=[Mutating])
-    async def cancel(task_id: int) -> Ok:
+    async def cancel(task_id: TaskId) -> Ok:
         async with get_client() as client:
             run = await run_or_404(client, task_id)
             await control.cancel(client, str(run.id))
         return Ok(ok=True, message=f"task {task_id} cancelled")
 
     @app.post("/queue/{task_id}/retry", response_model=Ok, dependencies=[Mutating])
-    async def retry(task_id: int, delete_results: bool = False) -> Ok:
+    async def retry(task_id: TaskId, delete_results: bool = False) -> Ok:
         async with get_client() as client:
             run = await run_or_404(client, task_id)
             if _status(run) not in control.RETRYABLE:

@@ -4,10 +4,12 @@ clients read or send. Extensions old clients can ignore: `depends_on` may be a l
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Ids are stored as 64-bit integers; anything larger cannot name a task.
+TaskIdValue = Annotated[int, Field(ge=1, le=2**63 - 1)]
 TaskTypeName = Literal["benchmark", "attrgen", "pool_gen", "balanced_gen"]
 Status = Literal["queued", "waiting", "running", "done", "failed", "cancelled", "skipped"]
 
@@ -18,10 +20,12 @@ class AddTask(BaseModel):
     task_type: TaskTypeName
     config: dict[str, Any] = Field(default_factory=dict)
     label: str | None = Field(default=None, max_length=200)
-    depends_on: int | list[int] | None = Field(
+    depends_on: TaskIdValue | list[TaskIdValue] | None = Field(
         default=None, description="Upstream task id, or several (an extension)."
     )
-    priority: int = Field(default=0, description="Higher runs first (an extension).")
+    priority: int = Field(
+        default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first (an extension)."
+    )
 
 
 class Added(BaseModel):
