@@ -6,7 +6,6 @@ requests create nothing: every check runs before the one Prefect call that creat
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -95,20 +94,21 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
         include_done: bool = True, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[QueueTask]:
         async with get_client() as client:
-            runs = await reader.all_runs(client)
-            if not include_done:
-                runs = [r for r in runs if _status(r) in ACTIVE]
-            tasks = in_contract_order(await reader.tasks(client, runs))
+            active = await reader.active_runs(client)
+            done = await reader.newest_finished_runs(
+                client, limit - len(active) if include_done else 0
+            )
+            tasks = in_contract_order(await reader.tasks(client, [*active, *done]))
         return tasks[:limit]
 
     @app.get("/queue/stats", response_model=Stats)
     async def stats() -> Stats:
         async with get_client() as client:
-            counts = Counter(_status(r).value for r in await reader.all_runs(client))
+            counts = await reader.counts(client)
             state = await control.queue_state(client)
         return Stats(
             total=sum(counts.values()),
-            **{status.value: counts.get(status.value, 0) for status in QueueStatus},
+            **{status.value: count for status, count in counts.items()},
             executor_running=state.executor_running,
             executor_paused=state.executor_paused,
         )

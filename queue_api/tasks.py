@@ -11,21 +11,32 @@ from prefect.client.schemas.filters import (
     ArtifactFilterType,
     FlowRunFilter,
     FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateName,
+    FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
-from biasbench.queue.gateway import FlowNames, read_all_runs
-from biasbench.queue.model import QUEUE_TAG, QueueStatus, queue_status
+from biasbench.queue.gateway import PAGE, FlowNames, read_all_runs
+from biasbench.queue.model import HELD_WAITING, QUEUE_TAG, SKIPPED, QueueStatus, queue_status
 from biasbench.queue.progress import parse_progress
 from biasbench.results import result_of_flow_run
 from queue_api.ids import TaskIds
 from queue_api.schemas import Progress, QueueTask
 
 QUEUE_PARAMETERS = ("upstream", "priority")
+ACTIVE_TYPES = [
+    StateType.SCHEDULED,
+    StateType.PENDING,
+    StateType.RUNNING,
+    StateType.CANCELLING,
+    StateType.PAUSED,
+]
+FINAL_TYPES = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
 ACTIVE = {QueueStatus.QUEUED, QueueStatus.WAITING, QueueStatus.RUNNING}
 
 
@@ -36,6 +47,51 @@ class TaskReader:
 
     async def all_runs(self, client: PrefectClient) -> list[FlowRun]:
         return await read_all_runs(client, FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG])))
+
+    async def active_runs(self, client: PrefectClient) -> list[FlowRun]:
+        """Every unfinished task: few, however long the history is."""
+        return await read_all_runs(client, _queue_filter(ACTIVE_TYPES))
+
+    async def newest_finished_runs(self, client: PrefectClient, limit: int) -> list[FlowRun]:
+        runs: list[FlowRun] = []
+        while len(runs) < limit:  # in pages: the server caps how many runs one read returns
+            page = await client.read_flow_runs(
+                flow_run_filter=_queue_filter(FINAL_TYPES),
+                sort=FlowRunSort.END_TIME_DESC,
+                limit=min(limit - len(runs), PAGE),
+                offset=len(runs),
+            )
+            runs.extend(page)
+            if len(page) < PAGE:
+                break
+        return runs
+
+    async def counts(self, client: PrefectClient) -> dict[QueueStatus, int]:
+        """Tasks per status, counted by the Prefect server (no run is transferred)."""
+
+        async def count(types: list[StateType], names: list[str] | None = None) -> int:
+            state = FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=types),
+                name=FlowRunFilterStateName(any_=names) if names else None,
+            )
+            return await client.count_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG]), state=state)
+            )
+
+        paused = await count([StateType.PAUSED])
+        waiting = await count([StateType.PAUSED], [HELD_WAITING])
+        cancelled = await count([StateType.CANCELLED])
+        skipped = await count([StateType.CANCELLED], [SKIPPED])
+        scheduled = await count([StateType.SCHEDULED, StateType.PENDING])
+        return {
+            QueueStatus.QUEUED: paused - waiting + scheduled,
+            QueueStatus.WAITING: waiting,
+            QueueStatus.RUNNING: await count([StateType.RUNNING, StateType.CANCELLING]),
+            QueueStatus.DONE: await count([StateType.COMPLETED]),
+            QueueStatus.FAILED: await count([StateType.FAILED, StateType.CRASHED]),
+            QueueStatus.CANCELLED: cancelled - skipped,
+            QueueStatus.SKIPPED: skipped,
+        }
 
     async def run_of(self, client: PrefectClient, task_id: int) -> FlowRun | None:
         flow_run_id = self.ids.flow_run_for(task_id)
@@ -99,6 +155,13 @@ class TaskReader:
         if count is None:
             return None
         return Progress(done=count.done, total=count.total, percent=count.percent)
+
+
+def _queue_filter(types: list[StateType]) -> FlowRunFilter:
+    return FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[QUEUE_TAG]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
+    )
 
 
 def in_contract_order(tasks: list[QueueTask]) -> list[QueueTask]:
