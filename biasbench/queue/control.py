@@ -18,11 +18,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import StateType
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelling, Crashed
 from prefect.variables import Variable
 
-from biasbench.errors import InvalidSubmission, UnknownTask
+from biasbench.errors import InvalidSubmission, QueueError, UnknownTask
 from biasbench.queue.gateway import held_state
 from biasbench.queue.model import (
     GPU_POOL,
@@ -132,7 +132,16 @@ STOP_VARIABLE = "biasbench-queue-stop"  # set: the manager ends once no task hol
 async def stop() -> None:
     """The running task finishes, nothing new starts, then the manager ends. Queued tasks stay
     queued for the next start."""
-    await Variable.aset(STOP_VARIABLE, True, overwrite=True)
+    for _ in range(3):
+        try:
+            await Variable.aset(STOP_VARIABLE, True, overwrite=True)
+            return
+        except ObjectNotFound:  # a manager that just stopped removed it between read and write
+            continue
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+    raise QueueError("could not record the stop request; try again")
 
 
 async def clear_stop() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import time
@@ -167,16 +168,17 @@ def test_unknown_ids_are_404(api: httpx.Client) -> None:
 def test_a_task_made_with_the_cli_appears_with_an_id_and_keeps_it(
     api: httpx.Client, prefect_server: str
 ) -> None:
+    seed = random.randrange(10**9)  # tells this run apart from other tests' runs
     command = [
         *(sys.executable, "-m", "prefect", "deployment", "run", "pool_gen/gpu"),
-        *("--param", "n=30"),
+        *("--param", "n=30", "--param", f"seed={seed}"),
     ]
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
     deadline = time.monotonic() + 60
     while True:
         tasks = api.get("/queue", params={"limit": 1000}).json()
-        cli = [t for t in tasks if t["config"].get("n") == 30]
+        cli = [t for t in tasks if t["config"].get("seed") == seed]
         if cli or time.monotonic() > deadline:
             break
         time.sleep(1)
