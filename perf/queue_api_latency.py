@@ -57,7 +57,7 @@ async def populate(tasks: int, held: int = 50) -> None:
         # Paused: the held tasks stay held while the manager keeps looking, as on a busy night.
         await control.set_paused(client, True)
         deployment = await client.read_deployment_by_name(deployment_name("pool_gen"))
-        semaphore = asyncio.Semaphore(16)
+        semaphore = asyncio.Semaphore(2)  # SQLite: more writers only queue up (503)
 
         async def one(i: int) -> None:
             state = held_state() if i >= tasks - held else FINAL_STATES[i % len(FINAL_STATES)]()

@@ -149,3 +149,43 @@ def test_example_3_the_night_batch(api: httpx.Client, dataset_id: int) -> None:
         assert before["finished_at"] <= after["started_at"]
     listed = api.get("/queue", params={"include_done": True, "limit": 50}).json()
     assert {t["id"] for t in tasks} <= {t["id"] for t in listed}
+
+
+def test_running_tasks_show_progress_and_the_extensions_work(
+    api: httpx.Client, dataset_id: int
+) -> None:
+    """`progress` while running; `depends_on` as a list and `priority` (the extensions)."""
+    slow = {"dataset_id": dataset_id, "model_name": "m@slow=0.2", **FAKE, "batch_size": 2}
+    first = api.post("/queue/add", json={"task_type": "benchmark", "config": slow}).json()
+    second = api.post(
+        "/queue/add", json={"task_type": "attrgen", "config": {**slow, "model_name": "m"}}
+    ).json()
+    both = api.post(
+        "/queue/add",
+        json={
+            "task_type": "benchmark",
+            "config": {"dataset_id": dataset_id, "model_name": "m", **FAKE},
+            "depends_on": [first["task_id"], second["task_id"]],
+        },
+    ).json()
+    urgent = api.post(
+        "/queue/add", json={"task_type": "pool_gen", "config": {"n": 20}, "priority": 5}
+    ).json()
+
+    deadline = time.monotonic() + 120
+    while "progress" not in (running := api.get(f"/queue/{first['task_id']}").json()):
+        assert time.monotonic() < deadline, running
+        time.sleep(0.3)
+    progress = running["progress"]
+    assert running["status"] == "running" and progress["total"] == 60  # 4 personas x 15 traits
+    assert 0 <= progress["done"] <= progress["total"]
+    assert progress["percent"] == round(100 * progress["done"] / progress["total"], 1)
+
+    tasks = wait_done(
+        api, [first["task_id"], second["task_id"], both["task_id"], urgent["task_id"]]
+    )
+    assert [t["status"] for t in tasks] == ["done"] * 4
+    assert tasks[2]["depends_on"] == [first["task_id"], second["task_id"]]
+    assert tasks[2]["config"]["attrgen_run_id"] == tasks[1]["result_run_id"]
+    assert tasks[3]["priority"] == 5
+    assert tasks[3]["started_at"] < tasks[1]["started_at"]  # jumped the queued attrgen
