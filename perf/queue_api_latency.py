@@ -2,7 +2,8 @@
 
     .venv/bin/python perf/queue_api_latency.py         # --tasks 10000 --requests 100
 
-Starts a Prefect server on a fresh SQLite database (port 4261), sets up the deployments, creates
+Starts a Prefect server on a fresh PostgreSQL database (created on `--postgres`, dropped at the
+end; SQLite locks up under this many writes), sets up the deployments, creates
 `--tasks` queue tasks directly through the Prefect client (9,950 finished in a mix of states,
 50 held), serves the shim in-process on a free port and measures, alternating the two so that
 both see the same server load:
@@ -33,6 +34,7 @@ import uvicorn
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.states import Cancelled, Completed, Failed
+from sqlalchemy import create_engine, text
 
 from biasbench.queue import control
 from biasbench.queue.gateway import deployment_name, held_state
@@ -57,7 +59,7 @@ async def populate(tasks: int, held: int = 50) -> None:
         # Paused: the held tasks stay held while the manager keeps looking, as on a busy night.
         await control.set_paused(client, True)
         deployment = await client.read_deployment_by_name(deployment_name("pool_gen"))
-        semaphore = asyncio.Semaphore(2)  # SQLite: more writers only queue up (503)
+        semaphore = asyncio.Semaphore(8)
 
         async def one(i: int) -> None:
             state = held_state() if i >= tasks - held else FINAL_STATES[i % len(FINAL_STATES)]()
@@ -126,10 +128,27 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument(
+        "--postgres", default="postgres@127.0.0.1:5432", help="user@host:port, trust auth"
+    )
     args = parser.parse_args()
     os.environ.pop("PREFECT_API_URL", None)
+    name = f"api_latency_{os.getpid()}"
+    admin = create_engine(
+        f"postgresql+psycopg://{args.postgres}/postgres", isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        return run(args, f"postgresql+asyncpg://{args.postgres}/{name}")
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def run(args: argparse.Namespace, prefect_db: str) -> int:
     with tempfile.TemporaryDirectory(prefix="api-latency-") as tmp:
-        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{tmp}/prefect.db"
+        os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_db
         db_url = f"sqlite:///{tmp}/biasbench.db"
         os.environ["DB_URL"] = db_url
         with Stack(port=PORT, api_port=None, logs=Path(tmp) / "logs"):
