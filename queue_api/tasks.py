@@ -125,6 +125,7 @@ class TaskReader:
         task_id = ids.get(str(run.id)) or self.ids.id_for(str(run.id))
         failed = status in {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
         running = status is QueueStatus.RUNNING
+        progress = await self._progress(client, run.id) if running else None
         return QueueTask(
             id=task_id,
             task_type=task_type,
@@ -140,8 +141,8 @@ class TaskReader:
             result_run_type=result.run_type if result else None,
             config={k: v for k, v in run.parameters.items() if k not in QUEUE_PARAMETERS},
             priority=int(run.parameters.get("priority") or 0),
-            # Only running tasks have the field at all (the contract's "absent").
-            **({"progress": await self._progress(client, run.id)} if running else {}),
+            # Only running tasks that have reported progress carry the field (else "absent").
+            **({"progress": progress} if progress is not None else {}),
         )
 
     async def _progress(self, client: PrefectClient, flow_run_id: UUID) -> Progress | None:
