@@ -130,7 +130,7 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
                 )
             dependents = [
                 r
-                for r in await reader.all_runs(client)
+                for r in await reader.active_runs(client)
                 if str(run.id) in (r.parameters.get("upstream") or []) and _status(r) in ACTIVE
             ]
             if dependents:

@@ -45,9 +45,6 @@ class TaskReader:
         self.engine, self.ids = engine, ids
         self.names = FlowNames()
 
-    async def all_runs(self, client: PrefectClient) -> list[FlowRun]:
-        return await read_all_runs(client, FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG])))
-
     async def active_runs(self, client: PrefectClient) -> list[FlowRun]:
         """Every unfinished task: few, however long the history is."""
         return await read_all_runs(client, _queue_filter(ACTIVE_TYPES))
@@ -122,7 +119,7 @@ class TaskReader:
         if status is QueueStatus.DONE:
             with session_scope(self.engine) as session:
                 result = result_of_flow_run(session, str(run.id))
-        task_id = ids.get(str(run.id)) or self.ids.id_for(str(run.id))
+        task_id = ids[str(run.id)]
         failed = status in {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
         running = status is QueueStatus.RUNNING
         progress = await self._progress(client, run.id) if running else None
