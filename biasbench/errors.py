@@ -15,17 +15,53 @@
     └── ParseError             an answer could not be read; recorded as a failure, never fatal
 
 `CriticalFailure` is a marker mixed into the types that mean "the machine or its services are
-broken, a human should look now". Notifications decide critical vs normal with `is_critical()`,
-i.e. from the type, never by matching words in a message.
+broken, a human should look now". `critical_kind()` names the kind of a critical failure from the
+exception's type (ours, or MemoryError, a database connection error, a CUDA error), never by
+matching words in a message. A task flow ends such a run in a Failed state named after the kind
+("LLM unreachable"), so the queue, the UI and the notifications see it without the exception.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import exc as sql
+
+
+@dataclass(frozen=True)
+class Critical:
+    """A kind of critical failure: its name (the Failed state's name) and what to check first."""
+
+    name: str
+    hint: str
+
+
+LLM_UNREACHABLE = Critical(
+    "LLM unreachable", "is the vLLM server running and reachable at the configured base URL?"
+)
+OUT_OF_MEMORY = Critical(
+    "Out of memory", "the machine or the GPU ran out of memory: lower batch_size or max_new_tokens"
+)
+GPU_ERROR = Critical("GPU error", "check the GPU (nvidia-smi); the vLLM server may need a restart")
+DATABASE_DOWN = Critical(
+    "Database unavailable",
+    "is the database server up, and is its connection pool large enough (DB_URL)?",
+)
+CRASHED = Critical(
+    "Crashed", "its process was killed or its host went away: see the worker's log (out of memory?)"
+)
+STALLED = Critical("Stalled", "no progress for a long time: is the LLM server responding?")
+
+# Failed-state names that mark a critical failure (plus Prefect's own CRASHED state type).
+CRITICAL_STATE_NAMES = {
+    k.name: k for k in (LLM_UNREACHABLE, OUT_OF_MEMORY, GPU_ERROR, DATABASE_DOWN, STALLED)
+}
 
 
 class CriticalFailure(Exception):
     """Marker: the infrastructure (LLM server, GPU, database) is broken, not the task input."""
 
-    hint: str = "check the machine and its services"
+    kind: Critical
 
 
 class BiasBenchError(Exception):
@@ -67,7 +103,7 @@ class LLMError(BiasBenchError):
 class LLMUnreachable(LLMError, CriticalFailure):
     """The LLM server cannot be reached at all (after retries)."""
 
-    hint = "is the vLLM server running and reachable at the configured base URL?"
+    kind = LLM_UNREACHABLE
 
 
 class LLMModelNotServed(LLMError):
@@ -86,13 +122,43 @@ class ParseError(BiasBenchError):
     """An LLM answer could not be parsed into the expected shape."""
 
 
-def is_critical(exc: BaseException) -> bool:
-    """True when `exc` (or an exception it was raised from) is a critical failure."""
+def _kind_of_type(exc: BaseException) -> Critical | None:
+    if isinstance(exc, CriticalFailure):
+        return exc.kind
+    if isinstance(exc, MemoryError):
+        return OUT_OF_MEMORY
+    # Connection errors and an exhausted pool; not IntegrityError and the like (a bug or bad data).
+    if isinstance(exc, sql.OperationalError | sql.InterfaceError | sql.TimeoutError):
+        return DATABASE_DOWN
+    kind = type(exc)
+    if kind.__module__.startswith("torch") and kind.__name__ == "OutOfMemoryError":
+        return OUT_OF_MEMORY  # torch.cuda.OutOfMemoryError, should a flow ever load a model
+    if kind.__module__.startswith("torch.cuda") or kind.__name__ == "CudaError":
+        return GPU_ERROR
+    return None
+
+
+def critical_kind(exc: BaseException) -> Critical | None:
+    """The kind of critical failure `exc` (or an exception it was raised from) is, or None."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
-        if isinstance(current, CriticalFailure):
-            return True
+        if (kind := _kind_of_type(current)) is not None:
+            return kind
         seen.add(id(current))
         current = current.__cause__ or current.__context__
-    return False
+    return None
+
+
+def is_critical(exc: BaseException) -> bool:
+    """True when `exc` (or an exception it was raised from) is a critical failure."""
+    return critical_kind(exc) is not None
+
+
+def critical_of_state(state_type: str, state_name: str | None) -> Critical | None:
+    """The kind of critical failure a final Prefect state records, or None."""
+    if state_type == "CRASHED":
+        return CRASHED
+    if state_type == "FAILED" and state_name is not None:
+        return CRITICAL_STATE_NAMES.get(state_name)
+    return None

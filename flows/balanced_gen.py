@@ -15,11 +15,13 @@ from biasbench.errors import InvalidConfig
 from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
+from flows.failures import named_critical_failures
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database
 
 
 @flow(name="balanced_gen", persist_result=True, result_serializer="json")
+@named_critical_failures
 async def balanced_gen(
     dataset_id: Annotated[
         int | None,

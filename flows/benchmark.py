@@ -24,6 +24,7 @@ from biasbench.prompts import PersonaProfile, TraitView, benchmark_messages
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.answering import answer_all
+from flows.failures import named_critical_failures
 from flows.progress import Progress
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, ready_chat_client
@@ -43,6 +44,7 @@ class Job:
 
 
 @flow(name="benchmark", persist_result=True, result_serializer="json")
+@named_critical_failures
 async def benchmark(
     model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
     dataset_id: Annotated[

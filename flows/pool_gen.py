@@ -14,11 +14,13 @@ from biasbench.db.engine import session_scope
 from biasbench.personas.sampling import choose_seed, sample_pool
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
+from flows.failures import named_critical_failures
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database
 
 
 @flow(name="pool_gen", persist_result=True, result_serializer="json")
+@named_critical_failures
 async def pool_gen(
     n: Annotated[int, Field(ge=1, le=2_000_000, description="Number of personas.")] = 20_000,
     temperature: Annotated[

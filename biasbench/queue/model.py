@@ -7,6 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Final, Literal, get_args
 
+from biasbench.errors import STALLED as STALLED_FAILURE
+
 TaskType = Literal["pool_gen", "balanced_gen", "attrgen", "benchmark"]
 TASK_TYPES: tuple[TaskType, ...] = get_args(TaskType)
 
@@ -23,7 +25,7 @@ HELD_WAITING: Final = "Waiting"  # PAUSED: held until its upstream tasks have co
 RELEASING = "Releasing"  # PAUSED, for a moment: on its way from held to released
 RELEASED = "Released"  # SCHEDULED: released by the manager, the worker may start it
 SKIPPED = "Skipped"  # CANCELLED: an upstream failed, crashed or was skipped
-STALLED = "Stalled"  # FAILED: no progress for too long
+STALLED = STALLED_FAILURE.name  # FAILED: no progress for too long (critical)
 
 
 class QueueStatus(StrEnum):
