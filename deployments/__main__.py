@@ -3,6 +3,7 @@
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
 python -m deployments serve [--gpu-slots N]   run the stack in the foreground until Ctrl-C
 python -m deployments demo                    start the stack, run the demo pipeline, stop
+python -m deployments notify-test             send a test message through each configured channel
 """
 
 from __future__ import annotations
@@ -28,14 +29,23 @@ def main() -> int:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--gpu-slots", type=int, default=1, help="tasks that may run at once")
+    commands.add_parser("notify-test", help="send a test message through each channel")
     args = parser.parse_args()
 
     if args.command == "setup":
         from deployments.setup import setup
 
-        setup(gpu_slots=args.gpu_slots)
+        on = setup(gpu_slots=args.gpu_slots)
         print(f"Work pools and deployments are set up ({args.gpu_slots} GPU slot(s)).")
+        print(f"Messages go to: {', '.join(on)}." if on else "Messages are only logged.")
         return 0
+    if args.command == "notify-test":
+        import asyncio
+
+        from biasbench.settings import Settings
+        from deployments.notifications import send_test_message
+
+        return 1 if asyncio.run(send_test_message(Settings())) else 0
 
     from deployments.stack import DEFAULT_API_PORT, Stack
 

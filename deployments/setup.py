@@ -17,6 +17,7 @@ from prefect.settings import get_current_settings
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from biasbench.settings import Settings
 from deployments.automations import ensure_automation, watchdog_automations
+from deployments.notifications import ensure_notifications
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -59,7 +60,8 @@ def deploy_all() -> None:
     )
 
 
-def setup(gpu_slots: int = 1) -> None:
+def setup(gpu_slots: int = 1) -> list[str]:
+    """Returns the notification channels that are on."""
     asyncio.run(
         ensure_pool(
             GPU_POOL, concurrency_limit=gpu_slots, description="Task flows, one per GPU slot."
@@ -67,10 +69,13 @@ def setup(gpu_slots: int = 1) -> None:
     )
     asyncio.run(ensure_pool(MANAGER_POOL, concurrency_limit=1, description="The queue manager."))
     deploy_all()
-    asyncio.run(ensure_automations(Settings()))
+    return asyncio.run(ensure_automations(Settings()))
 
 
-async def ensure_automations(settings: Settings) -> None:
+async def ensure_automations(settings: Settings) -> list[str]:
+    """The watchdogs, and the notification channels with their automations; returns the
+    channels that are on."""
     async with get_client() as client:
         for automation in watchdog_automations(settings.queue_heartbeat_timeout):
             await ensure_automation(client, automation)
+        return await ensure_notifications(client, settings)

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from prefect import flow, get_client, get_run_logger
-from prefect.events import emit_event
 from pydantic import Field
 
 from biasbench.db.engine import session_scope
@@ -21,6 +20,7 @@ from biasbench.queue.gateway import FlowNames, apply, read_queue
 from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
+from flows.notices import Notices
 from flows.runtime import database
 from flows.stall_watch import StallWatch
 
@@ -43,20 +43,22 @@ async def queue_manager(
     stall_watch = StallWatch(stall_seconds or settings.queue_stall_seconds)
     names = FlowNames()
     results: dict[str, TaskResult] = {}  # results never change once known
+    notices = Notices(logger, engine)
     was_busy = False
     was_paused: bool | None = None
-    _queue_event("started")
     async with get_client() as client:
         while True:
             pool = await client.read_work_pool(GPU_POOL)
             paused = bool(pool.is_paused)
             stopping = await control.stop_requested()
+            runs = await read_queue(client, names)
+            if was_paused is None:
+                notices.queue("started", waiting=sum(r.held for r in runs.values()))
             if paused != was_paused and (paused or was_paused is not None):
                 # Also when it starts paused: users learn the queue is up but holding.
-                _queue_event("paused" if paused else "resumed")
+                notices.queue("paused" if paused else "resumed")
             was_paused = paused
 
-            runs = await read_queue(client, names)
             for run_id in await stall_watch.check(client, runs):
                 logger.warning(
                     "Task %s made no progress for %.0f s: stopping it.",
@@ -64,6 +66,7 @@ async def queue_manager(
                     stall_watch.after_seconds,
                 )
             runs = stall_watch.view(runs)
+            await notices.tasks(client, runs, stall_watch.view)
             with session_scope(engine) as session:
                 for run_id in _completed_upstreams(runs):
                     if run_id not in results and (found := result_of_flow_run(session, run_id)):
@@ -81,14 +84,14 @@ async def queue_manager(
 
             if stopping and not any(r.occupies_slot for r in runs.values()):
                 await control.clear_stop()
-                _queue_event("stopped")
+                notices.queue("stopped")
                 logger.info(
                     "Queue stopped: the current task has finished; queued tasks stay queued."
                 )
                 return
             busy = any(r.status not in _DONE for r in runs.values())
             if was_busy and not busy:
-                _queue_event("drained")
+                notices.queue("drained")
             was_busy = busy
             await asyncio.sleep(poll_seconds)
 
@@ -108,12 +111,3 @@ def _completed_upstreams(runs: dict[str, QueueRun]) -> set[str]:
 
 def _describe(action: object) -> str:
     return f"{type(action).__name__.lower()} {getattr(action, 'run_id', '')[:8]}"
-
-
-def _queue_event(what: str) -> None:
-    """Queue-level events (started, paused, resumed, drained) for automations to turn into
-    messages."""
-    emit_event(
-        event=f"biasbench.queue.{what}",
-        resource={"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"},
-    )

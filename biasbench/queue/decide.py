@@ -166,3 +166,18 @@ def decide(
         if run.state_name != HELD_QUEUED:
             actions.append(Relabel(run.id, HELD_QUEUED))
     return actions
+
+
+def held_dependents(run_id: str, runs: Mapping[str, QueueRun]) -> set[str]:
+    """Held runs that depend on `run_id`, directly or through other held runs: those that are
+    skipped or cancelled with it."""
+    found: set[str] = set()
+    frontier = {run_id}
+    while frontier:
+        frontier = {
+            r.id
+            for r in runs.values()
+            if r.held and r.id not in found and frontier.intersection(r.upstream)
+        }
+        found |= frontier
+    return found

@@ -1,0 +1,120 @@
+"""The words of the queue's messages (Telegram, e-mail, logs): short enough for a phone.
+
+Messages use Telegram's HTML markup for the headline; everything that comes from users or
+exceptions (labels, errors) is escaped. Pure functions, so the wording is tested without
+Prefect."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from biasbench.analysis import QuickAnalysis
+from biasbench.errors import Critical
+from biasbench.results import TaskResult
+
+ERROR_LIMIT = 300  # characters of an error shown in a message; the rest is one click away
+_PREFECT_PREFIX = "Flow run encountered an exception: "
+
+
+@dataclass(frozen=True)
+class TaskSeen:
+    """A finished task as a message shows it."""
+
+    task_type: str
+    label: str
+    url: str | None = None
+
+
+def duration_text(duration: timedelta) -> str:
+    """`5m 3s`, `2h 0m`, `42s`."""
+    seconds = max(int(duration.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {seconds}s"
+    return f"{seconds}s"
+
+
+def error_text(message: str | None) -> str:
+    """The error as users need it: without Prefect's preamble, cut to a readable length."""
+    text = (message or "no error message").strip()
+    text = text.removeprefix(_PREFECT_PREFIX)
+    if len(text) > ERROR_LIMIT:
+        text = text[: ERROR_LIMIT - 1].rstrip() + "…"
+    return text
+
+
+def failure_text(
+    task: TaskSeen, *, error: str | None, critical: Critical | None, dependents: int
+) -> str:
+    lines = []
+    if critical is None:
+        lines.append(f"❌ <b>Failed</b>: {_task(task)}")
+    else:
+        lines.append(f"⚠️ <b>CRITICAL: {_e(critical.name)}</b>: {_task(task)}")
+        lines.append(f"Hint: {_e(critical.hint)}")
+    lines.append(_e(error_text(error)))
+    if dependents:
+        lines.append(f"{_count(dependents, 'dependent task')} will be skipped.")
+    return _with_link(lines, task.url)
+
+
+def completion_text(
+    task: TaskSeen, *, duration: timedelta | None, result: TaskResult | None
+) -> str:
+    took = f" in {duration_text(duration)}" if duration is not None else ""
+    lines = [f"✅ <b>Done</b>{took}: {_task(task)}"]
+    if result is not None:
+        lines.append(f"Result: {result.run_type} {result.run_id} (dataset {result.dataset_id})")
+        if result.run_type == "benchmark" and result.summary:
+            lines.append(f"Quick analysis: {_e(_analysis(result.summary))}")
+    return _with_link(lines, task.url)
+
+
+def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None = None) -> str:
+    """started, paused, resumed, drained, stopped."""
+    match what:
+        case "started":
+            tail = f": {_count(waiting, 'task')} waiting" if waiting else ""
+            return f"▶️ <b>Queue started</b>{tail}."
+        case "paused":
+            return "⏸ <b>Queue paused</b>: the running task finishes, nothing new starts."
+        case "resumed":
+            return "▶️ <b>Queue resumed</b>."
+        case "drained":
+            counts = ", ".join(f"{n} {status}" for status, n in (tally or {}).items() if n)
+            return f"🏁 <b>All queued tasks processed</b>{': ' + counts if counts else ''}."
+        case "stopped":
+            return "⏹ <b>Queue stopped</b>: queued tasks stay queued until it starts again."
+    raise ValueError(f"unknown queue event {what!r}")
+
+
+def _analysis(summary: Mapping[str, Any]) -> str:
+    try:
+        return QuickAnalysis(**summary).summary_line()
+    except TypeError:  # stored by an older version of the analysis
+        return ", ".join(f"{k} {v}" for k, v in summary.items())
+
+
+def _task(task: TaskSeen) -> str:
+    return f"{_e(task.task_type)} “{_e(task.label)}”"
+
+
+def _with_link(lines: list[str], url: str | None) -> str:
+    if url:
+        lines.append(f'<a href="{html.escape(url)}">Open in Prefect</a>')
+    return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=False)

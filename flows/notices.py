@@ -1,0 +1,123 @@
+"""What the queue tells its users: one event per finished task and per change of the queue.
+
+The manager sees every task end (it reacts to them anyway) and knows what a message needs and a
+Prefect state does not: how many dependents will be skipped, the result run, the quick analysis.
+So it writes each message here and emits it as a Prefect event with the text in its payload;
+server-side automations (deployments/notifications.py) send those events to Telegram and e-mail.
+Every message is also logged, so with no channel configured it is still in the manager's log.
+
+No message for a cancellation or a skipped dependent: the user did the one, and the failure's
+message counts the other."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.events import emit_event
+from prefect.utilities.urls import url_for
+from sqlalchemy import Engine
+
+from biasbench.db.engine import session_scope
+from biasbench.errors import critical_of_state
+from biasbench.queue.decide import held_dependents
+from biasbench.queue.gateway import as_queue_run
+from biasbench.queue.messages import TaskSeen, completion_text, failure_text, queue_text
+from biasbench.queue.model import TERMINAL, QueueRun, QueueStatus
+from biasbench.results import result_of_flow_run
+
+QUEUE_RESOURCE = {"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"}
+# The events automations turn into messages (the manager also emits resumed and stopped).
+MESSAGE_EVENTS = (
+    "biasbench.task.failed",
+    "biasbench.task.completed",
+    "biasbench.queue.started",
+    "biasbench.queue.paused",
+    "biasbench.queue.drained",
+)
+
+View = Callable[[Mapping[str, QueueRun]], dict[str, QueueRun]]
+
+
+class Notices:
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any], engine: Engine) -> None:
+        self._logger = logger
+        self._engine = engine
+        self._unfinished: dict[str, QueueRun] = {}  # task runs not yet finished at the last look
+        self._tally: Counter[str] = Counter()  # outcomes since the queue last drained
+
+    def queue(self, what: str, *, waiting: int = 0) -> None:
+        """started, paused, resumed, drained or stopped."""
+        text = queue_text(what, waiting=waiting, tally=self._tally)
+        if what == "drained":
+            self._tally.clear()
+        self._emit(f"biasbench.queue.{what}", QUEUE_RESOURCE, text)
+
+    async def tasks(self, client: PrefectClient, runs: Mapping[str, QueueRun], view: View) -> None:
+        """Announce the task runs that finished since the last look. `runs` is this look's
+        snapshot; `view` is how the manager reads states (a stalled run counts as failed)."""
+        ended = {
+            run_id: run
+            for run_id, run in self._unfinished.items()
+            if run_id not in runs or runs[run_id].status in TERMINAL
+        }
+        self._unfinished = {i: r for i, r in runs.items() if r.status not in TERMINAL}
+        if not ended:
+            return
+        flow_runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ended]))
+        )
+        for flow_run in flow_runs:
+            seen = as_queue_run(flow_run, ended[str(flow_run.id)].task_type)
+            run = view({seen.id: seen})[seen.id]
+            if run.status not in TERMINAL:
+                self._unfinished[run.id] = run  # e.g. a stalled run still being stopped
+                continue
+            self._tally[run.status.value] += 1
+            self._announce(run, flow_run, runs)
+
+    def _announce(self, run: QueueRun, flow_run: FlowRun, runs: Mapping[str, QueueRun]) -> None:
+        task = TaskSeen(run.task_type, run.name, url_for("flow-run", obj_id=flow_run.id))
+        resource = {
+            "prefect.resource.id": f"prefect.flow-run.{run.id}",
+            "prefect.resource.name": run.name,
+        }
+        if run.status is QueueStatus.DONE:
+            with session_scope(self._engine) as session:
+                result = result_of_flow_run(session, run.id)
+            text = completion_text(task, duration=_duration(flow_run), result=result)
+            self._emit("biasbench.task.completed", resource, text)
+        elif run.status is QueueStatus.FAILED:
+            critical = critical_of_state(run.state_type, run.state_name)
+            text = failure_text(
+                task,
+                error=flow_run.state.message if flow_run.state else None,
+                critical=critical,
+                dependents=len(held_dependents(run.id, runs)),
+            )
+            self._emit(
+                "biasbench.task.failed",
+                resource,
+                text,
+                critical=critical.name if critical else None,
+            )
+
+    def _emit(self, event: str, resource: dict[str, str], text: str, **facts: Any) -> None:
+        level = logging.WARNING if event == "biasbench.task.failed" else logging.INFO
+        self._logger.log(level, "Message: %s", text.replace("\n", " | "))
+        emit_event(event=event, resource=resource, payload={"text": text, **facts})
+
+
+def _duration(flow_run: FlowRun) -> timedelta | None:
+    if flow_run.total_run_time:
+        return flow_run.total_run_time
+    if flow_run.start_time and flow_run.end_time:
+        return flow_run.end_time - flow_run.start_time
+    return None
