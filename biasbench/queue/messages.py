@@ -18,6 +18,7 @@ from biasbench.results import TaskResult
 
 ERROR_LIMIT = 300  # characters of an error shown in a message; the rest is one click away
 _PREFECT_PREFIX = "Flow run encountered an exception: "
+_OUTCOMES = ("done", "failed", "cancelled", "skipped")
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None =
         case "resumed":
             return "▶️ <b>Queue resumed</b>."
         case "drained":
-            counts = ", ".join(f"{n} {status}" for status, n in (tally or {}).items() if n)
+            tally = tally or {}
+            counts = ", ".join(f"{tally[s]} {s}" for s in _OUTCOMES if tally.get(s))
             return f"🏁 <b>All queued tasks processed</b>{': ' + counts if counts else ''}."
         case "stopped":
             return "⏹ <b>Queue stopped</b>: queued tasks stay queued until it starts again."

@@ -3,7 +3,7 @@
 It checks what Telegram checks (the token, the chat, the length, HTML markup with only the tags
 Telegram knows and every `&` and `<` escaped) and answers in Telegram's shapes, so the client's
 wire behaviour (status codes, `retry_after`, error descriptions) is exercised for real. Scripted
-`Answer`s are consumed in arrival order before the normal reply."""
+`Answer`s are consumed in arrival order (by the requests they name) before the normal reply."""
 
 from __future__ import annotations
 
@@ -25,10 +25,12 @@ _TAGS = {"b", "strong", "i", "em", "u", "s", "a", "code", "pre", "blockquote", "
 
 @dataclass(frozen=True)
 class Answer:
-    """A scripted failure: this HTTP status, Telegram's error body, optionally `retry_after`."""
+    """A scripted failure: this HTTP status, Telegram's error body, optionally `retry_after`;
+    for the next request whose text contains `text` (any request if None)."""
 
     status: int
     retry_after: int | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,8 +108,11 @@ class TelegramServer:
     def _reply(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         with self._lock:
             self.requests.append({"path": path, "received": time.time(), **body})
-            if self._script:
-                answer = self._script.popleft()
+            answer = next(
+                (a for a in self._script if a.text is None or a.text in body.get("text", "")), None
+            )
+            if answer is not None:
+                self._script.remove(answer)
                 error: dict[str, Any] = {"ok": False, "error_code": answer.status}
                 if answer.retry_after is not None:
                     error["description"] = f"Too Many Requests: retry after {answer.retry_after}"

@@ -1,0 +1,228 @@
+"""Messages users get on their phone, end to end: a real Prefect server (its automations send
+them), real worker and manager processes, and a real Bot API server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prefect import get_client
+
+from biasbench.errors import LLM_UNREACHABLE
+from biasbench.queue.control import cancel, set_paused
+from biasbench.queue.submit import submit
+from deployments.notifications import MANAGER_STOPPED, SEND_MESSAGES
+from deployments.telegram import TelegramBot
+from tests.support.notifications import telegram_for_tests, wait_for_message
+from tests.support.openai_server import closed_port_url
+from tests.support.stack import REPO, RunningStack, queue_stack
+from tests.support.telegram_server import Answer, TelegramServer
+from tests.support.waiting import all_final, wait_for
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("notifications")
+
+
+@pytest.fixture(scope="module")
+def telegram_env() -> Iterator[tuple[TelegramServer, dict[str, str]]]:
+    with telegram_for_tests() as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def telegram(telegram_env: tuple[TelegramServer, dict[str, str]]) -> TelegramServer:
+    return telegram_env[0]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    prefect_server: str, home: Path, telegram_env: tuple[TelegramServer, dict[str, str]]
+) -> Iterator[RunningStack]:
+    with queue_stack(
+        prefect_server, f"sqlite:///{home / 'queue.db'}", home, extra_env=telegram_env[1]
+    ) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def dataset_id(stack: RunningStack, telegram: TelegramServer) -> int:
+    """A 4-persona dataset made through the queue; its two tasks announce their completion."""
+
+    async def make() -> list[str]:
+        async with get_client() as client:
+            pool = await submit(client, "pool_gen", {"n": 100, "seed": 3}, label="notify-pool")
+            balanced = await submit(
+                client, "balanced_gen", {"n": 4}, upstream=[pool], label="notify-ds"
+            )
+        await wait_for(all_final, [pool, balanced])
+        return [pool, balanced]
+
+    asyncio.run(make())
+    done = wait_for_message(telegram, "✅ <b>Done</b>", "notify-ds", "Result: dataset")
+    return int(done.text.split("Result: dataset ")[1].split(" ")[0])
+
+
+def test_the_queue_announces_its_start_and_each_completed_task(
+    telegram: TelegramServer, dataset_id: int
+) -> None:
+    assert wait_for_message(telegram, "▶️ <b>Queue started</b>")
+    pool = wait_for_message(telegram, "✅ <b>Done</b> in ", "pool_gen “notify-pool”")
+    assert "Result: dataset" in pool.text and "Open in Prefect" in pool.text
+
+    async def benchmark() -> None:
+        async with get_client() as client:
+            bench = await submit(
+                client,
+                "benchmark",
+                {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                label="notify-bench",
+            )
+        await wait_for(all_final, [bench])
+
+    asyncio.run(benchmark())
+    done = wait_for_message(telegram, "benchmark “notify-bench”")
+    assert "Quick analysis: 60/60 results, 0 failed" in done.text  # 4 personas × 15 traits
+    assert wait_for_message(telegram, "🏁 <b>All queued tasks processed</b>: 1 done")
+
+
+def test_a_failure_names_its_error_and_dependents_and_arrives_once_through_429s(
+    stack: RunningStack, telegram: TelegramServer
+) -> None:
+    telegram.script([Answer(429, retry_after=1, text="notify-broken")] * 2)
+
+    async def scenario() -> None:
+        async with get_client() as client:
+            await set_paused(client, True)  # both are queued before the first one fails
+            broken = await submit(
+                client,
+                "attrgen",
+                {"llm": "fake", "model_name": "m", "dataset_id": 10**6},
+                label="notify-broken",
+            )
+            after = await submit(
+                client,
+                "benchmark",
+                {"llm": "fake", "model_name": "m"},
+                upstream=[broken],
+                label="notify-after-broken",
+            )
+            await set_paused(client, False)
+        runs = await wait_for(all_final, [broken, after])
+        assert [r.state_name for r in runs] == ["Failed", "Skipped"]
+
+    asyncio.run(scenario())
+    failed = wait_for_message(telegram, "❌ <b>Failed</b>: attrgen “notify-broken”")
+    assert "dataset_id" in failed.text and "1 dependent task will be skipped." in failed.text
+    wait_for_message(telegram, "🏁 <b>All queued tasks processed</b>: 1 failed, 1 skipped")
+    texts = telegram.texts()
+    assert texts.count(failed.text) == 1  # the 429s were retried, nothing was sent twice
+    assert len(texts) == len(set(texts))
+    assert not any("notify-after-broken" in t for t in texts)  # no message per skipped task
+    assert sum(r.get("text") == failed.text for r in telegram.requests) == 3
+
+
+def test_a_critical_failure_is_marked_with_its_hint_within_seconds(
+    stack: RunningStack, telegram: TelegramServer, dataset_id: int
+) -> None:
+    async def scenario() -> float:
+        async with get_client() as client:
+            bench = await submit(
+                client,
+                "benchmark",
+                {
+                    "llm": "vllm",
+                    "model_name": "m",
+                    "dataset_id": dataset_id,
+                    "vllm_base_url": closed_port_url(),
+                },
+                label="notify-unreachable",
+            )
+        (run,) = await wait_for(all_final, [bench])
+        assert run.state is not None and run.state_name == LLM_UNREACHABLE.name
+        return run.state.timestamp.timestamp()
+
+    failed_at = asyncio.run(scenario())
+    message = wait_for_message(telegram, "⚠️ <b>CRITICAL: LLM unreachable</b>", "notify-unreachable")
+    assert f"Hint: {LLM_UNREACHABLE.hint}" in message.text
+    # Reported, not asserted (timings belong in benchmarks): the issue asks for under 2 s.
+    print(f"failure message arrived {message.received - failed_at:.2f} s after the failure")
+
+
+def test_a_cancelled_task_sends_no_message(stack: RunningStack, telegram: TelegramServer) -> None:
+    async def scenario() -> None:
+        async with get_client() as client:
+            await set_paused(client, True)
+            await asyncio.to_thread(wait_for_message, telegram, "⏸ <b>Queue paused</b>")
+            try:
+                held = await submit(client, "pool_gen", {"n": 10}, label="notify-cancelled")
+                await cancel(client, held)
+                await wait_for(all_final, [held])
+                after = await submit(client, "pool_gen", {"n": 10}, label="notify-after-cancel")
+            finally:
+                await set_paused(client, False)
+        await wait_for(all_final, [after])
+
+    asyncio.run(scenario())
+    wait_for_message(telegram, "pool_gen “notify-after-cancel”")
+    assert not any("notify-cancelled" in text for text in telegram.texts())
+
+
+def test_a_manager_that_dies_is_reported_by_the_server(
+    stack: RunningStack, telegram: TelegramServer
+) -> None:
+    before = len(telegram.messages)
+    stack.restart_manager()  # SIGKILL; its run is marked Crashed
+    message = wait_for_message(telegram, "⚠️ <b>CRITICAL: queue manager Crashed</b>", after=before)
+    assert "Hint: no queued task starts" in message.text and "Open in Prefect" in message.text
+    assert wait_for_message(telegram, "▶️ <b>Queue started</b>", after=before)  # the new one
+
+
+def _setup(env: dict[str, str]) -> None:
+    command = [sys.executable, "-m", "deployments", "setup"]
+    subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+
+
+def test_setup_twice_leaves_one_block_and_one_of_each_automation(stack: RunningStack) -> None:
+    _setup(stack.env)  # the stack's environment names the test Bot API server
+
+    async def count() -> tuple[int, int, int]:
+        async with get_client() as client:
+            blocks = await client.read_block_documents_by_type(TelegramBot.get_block_type_slug())
+            return (
+                len(blocks),
+                len(await client.read_automations_by_name(SEND_MESSAGES)),
+                len(await client.read_automations_by_name(MANAGER_STOPPED)),
+            )
+
+    assert asyncio.run(count()) == (1, 1, 1)
+
+
+def test_without_credentials_failures_are_logged_and_the_next_task_runs(
+    stack: RunningStack, telegram: TelegramServer, home: Path
+) -> None:
+    bare = {k: v for k, v in stack.env.items() if not k.startswith("TELEGRAM_")}
+    _setup(bare)  # no channel: the automations and the block are removed
+    before = len(telegram.messages)
+
+    async def scenario() -> None:
+        async with get_client() as client:
+            broken = await submit(
+                client,
+                "attrgen",
+                {"llm": "fake", "model_name": "m", "dataset_id": 10**6},
+                label="notify-unsent",
+            )
+            after = await submit(client, "pool_gen", {"n": 10}, label="notify-goes-on")
+        runs = await wait_for(all_final, [broken, after])
+        assert [r.state_name for r in runs] == ["Failed", "Completed"]
+
+    asyncio.run(scenario())
+    log = (home / "manager.log").read_text()
+    assert "Message: ❌ <b>Failed</b>: attrgen “notify-unsent”" in log
+    assert len(telegram.messages) == before
