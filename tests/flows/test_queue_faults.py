@@ -20,9 +20,11 @@ from biasbench.db.models import BenchmarkResult, BenchmarkRun
 from biasbench.queue.control import cancel, retry, set_paused
 from biasbench.queue.submit import submit
 from biasbench.results import result_of_flow_run
+from tests.support.notifications import telegram_for_tests, wait_for_message
 from tests.support.openai_server import Delay, OpenAIServer, Status
 from tests.support.processes import alive, flow_process_pids, launcher_pid
 from tests.support.stack import RunningStack, queue_stack
+from tests.support.telegram_server import TelegramServer
 from tests.support.waiting import all_final, read_runs, wait_for
 
 MODEL = "test-model"
@@ -34,8 +36,21 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(prefect_server: str, home: Path) -> Iterator[RunningStack]:
-    env = {"LLM_MAX_RETRIES": "1", "QUEUE_STALL_SECONDS": "15"}
+def telegram_env() -> Iterator[tuple[TelegramServer, dict[str, str]]]:
+    with telegram_for_tests() as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def telegram(telegram_env: tuple[TelegramServer, dict[str, str]]) -> TelegramServer:
+    return telegram_env[0]
+
+
+@pytest.fixture(scope="module")
+def stack(
+    prefect_server: str, home: Path, telegram_env: tuple[TelegramServer, dict[str, str]]
+) -> Iterator[RunningStack]:
+    env = {"LLM_MAX_RETRIES": "1", "QUEUE_STALL_SECONDS": "15", **telegram_env[1]}
     with queue_stack(prefect_server, f"sqlite:///{home / 'queue.db'}", home, extra_env=env) as s:
         yield s
 
@@ -131,7 +146,7 @@ def test_a_failed_task_retried_resumes_and_its_skipped_dependents_run_again(
 
 
 def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
-    stack_db: Engine, dataset_id: int
+    stack_db: Engine, dataset_id: int, telegram: TelegramServer
 ) -> None:
     with OpenAIServer(models=[MODEL], latency=0.3) as server:
 
@@ -160,10 +175,12 @@ def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
     assert [r.state_name for r in final] == ["Cancelled", "Completed"]
     assert 5 <= kept < 60
     assert results_of(stack_db, str(final[0].id)) == kept  # the partial results stay
+    wait_for_message(telegram, "✅ <b>Done</b>", "pool_gen “after-stop”")
+    assert not any("to-stop" in text for text in telegram.texts())  # the user knows already
 
 
 def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_completes_it(
-    stack_db: Engine, dataset_id: int
+    stack_db: Engine, dataset_id: int, telegram: TelegramServer
 ) -> None:
     with OpenAIServer(models=[MODEL], latency=0.2) as server:
 
@@ -195,10 +212,13 @@ def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_complet
     assert [r.state_name for r in first] == ["Crashed", "Skipped", "Completed"]
     assert [r.state_name for r in second] == ["Completed", "Completed"]
     assert results_of(stack_db, str(first[0].id)) == 60
+    crashed = wait_for_message(telegram, "⚠️ <b>CRITICAL: Crashed</b>: benchmark “killed”")
+    assert "Hint: its process was killed" in crashed.text
+    assert "1 dependent task will be skipped." in crashed.text
 
 
 def test_a_task_without_progress_fails_as_stalled_and_its_dependents_are_skipped(
-    stack_db: Engine, dataset_id: int
+    stack_db: Engine, dataset_id: int, telegram: TelegramServer
 ) -> None:
     with OpenAIServer(models=[MODEL]) as server:
         server.script([Delay(90)] * 5)  # the LLM server hangs
@@ -222,3 +242,5 @@ def test_a_task_without_progress_fails_as_stalled_and_its_dependents_are_skipped
     assert hung.state is not None and hung.state.type.value == "FAILED"
     assert hung.state_name == "Stalled" and "no progress for 15 s" in (hung.state.message or "")
     assert dependent.state_name == "Skipped"
+    stalled = wait_for_message(telegram, "⚠️ <b>CRITICAL: Stalled</b>: benchmark “hangs”")
+    assert "Hint: no progress for a long time" in stalled.text
