@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BIN := $(VENV)/bin
 
-.PHONY: install run serve test check lint bench clean
+.PHONY: install run serve notify-test test check lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,6 +20,10 @@ run: install
 ## make serve: the stack in the foreground (Prefect server, GPU worker, queue manager) until Ctrl-C
 serve: install
 	$(PY) -m deployments serve
+
+## make notify-test: send a test message through each configured channel (TELEGRAM_*, SMTP_*)
+notify-test: install
+	$(PY) -m deployments notify-test
 
 ## make test: the test suite against a real Prefect server, real HTTP peers, real databases
 test: install

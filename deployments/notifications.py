@@ -85,7 +85,7 @@ def message_automations(block_ids: list[UUID]) -> list[AutomationCore]:
             actions=[
                 SendNotification(
                     block_document_id=block_id,
-                    subject="LLM queue: {{ event.event }}",
+                    subject="{{ event.payload.subject }}",
                     body="{{ event.payload.text }}",
                 )
                 for block_id in block_ids
@@ -113,7 +113,7 @@ def message_automations(block_ids: list[UUID]) -> list[AutomationCore]:
             actions=[
                 SendNotification(
                     block_document_id=block_id,
-                    subject="LLM queue: the queue manager stopped",
+                    subject="⚠️ CRITICAL: queue manager {{ flow_run.state.name }}",
                     body=MANAGER_STOPPED_TEXT,
                 )
                 for block_id in block_ids

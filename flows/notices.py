@@ -29,7 +29,13 @@ from biasbench.db.engine import session_scope
 from biasbench.errors import critical_of_state
 from biasbench.queue.decide import held_dependents
 from biasbench.queue.gateway import as_queue_run
-from biasbench.queue.messages import TaskSeen, completion_text, failure_text, queue_text
+from biasbench.queue.messages import (
+    TaskSeen,
+    completion_text,
+    failure_text,
+    queue_text,
+    subject,
+)
 from biasbench.queue.model import TERMINAL, QueueRun, QueueStatus
 from biasbench.results import result_of_flow_run
 
@@ -112,7 +118,8 @@ class Notices:
     def _emit(self, event: str, resource: dict[str, str], text: str, **facts: Any) -> None:
         level = logging.WARNING if event == "biasbench.task.failed" else logging.INFO
         self._logger.log(level, "Message: %s", text.replace("\n", " | "))
-        emit_event(event=event, resource=resource, payload={"text": text, **facts})
+        payload = {"text": text, "subject": subject(text), **facts}
+        emit_event(event=event, resource=resource, payload=payload)
 
 
 def _duration(flow_run: FlowRun) -> timedelta | None:

@@ -7,6 +7,7 @@ Prefect."""
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -95,6 +96,12 @@ def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None =
         case "stopped":
             return "⏹ <b>Queue stopped</b>: queued tasks stay queued until it starts again."
     raise ValueError(f"unknown queue event {what!r}")
+
+
+def subject(text: str) -> str:
+    """The message's first line without markup: an e-mail subject."""
+    first = text.split("\n", 1)[0]
+    return html.unescape(re.sub(r"<[^>]+>", "", first))
 
 
 def _analysis(summary: Mapping[str, Any]) -> str:

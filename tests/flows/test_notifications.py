@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from deployments.notifications import MANAGER_STOPPED, SEND_MESSAGES
 from deployments.telegram import TelegramBot
 from tests.support.notifications import telegram_for_tests, wait_for_message
 from tests.support.openai_server import closed_port_url
+from tests.support.smtp_server import smtp_server
 from tests.support.stack import REPO, RunningStack, queue_stack
 from tests.support.telegram_server import Answer, TelegramServer
 from tests.support.waiting import all_final, wait_for
@@ -30,9 +33,25 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def telegram_env() -> Iterator[tuple[TelegramServer, dict[str, str]]]:
-    with telegram_for_tests() as pair:
-        yield pair
+def inbox() -> Iterator[tuple[dict[str, str], list[EmailMessage]]]:
+    """A real SMTP server on 127.0.0.1 and the environment that points setup at it."""
+    with smtp_server() as (server, messages):
+        env = {
+            "SMTP_HOST": server.hostname,
+            "SMTP_PORT": str(server.port),
+            "SMTP_STARTTLS": "false",
+            "EMAIL_FROM": "queue@example.org",
+            "EMAIL_TO": "night-shift@example.org, lead@example.org",
+        }
+        yield env, messages
+
+
+@pytest.fixture(scope="module")
+def telegram_env(
+    inbox: tuple[dict[str, str], list[EmailMessage]],
+) -> Iterator[tuple[TelegramServer, dict[str, str]]]:
+    with telegram_for_tests() as (server, env):
+        yield server, {**env, **inbox[0]}
 
 
 @pytest.fixture(scope="module")
@@ -125,6 +144,22 @@ def test_a_failure_names_its_error_and_dependents_and_arrives_once_through_429s(
     assert len(texts) == len(set(texts))
     assert not any("notify-after-broken" in t for t in texts)  # no message per skipped task
     assert sum(r.get("text") == failed.text for r in telegram.requests) == 3
+
+
+def test_the_same_messages_arrive_by_e_mail(
+    telegram: TelegramServer, inbox: tuple[dict[str, str], list[EmailMessage]]
+) -> None:
+    failed = wait_for_message(telegram, "❌ <b>Failed</b>: attrgen “notify-broken”")
+    deadline = time.monotonic() + 60
+    while not any("notify-broken" in str(m["Subject"]) for m in inbox[1]):
+        assert time.monotonic() < deadline, [m["Subject"] for m in inbox[1]]
+        time.sleep(0.2)
+    mail = next(m for m in inbox[1] if "notify-broken" in str(m["Subject"]))
+    assert mail["To"] == "night-shift@example.org, lead@example.org"
+    plain = mail.get_body(preferencelist=("plain",))
+    assert plain is not None and "1 dependent task will be skipped." in plain.get_content()
+    assert "<b>" not in plain.get_content()  # the plain part is plain
+    assert mail["Subject"] == "❌ Failed: attrgen “notify-broken”" and failed
 
 
 def test_a_critical_failure_is_marked_with_its_hint_within_seconds(

@@ -14,6 +14,7 @@ from biasbench.queue.messages import (
     duration_text,
     failure_text,
     queue_text,
+    subject,
 )
 from biasbench.results import TaskResult
 from tests.support.telegram_server import markup_error
@@ -77,3 +78,8 @@ def test_queue_messages() -> None:
     assert "nothing new starts" in queue_text("paused")
     drained = queue_text("drained", tally={"done": 10, "failed": 1, "skipped": 2, "cancelled": 0})
     assert drained == "🏁 <b>All queued tasks processed</b>: 10 done, 1 failed, 2 skipped."
+
+
+def test_the_subject_is_the_first_line_without_markup() -> None:
+    text = failure_text(TASK, error="boom", critical=None, dependents=0)
+    assert subject(text) == "❌ Failed: benchmark “Benchmark: <llama> & co - DS#4”"
