@@ -87,7 +87,10 @@ class Notices:
                 self._unfinished[run.id] = run  # e.g. a stalled run still being stopped
                 continue
             self._tally[run.status.value] += 1
-            self._announce(run, flow_run, runs)
+            try:
+                self._announce(run, flow_run, runs)
+            except Exception:  # a message must never stop the queue
+                self._logger.exception("No message for task %s: writing it failed", run.id)
 
     def _announce(self, run: QueueRun, flow_run: FlowRun, runs: Mapping[str, QueueRun]) -> None:
         task = TaskSeen(run.task_type, run.name, url_for("flow-run", obj_id=flow_run.id))
