@@ -1,7 +1,8 @@
 """The queue's command line.
 
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
-python -m deployments serve [--gpu-slots N]   run the stack in the foreground until Ctrl-C
+python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765]
+                                              run the stack in the foreground until Ctrl-C
 python -m deployments demo                    start the stack, run the demo pipeline, stop
 python -m deployments notify-test             send a test message through each configured channel
 """
@@ -16,6 +17,8 @@ import threading
 
 
 def main() -> int:
+    from deployments.stack import DEFAULT_API_PORT, DEFAULT_PORT
+
     parser = argparse.ArgumentParser(
         prog="python -m deployments",
         description=__doc__,
@@ -29,6 +32,13 @@ def main() -> int:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("--gpu-slots", type=int, default=1, help="tasks that may run at once")
+        if name == "serve":
+            command.add_argument(
+                "--port", type=int, default=DEFAULT_PORT, help="the Prefect server's port (UI, API)"
+            )
+            command.add_argument(
+                "--api-port", type=int, default=DEFAULT_API_PORT, help="the /queue REST API's port"
+            )
     commands.add_parser("notify-test", help="send a test message through each channel")
     args = parser.parse_args()
 
@@ -47,21 +57,22 @@ def main() -> int:
 
         return 1 if asyncio.run(send_test_message(Settings())) else 0
 
-    from deployments.stack import DEFAULT_API_PORT, Stack
+    from deployments.stack import Stack
 
     # Ctrl-C and SIGTERM both end the foreground wait; the stack then stops every child.
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    demo = args.command == "demo"
-    # The demo submits in-process; only `serve` offers the /queue API to other clients.
-    with Stack(gpu_slots=args.gpu_slots, api_port=None if demo else DEFAULT_API_PORT) as stack:
-        if demo:
+    if args.command == "demo":
+        # The demo submits in-process; only `serve` offers the /queue API to other clients.
+        with Stack(gpu_slots=args.gpu_slots, api_port=None) as stack:
             from deployments.demo import run_demo
 
             return run_demo(stack.ui_url)
+    with Stack(gpu_slots=args.gpu_slots, port=args.port, api_port=args.api_port) as stack:
         print(
             f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "
-            f"http://127.0.0.1:{DEFAULT_API_PORT}/queue, logs in {stack.logs}. Ctrl-C stops it."
+            f"http://127.0.0.1:{args.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
+            flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()

@@ -1,0 +1,99 @@
+"""`make serve` (`python -m deployments serve`): the whole queue and its /queue API, until SIGTERM.
+
+It runs against the test session's Prefect server (PREFECT_API_URL), as it would against a
+shared one; everything else (warm starter, GPU worker, manager, REST API) is its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.support.stack import REPO
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if result := check():
+                return result
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_serve_runs_tasks_submitted_over_the_queue_api_and_stops_cleanly(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    port = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SMTP_"))},
+        "PREFECT_API_URL": prefect_server,
+        "DB_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen(
+            [sys.executable, "-m", "deployments", "serve", "--api-port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        stats = _until(
+            lambda: (
+                (r := httpx.get(f"{base}/queue/stats")).status_code == 200
+                and r.json()["executor_running"]
+                and r.json()
+            ),
+            120,
+            "the /queue API answers and the manager runs",
+        )
+        assert stats["executor_paused"] is False
+        added = httpx.post(
+            f"{base}/queue/add",
+            json={"task_type": "pool_gen", "config": {"n": 20}, "label": "served"},
+        ).json()
+        task = _until(
+            lambda: (
+                (t := httpx.get(f"{base}/queue/{added['task_id']}").json())["status"]
+                in {"done", "failed"}
+                and t
+            ),
+            120,
+            "the task ran",
+        )
+        assert (task["status"], task["label"], task["result_run_type"]) == (
+            "done",
+            "served",
+            "dataset",
+        )
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(timeout=120)
+    output = log.read_text()
+    assert serve.returncode == 0, output
+    assert f"/queue API at http://127.0.0.1:{port}/queue" in output
+    _until(lambda: _refused(port), 30, "the API's port is closed")
+
+
+def _refused(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
