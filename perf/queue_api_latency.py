@@ -33,8 +33,9 @@ endpoint is reported on its own, then each path is warmed 3 more times and measu
 see the same server load:
 
 - `GET /queue?limit=50` against a bare `read_flow_runs(limit=50)` of the queue's runs;
-- `GET /queue/stats` against a bare `count_flow_runs` of the queue's runs, and against the same
-  10 Prefect calls it makes (8 counts, the work pool, the manager run) on one bare client.
+- `GET /queue/stats` against a bare `count_flow_runs` of the queue's runs (one number), and
+  against the bare Prefect reads that give what it reports (the runs counted by state in one
+  `POST /flow_runs/history`, the work pool, the manager's run; concurrently, as the shim does).
 
 Prints p50 and p95 of each and the p50 ratio (target: at most 2), the 1-minute load before and
 after measuring, and how long each part took. SIGTERM acts like Ctrl-C: the stack is stopped
@@ -229,7 +230,7 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
 Samples = dict[str, tuple[list[float], list[float]]]
 QUEUE = "GET /queue?limit=50"
 STATS = "GET /queue/stats"
-STATS_SAME_CALLS = "  vs its 10 calls, bare"
+STATS_SAME_CALLS = "  vs the same reads, bare"
 
 
 async def measure(base: str, db_url: str, requests: int, tasks: int) -> Samples:
@@ -238,8 +239,7 @@ async def measure(base: str, db_url: str, requests: int, tasks: int) -> Samples:
     async with get_client() as client, httpx.AsyncClient(base_url=base, timeout=60) as http:
 
         async def stats_calls() -> None:  # what the shim asks Prefect for /queue/stats
-            await reader.counts(client)
-            await control.queue_state(client)
+            await asyncio.gather(reader.counts(client), control.queue_state(client))
 
         pairs = {
             QUEUE: (

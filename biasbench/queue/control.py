@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -111,13 +112,15 @@ class QueueState:
 
 
 async def queue_state(client: PrefectClient) -> QueueState:
-    pool = await client.read_work_pool(GPU_POOL)
-    running = await client.read_flow_runs(
-        flow_filter=FlowFilter(name=FlowFilterName(any_=[MANAGER_FLOW])),
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+    pool, running = await asyncio.gather(
+        client.read_work_pool(GPU_POOL),
+        client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=[MANAGER_FLOW])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
+            limit=1,
         ),
-        limit=1,
     )
     return QueueState(
         executor_running=bool(running),

@@ -6,6 +6,7 @@ import asyncio
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 
 from biasbench.settings import Settings
 from queue_api.app import create_app
@@ -16,9 +17,10 @@ def call(api: ApiSettings, db_url: str, *requests: tuple[str, str, dict]) -> lis
     app = create_app(api, Settings(db_url=db_url))
 
     async def send() -> list[httpx.Response]:
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
-            return [await client.request(m, path, **kw) for m, path, kw in requests]
+        async with LifespanManager(app) as running:  # as uvicorn would: startup, then requests
+            transport = httpx.ASGITransport(app=running.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
+                return [await client.request(m, path, **kw) for m, path, kw in requests]
 
     return asyncio.run(send())
 
