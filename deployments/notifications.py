@@ -82,14 +82,9 @@ def message_automations(block_ids: list[UUID]) -> list[AutomationCore]:
                 threshold=1,
                 within=0,
             ),
-            actions=[
-                SendNotification(
-                    block_document_id=block_id,
-                    subject="{{ event.payload.subject }}",
-                    body="{{ event.payload.text }}",
-                )
-                for block_id in block_ids
-            ],
+            actions=_to_every_channel(
+                block_ids, subject="{{ event.payload.subject }}", body="{{ event.payload.text }}"
+            ),
         ),
         AutomationCore(
             name=MANAGER_STOPPED,
@@ -110,15 +105,19 @@ def message_automations(block_ids: list[UUID]) -> list[AutomationCore]:
                 threshold=1,
                 within=0,
             ),
-            actions=[
-                SendNotification(
-                    block_document_id=block_id,
-                    subject="⚠️ CRITICAL: queue manager {{ flow_run.state.name }}",
-                    body=MANAGER_STOPPED_TEXT,
-                )
-                for block_id in block_ids
-            ],
+            actions=_to_every_channel(
+                block_ids,
+                subject="⚠️ CRITICAL: queue manager {{ flow_run.state.name }}",
+                body=MANAGER_STOPPED_TEXT,
+            ),
         ),
+    ]
+
+
+def _to_every_channel(block_ids: list[UUID], *, subject: str, body: str) -> list[SendNotification]:
+    return [
+        SendNotification(block_document_id=block_id, subject=subject, body=body)
+        for block_id in block_ids
     ]
 
 

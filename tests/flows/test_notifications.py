@@ -19,7 +19,7 @@ from biasbench.queue.control import cancel, set_paused
 from biasbench.queue.submit import submit
 from deployments.notifications import MANAGER_STOPPED, SEND_MESSAGES
 from deployments.telegram import TelegramBot
-from tests.support.notifications import telegram_for_tests, wait_for_message
+from tests.support.notifications import wait_for_message
 from tests.support.openai_server import closed_port_url
 from tests.support.smtp_server import smtp_server
 from tests.support.stack import REPO, RunningStack, queue_stack
@@ -47,24 +47,15 @@ def inbox() -> Iterator[tuple[dict[str, str], list[EmailMessage]]]:
 
 
 @pytest.fixture(scope="module")
-def telegram_env(
-    inbox: tuple[dict[str, str], list[EmailMessage]],
-) -> Iterator[tuple[TelegramServer, dict[str, str]]]:
-    with telegram_for_tests() as (server, env):
-        yield server, {**env, **inbox[0]}
-
-
-@pytest.fixture(scope="module")
-def telegram(telegram_env: tuple[TelegramServer, dict[str, str]]) -> TelegramServer:
-    return telegram_env[0]
-
-
-@pytest.fixture(scope="module")
 def stack(
-    prefect_server: str, home: Path, telegram_env: tuple[TelegramServer, dict[str, str]]
+    prefect_server: str,
+    home: Path,
+    telegram_env: tuple[TelegramServer, dict[str, str]],
+    inbox: tuple[dict[str, str], list[EmailMessage]],
 ) -> Iterator[RunningStack]:
+    channels = {**telegram_env[1], **inbox[0]}  # Telegram and e-mail
     with queue_stack(
-        prefect_server, f"sqlite:///{home / 'queue.db'}", home, extra_env=telegram_env[1]
+        prefect_server, f"sqlite:///{home / 'queue.db'}", home, extra_env=channels
     ) as running:
         yield running
 

@@ -20,7 +20,7 @@ from biasbench.db.models import BenchmarkResult, BenchmarkRun
 from biasbench.queue.control import cancel, retry, set_paused
 from biasbench.queue.submit import submit
 from biasbench.results import result_of_flow_run
-from tests.support.notifications import telegram_for_tests, wait_for_message
+from tests.support.notifications import wait_for_message
 from tests.support.openai_server import Delay, OpenAIServer, Status
 from tests.support.processes import alive, flow_process_pids, launcher_pid
 from tests.support.stack import RunningStack, queue_stack
@@ -33,17 +33,6 @@ MODEL = "test-model"
 @pytest.fixture(scope="module")
 def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("faults")
-
-
-@pytest.fixture(scope="module")
-def telegram_env() -> Iterator[tuple[TelegramServer, dict[str, str]]]:
-    with telegram_for_tests() as pair:
-        yield pair
-
-
-@pytest.fixture(scope="module")
-def telegram(telegram_env: tuple[TelegramServer, dict[str, str]]) -> TelegramServer:
-    return telegram_env[0]
 
 
 @pytest.fixture(scope="module")
