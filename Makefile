@@ -39,10 +39,12 @@ lint: install
 ## make check: everything CI would want to see green
 check: lint test
 
-## make bench: the LLM client's throughput, then the queue's idle gap between tasks (perf/README.md)
+## make bench: the LLM client's throughput, the queue's idle gap between tasks, a failure's message latency
+## (perf/README.md; perf/queue_api_latency.py also needs PostgreSQL and runs on its own)
 bench: install
 	$(PY) perf/llm_throughput.py
 	$(PY) perf/queue_idle_gap.py
+	$(PY) perf/notify_latency.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
