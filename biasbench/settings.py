@@ -109,7 +109,9 @@ class Settings(BaseSettings):
 
     @property
     def telegram_configured(self) -> bool:
-        return self.telegram_bot_token is not None and bool(self.telegram_chat_id)
+        # Empty values (as copied from .env.example) mean "not configured".
+        token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
+        return bool(token and self.telegram_chat_id)
 
     @property
     def email_configured(self) -> bool:
