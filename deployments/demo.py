@@ -16,6 +16,7 @@ from biasbench.queue.gateway import FlowNames, as_queue_run
 from biasbench.queue.model import TERMINAL, QueueRun, QueueStatus
 from biasbench.queue.submit import submit
 from biasbench.settings import Settings
+from deployments.notifications import describe_channels
 
 FAKE = {"llm": "fake", "model_name": "fake-model"}
 
@@ -98,7 +99,19 @@ async def summary(tasks: list[Submitted], ui_url: str) -> str:
                 f"  {task.label:14} {flow_run.state_name or '':10} {took}  "
                 f"{ui_url}/runs/flow-run/{task.run_id}"
             )
-    lines += ["", f"  domain database  {Settings().db_url}", f"  Prefect UI       {ui_url}"]
+    settings = Settings()
+    on = describe_channels(settings)
+    messages = (
+        f"sent to {', '.join(on)} (make notify-test checks them)"
+        if on
+        else "in the queue manager's log only (set TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID)"
+    )
+    lines += [
+        "",
+        f"  domain database  {settings.db_url}",
+        f"  Prefect UI       {ui_url}",
+        f"  messages         {messages}",
+    ]
     return "\n".join(lines)
 
 

@@ -136,7 +136,18 @@ async def ensure_notifications(client: PrefectClient, settings: Settings) -> lis
         else:
             for existing in await client.read_automations_by_name(automation.name):
                 await client.delete_automation(existing.id)
-    return [name for name, block in wanted.items() if block is not None]
+    return describe_channels(settings)
+
+
+def describe_channels(settings: Settings) -> list[str]:
+    """Where messages go, in words: "Telegram chat -100777", "e-mail to a@b"."""
+    described = []
+    for block in channels(settings).values():
+        if isinstance(block, TelegramBot):
+            described.append(f"Telegram chat {block.chat_id}")
+        elif isinstance(block, EmailNotification):
+            described.append(f"e-mail to {', '.join(block.recipients)}")
+    return described
 
 
 async def _delete_block(client: PrefectClient, name: str) -> None:

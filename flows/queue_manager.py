@@ -7,6 +7,7 @@ work pool and never takes a GPU slot; the GPU pool's concurrency limit is the nu
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -45,6 +46,7 @@ async def queue_manager(
     results: dict[str, TaskResult] = {}  # results never change once known
     notices = Notices(logger, engine)
     was_busy = False
+    idle_since: float | None = None
     was_paused: bool | None = None
     async with get_client() as client:
         while True:
@@ -89,13 +91,19 @@ async def queue_manager(
                     "Queue stopped: the current task has finished; queued tasks stay queued."
                 )
                 return
-            busy = any(r.status not in _DONE for r in runs.values())
-            if was_busy and not busy:
-                notices.queue("drained")
-            was_busy = busy
+            if any(r.status not in _DONE for r in runs.values()):
+                was_busy, idle_since = True, None
+            elif was_busy:
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= DRAINED_AFTER_SECONDS:
+                    notices.queue("drained")
+                    was_busy = False
             await asyncio.sleep(poll_seconds)
 
 
+# "All queued tasks processed" only once nothing new came for this long: a script submitting a
+# batch, or a user adding the next task, would otherwise get it between two submissions.
+DRAINED_AFTER_SECONDS = 3.0
 _DONE = {QueueStatus.DONE, QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
 
 
