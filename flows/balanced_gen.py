@@ -6,7 +6,6 @@ import asyncio
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset, store_balanced
@@ -17,7 +16,7 @@ from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.failures import named_critical_failures
 from flows.queue_turn import Priority, Upstream, wait_for_turn
-from flows.runtime import current_flow_run_id, database
+from flows.runtime import current_flow_run_id, database, publish_dataset_report
 
 
 @flow(name="balanced_gen", persist_result=True, result_serializer="json")
@@ -39,12 +38,9 @@ async def balanced_gen(
     await wait_for_turn()
     # Async for the reason given in pool_gen; the work itself runs in a thread.
     result, report = await asyncio.to_thread(_draw, dataset_id, n, seed, axes)
-    if report is not None:
-        await acreate_markdown_artifact(
-            key=f"dataset-{result.dataset_id}",
-            markdown=report,
-            description=f"Balanced dataset {result.dataset_id}: achieved marginals",
-        )
+    await publish_dataset_report(
+        result, report, f"Balanced dataset {result.dataset_id}: achieved marginals"
+    )
     return result
 
 

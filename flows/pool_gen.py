@@ -6,7 +6,6 @@ import asyncio
 from typing import Annotated
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
 
 from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
@@ -16,7 +15,7 @@ from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.failures import named_critical_failures
 from flows.queue_turn import Priority, Upstream, wait_for_turn
-from flows.runtime import current_flow_run_id, database
+from flows.runtime import current_flow_run_id, database, publish_dataset_report
 
 
 @flow(name="pool_gen", persist_result=True, result_serializer="json")
@@ -36,12 +35,7 @@ async def pool_gen(
     # An async flow: Prefect's sync engine spends up to 1 s joining its heartbeat thread after
     # the run ends, idle GPU time between tasks. The CPU and database work runs in a thread.
     result, report = await asyncio.to_thread(_make_pool, n, temperature, age_from, age_to, seed)
-    if report is not None:
-        await acreate_markdown_artifact(
-            key=f"dataset-{result.dataset_id}",
-            markdown=report,
-            description=f"Pool dataset {result.dataset_id}",
-        )
+    await publish_dataset_report(result, report, f"Pool dataset {result.dataset_id}")
     return result
 
 

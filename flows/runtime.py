@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
 from sqlalchemy import Engine
@@ -13,6 +14,7 @@ from sqlalchemy import Engine
 from biasbench.db.engine import ready_engine
 from biasbench.llm.base import ChatClient
 from biasbench.llm.factory import Backend, make_chat_client
+from biasbench.results import TaskResult
 from biasbench.settings import Settings
 
 
@@ -57,3 +59,12 @@ async def ready_chat_client(
         yield client
     finally:
         await client.aclose()
+
+
+async def publish_dataset_report(result: TaskResult, report: str | None, description: str) -> None:
+    """The new dataset's report as a markdown artifact keyed by the dataset; None when a re-run
+    found its dataset already made (the artifact exists)."""
+    if report is not None:
+        await acreate_markdown_artifact(
+            key=f"dataset-{result.dataset_id}", markdown=report, description=description
+        )
