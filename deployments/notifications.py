@@ -12,6 +12,7 @@ log only."""
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 from uuid import UUID
 
 from prefect.blocks.abstract import NotificationBlock, NotificationError
@@ -136,13 +137,17 @@ async def ensure_notifications(client: PrefectClient, settings: Settings) -> lis
         else:
             for existing in await client.read_automations_by_name(automation.name):
                 await client.delete_automation(existing.id)
-    return describe_channels(settings)
+    return _described(wanted.values())
 
 
 def describe_channels(settings: Settings) -> list[str]:
     """Where messages go, in words: "Telegram chat -100777", "e-mail to a@b"."""
+    return _described(channels(settings).values())
+
+
+def _described(blocks: Iterable[NotificationBlock | None]) -> list[str]:
     described = []
-    for block in channels(settings).values():
+    for block in blocks:
         if isinstance(block, TelegramBot):
             described.append(f"Telegram chat {block.chat_id}")
         elif isinstance(block, EmailNotification):

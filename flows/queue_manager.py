@@ -18,7 +18,7 @@ from biasbench.db.engine import session_scope
 from biasbench.queue import control
 from biasbench.queue.decide import decide
 from biasbench.queue.gateway import FlowNames, apply, read_queue
-from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, QueueRun, QueueStatus
+from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, TERMINAL, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
 from flows.notices import Notices
@@ -91,7 +91,7 @@ async def queue_manager(
                     "Queue stopped: the current task has finished; queued tasks stay queued."
                 )
                 return
-            if any(r.status not in _DONE for r in runs.values()):
+            if any(r.status not in TERMINAL for r in runs.values()):
                 was_busy, idle_since = True, None
             elif was_busy:
                 idle_since = idle_since or time.monotonic()
@@ -104,7 +104,6 @@ async def queue_manager(
 # "All queued tasks processed" only once nothing new came for this long: a script submitting a
 # batch, or a user adding the next task, would otherwise get it between two submissions.
 DRAINED_AFTER_SECONDS = 3.0
-_DONE = {QueueStatus.DONE, QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
 
 
 def _completed_upstreams(runs: dict[str, QueueRun]) -> set[str]:

@@ -23,7 +23,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -39,6 +38,7 @@ from biasbench.queue.submit import submit
 from deployments.automations import ensure_automation
 from deployments.stack import Stack
 from deployments.telegram import TelegramBot
+from tests.support.notifications import wait_for_message
 from tests.support.telegram_server import CHAT_ID, TOKEN, TelegramServer
 
 PORT = 4262
@@ -67,16 +67,6 @@ async def add_baseline(server: TelegramServer) -> None:
         )
 
 
-def arrival(server: TelegramServer, *parts: str, timeout: float = 60) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in list(server.messages):
-            if all(p in message.text for p in parts):
-                return message.received
-        time.sleep(0.02)
-    raise TimeoutError(f"no message with {parts}")
-
-
 async def fail_one(server: TelegramServer, i: int) -> tuple[float, float]:
     label = f"perf-broken-{i}"
     async with get_client() as client:
@@ -90,9 +80,9 @@ async def fail_one(server: TelegramServer, i: int) -> tuple[float, float]:
             await asyncio.sleep(0.1)
     assert run.state is not None
     failed_at = run.state.timestamp.timestamp()
-    ours = await asyncio.to_thread(arrival, server, "❌ <b>Failed</b>", label)
-    baseline = await asyncio.to_thread(arrival, server, f"baseline {run_id}")
-    return ours - failed_at, baseline - failed_at
+    ours = await asyncio.to_thread(wait_for_message, server, "❌ <b>Failed</b>", label)
+    baseline = await asyncio.to_thread(wait_for_message, server, f"baseline {run_id}")
+    return ours.received - failed_at, baseline.received - failed_at
 
 
 def main() -> int:

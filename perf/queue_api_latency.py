@@ -50,7 +50,6 @@ import contextvars
 import os
 import shutil
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -94,6 +93,7 @@ from queue_api.ids import TaskIds
 from queue_api.labels import default_label
 from queue_api.settings import ApiSettings
 from queue_api.tasks import TaskReader
+from tests.support.ports import free_port
 
 PORT = 4261
 BATCH = 100  # Prefect's limit for one bulk create
@@ -205,9 +205,7 @@ async def populate(tasks: int, prefect_db: str, held: int = 50) -> None:
 
 
 def serve_shim(db_url: str) -> tuple[str, uvicorn.Server]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     app = create_app(ApiSettings(), Settings(db_url=db_url))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     # In this context: the thread then sees the stack's PREFECT_API_URL (a temporary setting,

@@ -15,13 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.support.ports import free_port
 from tests.support.stack import REPO
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -39,7 +34,7 @@ def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
 def test_serve_runs_tasks_submitted_over_the_queue_api_and_stops_cleanly(
     prefect_server: str, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("TELEGRAM_", "SMTP_"))},
         "PREFECT_API_URL": prefect_server,

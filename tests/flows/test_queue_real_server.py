@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -28,16 +27,11 @@ from biasbench.queue.gateway import deployment_name
 from biasbench.queue.model import GPU_POOL
 from biasbench.queue.submit import submit
 from deployments.stack import Stack
+from tests.support.ports import free_port
 from tests.support.waiting import wait_final
 
 HEARTBEAT_TIMEOUT = 45  # the shortest allowed: heartbeats come every 30 s
 SLOW = {"llm": "fake", "model_name": "fake-model@slow=0.3", "batch_size": 4}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

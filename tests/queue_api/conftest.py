@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,13 +15,8 @@ import uvicorn
 from biasbench.settings import Settings
 from queue_api.app import create_app
 from queue_api.settings import ApiSettings
+from tests.support.ports import free_port
 from tests.support.stack import RunningStack, queue_stack
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.support.ports import free_port
+
 Answer = Callable[[Sequence[dict[str, Any]], str], str]
 
 
@@ -350,10 +352,7 @@ class OpenAIServer:
 
 def closed_port_url() -> str:
     """The URL of a loopback port that nothing listens on (bound, then closed): refuses at once."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 # --- standalone, multi-process mode (for perf/) ---------------------------------------------

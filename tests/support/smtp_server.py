@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from tests.support.ports import free_port
 
 
 class _Inbox:
@@ -27,10 +28,8 @@ class _Inbox:
 def smtp_server() -> Iterator[tuple[Controller, list[EmailMessage]]]:
     """The running server (host, port) and the list its messages arrive in."""
     inbox = _Inbox()
-    with socket.socket() as probe:  # aiosmtpd needs a concrete port to check it is up
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    # aiosmtpd needs a concrete port: it connects to it to see that it is up.
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         yield controller, inbox.messages
