@@ -1,29 +1,28 @@
 """The exceptions of the domain, and which of them are critical.
 
-    BiasBenchError
-    ├── FieldError             about one input field, which it names (a ValueError)
-    │   ├── InvalidConfig      bad task input
-    │   ├── NotFound           a referenced dataset/run does not exist
-    │   └── InvalidSubmission  (also a QueueError) a task's type, config or upstream is wrong
-    ├── QueueError             a queue operation cannot be done
-    │   ├── InvalidSubmission  see above
-    │   └── UnknownTask        no such task
+    BiasBenchError             `field`: the input field it is about, if any
+    ├── InvalidConfig          a task's input is wrong                        (the API: 400)
+    ├── NotFound               a task, dataset or run that is named does not exist      (404)
+    ├── QueueError             a queue operation cannot be done                         (400)
+    │   ├── InvalidSubmission  a task's type, config or upstream is wrong               (400)
+    │   └── NotAllowedNow      the task's status does not allow it (retry a running task) (409)
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
     │   └── LLMResponseError   the server answered, but not usefully (4xx, 5xx after retries)
     └── ParseError             an answer could not be read; recorded as a failure, never fatal
 
-`CriticalFailure` is a marker mixed into the types that mean "the machine or its services are
-broken, a human should look now". `critical_kind()` names the kind of a critical failure from the
-exception's type (ours, or MemoryError, a database connection error, a CUDA error), never by
-matching words in a message. A task flow ends such a run in a Failed state named after the kind
-("LLM unreachable"), so the queue, the UI and the notifications see it without the exception.
+Critical failures mean "the machine or its services are broken, a human should look now".
+`critical_kind()` names the kind of a critical failure from the exception's type (ours, or
+MemoryError, a database connection error, a CUDA error), never by matching words in a message. A
+task flow ends such a run in a Failed state named after the kind ("LLM unreachable"), so the
+queue, the UI and the notifications see it without the exception.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sqlalchemy import exc as sql
 
@@ -58,52 +57,57 @@ CRITICAL_STATE_NAMES = {
 }
 
 
-class CriticalFailure(Exception):
-    """Marker: the infrastructure (LLM server, GPU, database) is broken, not the task input."""
-
-    kind: Critical
-
-
 class BiasBenchError(Exception):
-    """Base of every error the domain raises on purpose."""
+    """Base of every error the domain raises on purpose. `str(error)` is "<field>: <message>"
+    when it is about one input field, which `field` names. `critical` is set on the types that
+    mean "the infrastructure is broken, a human should look now"."""
 
+    critical: ClassVar[Critical | None] = None
 
-class FieldError(BiasBenchError, ValueError):
-    """An error about one input field, which it names: `str(error)` is "<field>: <message>"."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
         self.field = field
 
 
-class InvalidConfig(FieldError):
+class InvalidConfig(BiasBenchError):
     """A task's input is wrong."""
 
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field=field)
 
-class NotFound(FieldError):
-    """A dataset, run or model that the input refers to does not exist."""
+
+class NotFound(BiasBenchError):
+    """A task, dataset, run or model that the input (or the request's path) names does not
+    exist."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        super().__init__(message, field=field)
 
 
 class QueueError(BiasBenchError):
     """A queue operation cannot be done (e.g. the deployments are missing)."""
 
 
-class InvalidSubmission(QueueError, FieldError):
+class InvalidSubmission(QueueError):
     """A submission is refused before anything is created."""
 
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message, field=field)
 
-class UnknownTask(QueueError, LookupError):
-    """A task id that the queue does not know."""
+
+class NotAllowedNow(QueueError):
+    """What the task's status (or its dependents) does not allow now: cancel a finished task,
+    retry a running one, remove one that others wait for."""
 
 
 class LLMError(BiasBenchError):
     """Talking to the LLM server went wrong."""
 
 
-class LLMUnreachable(LLMError, CriticalFailure):
+class LLMUnreachable(LLMError):
     """The LLM server cannot be reached at all (after retries)."""
 
-    kind = LLM_UNREACHABLE
+    critical = LLM_UNREACHABLE
 
 
 class LLMModelNotServed(LLMError):
@@ -123,8 +127,8 @@ class ParseError(BiasBenchError):
 
 
 def _kind_of_type(exc: BaseException) -> Critical | None:
-    if isinstance(exc, CriticalFailure):
-        return exc.kind
+    if isinstance(exc, BiasBenchError) and exc.critical is not None:
+        return exc.critical
     if isinstance(exc, MemoryError):
         return OUT_OF_MEMORY
     # Connection errors and an exhausted pool; not IntegrityError and the like (a bug or bad data).

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from prefect import get_client
 
-from biasbench.queue.gateway import FlowNames, as_queue_run
-from biasbench.queue.model import TERMINAL, QueueRun, QueueStatus
+from biasbench.queue import gateway
+from biasbench.queue.model import QueueRun, QueueStatus
 from biasbench.queue.submit import submit
 from biasbench.settings import Settings
 from deployments.notifications import describe_channels
@@ -65,22 +65,17 @@ async def submit_demo() -> list[Submitted]:
 
 async def watch(tasks: list[Submitted], timeout: float = 900) -> list[QueueRun]:
     """Print each status change; return when every task is final."""
-    names = FlowNames()
     seen: dict[str, str] = {}
     deadline = time.monotonic() + timeout
     async with get_client() as client:
         while True:
-            runs = []
-            for task in tasks:
-                flow_run = await client.read_flow_run(task.run_id)  # type: ignore[arg-type]
-                task_type = await names.task_type(client, flow_run.flow_id)
-                assert task_type is not None
-                run = as_queue_run(flow_run, task_type)
-                runs.append(run)
+            by_id = await gateway.runs_by_id(client, [t.run_id for t in tasks])
+            runs = [by_id[task.run_id] for task in tasks]
+            for task, run in zip(tasks, runs, strict=True):
                 if seen.get(task.run_id) != run.status:
                     seen[task.run_id] = run.status
                     print(f"  {time.strftime('%H:%M:%S')}  {task.label:14} {run.status}")
-            if all(r.status in TERMINAL for r in runs) or time.monotonic() > deadline:
+            if all(r.is_final for r in runs) or time.monotonic() > deadline:
                 return runs
             await asyncio.sleep(1)
 

@@ -19,19 +19,10 @@ from types import TracebackType
 
 import httpx
 from prefect import get_client
-from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-)
-from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.settings import PREFECT_API_URL, temporary_settings
-from prefect.states import Cancelling
 
-from biasbench.queue import control
-from biasbench.queue.gateway import held_state
-from biasbench.queue.model import GPU_POOL, MANAGER_DEPLOYMENT, MANAGER_POOL, QUEUE_TAG
+from biasbench.queue import control, gateway
+from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from deployments.launcher import SOCKET_ENV
 from deployments.setup import PROJECT_DIR, setup
 from deployments.warm_start import wait_ready, warm_start_command
@@ -178,40 +169,11 @@ def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRA
         pass
 
 
-async def _runs(client: PrefectClient, *, manager: bool, types: list[StateType]) -> list[FlowRun]:
-    deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
-    runs = await client.read_flow_runs(
-        flow_run_filter=FlowRunFilter(
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types))
-        )
-    )
-    if manager:
-        return [r for r in runs if r.deployment_id == deployment.id]
-    return [r for r in runs if QUEUE_TAG in r.tags]
-
-
-ACTIVE = [StateType.RUNNING, StateType.PENDING, StateType.CANCELLING]
-
-
 async def wind_down(timeout: float = 20) -> None:
     """Cancel the manager and the running task (their processes are stopped by the workers),
     then put the task back in the queue: nothing submitted is lost, and a retry resumes."""
     async with get_client() as client:
-        manager = await _runs(client, manager=True, types=[*ACTIVE, StateType.SCHEDULED])
-        tasks = await _runs(client, manager=False, types=ACTIVE)
-        for run in [*manager, *tasks]:
-            await client.set_flow_run_state(
-                run.id, Cancelling(message="the queue is stopping"), force=True
-            )
-        deadline = time.monotonic() + timeout
-        for run in [*manager, *tasks]:
-            while time.monotonic() < deadline:
-                state = (await client.read_flow_run(run.id)).state
-                if state is None or state.is_final():
-                    break
-                await asyncio.sleep(0.5)
-        for run in tasks:
-            await client.set_flow_run_state(run.id, held_state(), force=True)
+        await gateway.wind_down(client, timeout)
 
 
 async def _start_manager() -> None:

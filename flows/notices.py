@@ -13,22 +13,17 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
-from datetime import timedelta
+from collections.abc import Mapping, Set
 from typing import Any
-from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun
 from prefect.events import emit_event
 from prefect.utilities.urls import url_for
 from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
 from biasbench.errors import critical_of_state
-from biasbench.queue.decide import held_dependents
-from biasbench.queue.gateway import as_queue_run
+from biasbench.queue import gateway
 from biasbench.queue.messages import (
     TaskSeen,
     completion_text,
@@ -36,7 +31,7 @@ from biasbench.queue.messages import (
     queue_text,
     subject,
 )
-from biasbench.queue.model import TERMINAL, QueueRun, QueueStatus
+from biasbench.queue.model import QueueRun, QueueStatus, counting_stalls, held_dependents
 from biasbench.results import result_of_flow_run
 
 QUEUE_RESOURCE = {"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"}
@@ -48,8 +43,6 @@ MESSAGE_EVENTS = (
     "biasbench.queue.paused",
     "biasbench.queue.drained",
 )
-
-View = Callable[[Mapping[str, QueueRun]], dict[str, QueueRun]]
 
 
 class Notices:
@@ -66,34 +59,30 @@ class Notices:
             self._tally.clear()
         self._emit(f"biasbench.queue.{what}", QUEUE_RESOURCE, text)
 
-    async def tasks(self, client: PrefectClient, runs: Mapping[str, QueueRun], view: View) -> None:
+    async def tasks(
+        self, client: PrefectClient, runs: Mapping[str, QueueRun], stalled: Set[str]
+    ) -> None:
         """Announce the task runs that finished since the last look. `runs` is this look's
-        snapshot; `view` is how the manager reads states (a stalled run counts as failed)."""
-        ended = {
-            run_id: run
-            for run_id, run in self._unfinished.items()
-            if run_id not in runs or runs[run_id].status in TERMINAL
-        }
-        self._unfinished = {i: r for i, r in runs.items() if r.status not in TERMINAL}
+        snapshot; `stalled` the runs the manager stopped for making no progress (failed)."""
+        runs = counting_stalls(runs, stalled)
+        ended = [
+            run_id for run_id in self._unfinished if run_id not in runs or runs[run_id].is_final
+        ]
+        self._unfinished = {i: r for i, r in runs.items() if not r.is_final}
         if not ended:
             return
-        flow_runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ended]))
-        )
-        for flow_run in flow_runs:
-            seen = as_queue_run(flow_run, ended[str(flow_run.id)].task_type)
-            run = view({seen.id: seen})[seen.id]
-            if run.status not in TERMINAL:
+        for run in counting_stalls(await gateway.runs_by_id(client, ended), stalled).values():
+            if not run.is_final:
                 self._unfinished[run.id] = run  # e.g. a stalled run still being stopped
                 continue
             self._tally[run.status.value] += 1
             try:
-                self._announce(run, flow_run, runs)
+                self._announce(run, runs)
             except Exception:  # a message must never stop the queue
                 self._logger.exception("No message for task %s: writing it failed", run.id)
 
-    def _announce(self, run: QueueRun, flow_run: FlowRun, runs: Mapping[str, QueueRun]) -> None:
-        task = TaskSeen(run.task_type, run.name, url_for("flow-run", obj_id=flow_run.id))
+    def _announce(self, run: QueueRun, runs: Mapping[str, QueueRun]) -> None:
+        task = TaskSeen(run.task_type, run.name, url_for("flow-run", obj_id=run.id))
         resource = {
             "prefect.resource.id": f"prefect.flow-run.{run.id}",
             "prefect.resource.name": run.name,
@@ -101,13 +90,13 @@ class Notices:
         if run.status is QueueStatus.DONE:
             with session_scope(self._engine) as session:
                 result = result_of_flow_run(session, run.id)
-            text = completion_text(task, duration=_duration(flow_run), result=result)
+            text = completion_text(task, duration=run.run_time, result=result)
             self._emit("biasbench.task.completed", resource, text)
         elif run.status is QueueStatus.FAILED:
             critical = critical_of_state(run.state_type, run.state_name)
             text = failure_text(
                 task,
-                error=flow_run.state.message if flow_run.state else None,
+                error=run.state_message,
                 critical=critical,
                 dependents=len(held_dependents(run.id, runs)),
             )
@@ -123,11 +112,3 @@ class Notices:
         self._logger.log(level, "Message: %s", text.replace("\n", " | "))
         payload = {"text": text, "subject": subject(text), **facts}
         emit_event(event=event, resource=resource, payload=payload)
-
-
-def _duration(flow_run: FlowRun) -> timedelta | None:
-    if flow_run.total_run_time:
-        return flow_run.total_run_time
-    if flow_run.start_time and flow_run.end_time:
-        return flow_run.end_time - flow_run.start_time
-    return None

@@ -15,10 +15,9 @@ from prefect import flow, get_client, get_run_logger
 from pydantic import Field
 
 from biasbench.db.engine import session_scope
-from biasbench.queue import control
+from biasbench.queue import gateway
 from biasbench.queue.decide import decide
-from biasbench.queue.gateway import FlowNames, apply, read_queue
-from biasbench.queue.model import GPU_POOL, MANAGER_FLOW, TERMINAL, QueueRun, QueueStatus
+from biasbench.queue.model import MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
 from flows.notices import Notices
@@ -42,7 +41,6 @@ async def queue_manager(
     settings = Settings()
     engine = database(settings)
     stall_watch = StallWatch(stall_seconds or settings.queue_stall_seconds)
-    names = FlowNames()
     results: dict[str, TaskResult] = {}  # results never change once known
     notices = Notices(logger, engine)
     was_busy = False
@@ -50,16 +48,15 @@ async def queue_manager(
     was_paused: bool | None = None
     async with get_client() as client:
         while True:
-            pool = await client.read_work_pool(GPU_POOL)
-            paused = bool(pool.is_paused)
-            stopping = await control.stop_requested()
-            runs = await read_queue(client, names)
+            pool = await gateway.read_pool(client)
+            stopping = await gateway.stop_requested()
+            runs = await gateway.read_queue(client)
             if was_paused is None:
-                notices.queue("started", waiting=sum(r.held for r in runs.values()))
-            if paused != was_paused and (paused or was_paused is not None):
+                notices.queue("started", waiting=sum(r.is_held for r in runs.values()))
+            if pool.paused != was_paused and (pool.paused or was_paused is not None):
                 # Also when it starts paused: users learn the queue is up but holding.
-                notices.queue("paused" if paused else "resumed")
-            was_paused = paused
+                notices.queue("paused" if pool.paused else "resumed")
+            was_paused = pool.paused
 
             for run_id in await stall_watch.check(client, runs):
                 logger.warning(
@@ -67,31 +64,31 @@ async def queue_manager(
                     run_id,
                     stall_watch.after_seconds,
                 )
-            runs = stall_watch.view(runs)
-            await notices.tasks(client, runs, stall_watch.view)
+            await notices.tasks(client, runs, stall_watch.stalled)
             with session_scope(engine) as session:
                 for run_id in _completed_upstreams(runs):
                     if run_id not in results and (found := result_of_flow_run(session, run_id)):
                         results[run_id] = found
             actions = decide(
                 runs,
-                slots=pool.concurrency_limit or 1,
-                accepting=not (paused or stopping),
+                slots=pool.slots,
+                accepting=not (pool.paused or stopping),
                 results=results,
                 now=datetime.now(UTC),
+                stalled=stall_watch.stalled,
             )
             if actions:
                 logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
-                await apply(client, runs, actions)
+                await gateway.apply(client, runs, actions)
 
             if stopping and not any(r.occupies_slot for r in runs.values()):
-                await control.clear_stop()
+                await gateway.clear_stop()
                 notices.queue("stopped")
                 logger.info(
                     "Queue stopped: the current task has finished; queued tasks stay queued."
                 )
                 return
-            if any(r.status not in TERMINAL for r in runs.values()):
+            if not all(r.is_final for r in runs.values()):
                 was_busy, idle_since = True, None
             elif was_busy:
                 idle_since = idle_since or time.monotonic()
@@ -110,7 +107,7 @@ def _completed_upstreams(runs: dict[str, QueueRun]) -> set[str]:
     return {
         u
         for r in runs.values()
-        if r.held
+        if r.is_held
         for u in r.upstream
         if u in runs and runs[u].status is QueueStatus.DONE
     }

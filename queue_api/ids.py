@@ -11,6 +11,7 @@ from sqlalchemy import Engine, select
 from biasbench.db.engine import session_scope
 from biasbench.db.models import QueueTaskId
 from biasbench.db.upsert import insert_ignoring_duplicates
+from biasbench.errors import NotFound
 
 
 class TaskIds:
@@ -36,6 +37,11 @@ class TaskIds:
 
     def id_for(self, flow_run_id: str) -> int:
         return self.ids_for([flow_run_id])[flow_run_id]
+
+    def flow_run_of(self, task_id: int) -> str:
+        if (flow_run_id := self.flow_run_for(task_id)) is None:
+            raise NotFound(None, f"task {task_id} does not exist")
+        return flow_run_id
 
     def flow_run_for(self, task_id: int) -> str | None:
         with session_scope(self.engine) as session:

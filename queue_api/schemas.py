@@ -1,23 +1,26 @@
 """The /queue contract (../shared/original-system.md §1): every field name and type that existing
-clients read or send. Extensions old clients can ignore: `depends_on` may be a list, `priority`."""
+clients read or send, named by role. Extensions old clients can ignore: `depends_on` may be a
+list, `priority`. Task types and statuses are the domain's enums."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from biasbench.queue.model import QueueStatus, TaskType
+
 # Ids are stored as 64-bit integers; anything larger cannot name a task.
 TaskIdValue = Annotated[int, Field(ge=1, le=2**63 - 1)]
-TaskTypeName = Literal["benchmark", "attrgen", "pool_gen", "balanced_gen"]
-Status = Literal["queued", "waiting", "running", "done", "failed", "cancelled", "skipped"]
 
 
-class AddTask(BaseModel):
+class TaskSubmit(BaseModel):
+    """POST /queue/add."""
+
     model_config = ConfigDict(extra="forbid")
 
-    task_type: TaskTypeName
+    task_type: TaskType
     config: dict[str, Any] = Field(default_factory=dict)
     label: str | None = Field(default=None, max_length=200)
     depends_on: TaskIdValue | list[TaskIdValue] | None = Field(
@@ -27,8 +30,14 @@ class AddTask(BaseModel):
         default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first (an extension)."
     )
 
+    @property
+    def upstream_ids(self) -> list[int]:
+        if self.depends_on is None:
+            return []
+        return self.depends_on if isinstance(self.depends_on, list) else [self.depends_on]
 
-class Added(BaseModel):
+
+class TaskCreated(BaseModel):
     task_id: int
 
 
@@ -38,10 +47,12 @@ class Progress(BaseModel):
     percent: float
 
 
-class QueueTask(BaseModel):
+class TaskPublic(BaseModel):
+    """A task as GET /queue and GET /queue/{id} show it."""
+
     id: int
-    task_type: TaskTypeName
-    status: Status
+    task_type: TaskType
+    status: QueueStatus
     position: int
     label: str | None
     created_at: datetime | None
@@ -56,12 +67,14 @@ class QueueTask(BaseModel):
     progress: Progress | None = None
 
 
-class Ok(BaseModel):
+class Message(BaseModel):
+    """The answer of every control endpoint."""
+
     ok: bool
     message: str
 
 
-class Stats(BaseModel):
+class QueueStats(BaseModel):
     total: int
     queued: int
     waiting: int

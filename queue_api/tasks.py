@@ -1,166 +1,96 @@
-"""Prefect flow runs (plus result ids and progress from the domain) → /queue tasks."""
+"""Queue runs (plus result ids and progress from the domain database) → /queue tasks."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterType,
-    FlowRunFilter,
-    FlowRunFilterId,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-    FlowRunFilterTags,
-)
-from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session
 
 from biasbench.db.engine import session_scope
-from biasbench.queue.gateway import PAGE, FlowNames, read_all_runs
-from biasbench.queue.model import QUEUE_TAG, QueueStatus, queue_status
-from biasbench.queue.progress import parse_progress
-from biasbench.results import result_of_flow_run
+from biasbench.queue import control, gateway
+from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus
+from biasbench.queue.progress import ProgressCount
+from biasbench.results import progress_of_flow_run, result_of_flow_run
 from queue_api.ids import TaskIds
-from queue_api.schemas import Progress, QueueTask
+from queue_api.schemas import Progress, QueueStats, TaskPublic
 
-QUEUE_PARAMETERS = ("upstream", "priority")
-ACTIVE_TYPES = [
-    StateType.SCHEDULED,
-    StateType.PENDING,
-    StateType.RUNNING,
-    StateType.CANCELLING,
-    StateType.PAUSED,
-]
-FINAL_TYPES = [StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
-ACTIVE = {QueueStatus.QUEUED, QueueStatus.WAITING, QueueStatus.RUNNING}
-_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any run of this queue
+_SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
 
 
-class TaskReader:
+class TaskViews:
+    """What the read endpoints return, each in one call."""
+
     def __init__(self, engine: Engine, ids: TaskIds) -> None:
         self.engine, self.ids = engine, ids
-        self.names = FlowNames()
 
-    async def active_runs(self, client: PrefectClient) -> list[FlowRun]:
-        """Every unfinished task: few, however long the history is."""
-        return await read_all_runs(client, _queue_filter(ACTIVE_TYPES))
-
-    async def newest_finished_runs(self, client: PrefectClient, limit: int) -> list[FlowRun]:
-        runs: list[FlowRun] = []
-        while len(runs) < limit:  # in pages: the server caps how many runs one read returns
-            page = await client.read_flow_runs(
-                flow_run_filter=_queue_filter(FINAL_TYPES),
-                sort=FlowRunSort.END_TIME_DESC,
-                limit=min(limit - len(runs), PAGE),
-                offset=len(runs),
-            )
-            runs.extend(page)
-            if len(page) < PAGE:
-                break
-        return runs
-
-    async def counts(self, client: PrefectClient) -> dict[QueueStatus, int]:
-        """Tasks per status, counted by the Prefect server in one call: its run history, as one
-        interval spanning every run, grouped by state type and name (no run is transferred)."""
-        end = datetime.now(UTC) + timedelta(days=36_500)  # schedules may lie in the future
-        response = await client.request(
-            "POST",
-            "/flow_runs/history",
-            json={
-                "history_start": _EPOCH.isoformat(),
-                "history_end": end.isoformat(),
-                "history_interval_seconds": (end - _EPOCH).total_seconds(),
-                "flow_runs": _queue_filter().model_dump(mode="json", exclude_unset=True),
-            },
+    async def listing(
+        self, client: PrefectClient, *, include_done: bool, limit: int
+    ) -> list[TaskPublic]:
+        """Active tasks first by position, then finished ones, newest first."""
+        active = await gateway.unfinished_runs(client)
+        done = await gateway.newest_finished_runs(
+            client, limit - len(active) if include_done else 0
         )
-        counts = dict.fromkeys(QueueStatus, 0)
-        for interval in response.json():
-            for state in interval["states"]:
-                status = queue_status(state["state_type"], state["state_name"])
-                counts[status] += state["count_runs"]
-        return counts
+        return in_contract_order(self.public([*active, *done]))[:limit]
 
-    async def run_of(self, client: PrefectClient, task_id: int) -> FlowRun | None:
-        flow_run_id = self.ids.flow_run_for(task_id)
-        if flow_run_id is None:
-            return None
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)]))
+    async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
+        (task,) = self.public([await self.run_of(client, task_id)])
+        return task
+
+    async def run_of(self, client: PrefectClient, task_id: int) -> QueueRun:
+        return await gateway.run_by_id(client, self.ids.flow_run_of(task_id))
+
+    async def stats(self, client: PrefectClient) -> QueueStats:
+        counts, state = await asyncio.gather(
+            gateway.count_by_status(client), control.queue_state(client)
         )
-        return runs[0] if runs else None
+        return QueueStats(
+            total=sum(counts.values()),
+            **{status.value: count for status, count in counts.items()},
+            executor_running=state.executor_running,
+            executor_paused=state.executor_paused,
+        )
 
-    async def tasks(self, client: PrefectClient, runs: Sequence[FlowRun]) -> list[QueueTask]:
-        ids = self.ids.ids_for(str(r.id) for r in sorted(runs, key=lambda r: r.created))  # type: ignore[arg-type, return-value]
-        tasks = []
-        for run in runs:
-            task_type = await self.names.task_type(client, run.flow_id)
-            if task_type is not None:
-                tasks.append(await self._task(client, run, task_type, ids))
-        return tasks
+    def public(self, runs: Sequence[QueueRun]) -> list[TaskPublic]:
+        # Ids are handed out in submission order to runs the API has not seen before.
+        by_submission = sorted(runs, key=lambda r: (r.submitted_at or r.created, r.id))
+        ids = self.ids.ids_for(r.id for r in by_submission)
+        with session_scope(self.engine) as session:
+            return [self._task(session, run, ids[run.id]) for run in runs]
 
-    async def _task(
-        self, client: PrefectClient, run: FlowRun, task_type: str, ids: dict[str, int]
-    ) -> QueueTask:
-        state = run.state
-        status = queue_status(state.type.value, state.name) if state else QueueStatus.QUEUED
-        upstream = [str(u) for u in (run.parameters.get("upstream") or [])]
-        upstream_ids = list(self.ids.ids_for(upstream).values())
-        result = None
-        if status is QueueStatus.DONE:
-            with session_scope(self.engine) as session:
-                result = result_of_flow_run(session, str(run.id))
-        task_id = ids[str(run.id)]
-        failed = status in {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
-        running = status is QueueStatus.RUNNING
-        progress = await self._progress(client, run.id) if running else None
-        return QueueTask(
+    def _task(self, session: Session, run: QueueRun, task_id: int) -> TaskPublic:
+        upstream_ids = list(self.ids.ids_for(run.upstream).values())
+        status = run.status
+        result = result_of_flow_run(session, run.id) if status is QueueStatus.DONE else None
+        progress = progress_of_flow_run(session, run.id) if run.is_running else None
+        return TaskPublic(
             id=task_id,
-            task_type=task_type,
-            status=status.value,
+            task_type=run.task_type,
+            status=status,
             position=task_id,
             label=run.name,
-            created_at=run.created,
-            started_at=run.start_time,
-            finished_at=run.end_time if state and state.is_final() else None,
-            error=(state.message or state.name) if failed and state else None,
+            created_at=run.submitted_at,
+            started_at=run.started_at,
+            finished_at=run.ended_at,
+            error=(run.state_message or run.state_name) if status in _SHOWS_ERROR else None,
             depends_on=upstream_ids[0] if len(upstream_ids) == 1 else (upstream_ids or None),
             result_run_id=result.run_id if result else None,
             result_run_type=result.run_type if result else None,
-            config={k: v for k, v in run.parameters.items() if k not in QUEUE_PARAMETERS},
-            priority=int(run.parameters.get("priority") or 0),
+            config=run.config,
+            priority=run.priority,
             # Only running tasks that have reported progress carry the field (else "absent").
-            **({"progress": progress} if progress is not None else {}),
+            **({"progress": _progress(progress)} if progress is not None else {}),
         )
 
-    async def _progress(self, client: PrefectClient, flow_run_id: UUID) -> Progress | None:
-        artifacts = await client.read_artifacts(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
-            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
-            sort=ArtifactSort.UPDATED_DESC,
-            limit=1,
-        )
-        count = parse_progress(artifacts[0].description) if artifacts else None
-        if count is None:
-            return None
-        return Progress(done=count.done, total=count.total, percent=count.percent)
+
+def _progress(count: ProgressCount) -> Progress:
+    return Progress(done=count.done, total=count.total, percent=count.percent)
 
 
-def _queue_filter(types: list[StateType] | None = None) -> FlowRunFilter:
-    """The queue's runs (every task run carries the tag), optionally of these state types."""
-    if types is None:
-        return FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG]))
-    return FlowRunFilter(
-        tags=FlowRunFilterTags(all_=[QUEUE_TAG]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
-    )
-
-
-def in_contract_order(tasks: list[QueueTask]) -> list[QueueTask]:
+def in_contract_order(tasks: list[TaskPublic]) -> list[TaskPublic]:
     """Active tasks first by position, then finished ones, newest first."""
     active = sorted((t for t in tasks if t.status in ACTIVE), key=lambda t: t.position)
     done = sorted(

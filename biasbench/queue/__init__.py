@@ -1,4 +1,11 @@
-"""The queue's vocabulary and decisions: task types, statuses, ordering, dependency wiring.
+"""The queue: its vocabulary, its decisions, and the one gateway to Prefect.
 
-`model` and `decide` are pure; `submit` and `snapshot` talk to the Prefect API. The queue-manager
-flow (flows/queue_manager.py) and the REST shim (queue_api/) both build on this package."""
+- `model`: task types, statuses, state sets, `QueueRun` (pure)
+- `decide`: the manager's rules, from a snapshot to actions (pure)
+- `messages`: the words of the queue's messages (pure)
+- `progress`: a task's progress as numbers (pure)
+- `gateway`: every Prefect call the queue makes
+- `submit`, `control`: what users do (submit, cancel, retry, remove, pause, start, stop)
+
+The queue-manager flow (flows/queue_manager.py) and the REST shim (queue_api/) both build on
+this package; they never import each other."""

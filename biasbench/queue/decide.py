@@ -5,7 +5,7 @@ Prefect, and keeps the manager flow a thin loop: snapshot → decide → apply."
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -17,6 +17,7 @@ from biasbench.queue.model import (
     SKIPPED,
     QueueRun,
     QueueStatus,
+    counting_stalls,
 )
 from biasbench.results import TaskResult
 
@@ -34,7 +35,9 @@ class Skip:
     """End the run as Skipped (an upstream failed, crashed, was skipped or cannot be found)."""
 
     run_id: str
-    reason: str
+    reason: str  # for people: names the upstream
+    upstream: str | None = None  # for the queue: the upstream whose end skips it (a retry of
+    # that upstream brings this run back); None when no upstream run is to blame (a cycle)
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class Cancel:
 
     run_id: str
     reason: str
+    upstream: str | None = None  # as for Skip
 
 
 @dataclass(frozen=True)
@@ -67,17 +71,21 @@ def _blocker(
     for upstream_id in run.upstream:
         upstream = runs.get(upstream_id)
         if upstream is None:
-            return Skip(run.id, f"upstream {upstream_id} does not exist")
+            return Skip(run.id, f"upstream {upstream_id} does not exist", upstream_id)
         status = upstream.status
         if status is QueueStatus.FAILED:
-            return Skip(run.id, f"upstream {describe(upstream)} failed")
+            return Skip(run.id, f"upstream {describe(upstream)} failed", upstream_id)
         if status is QueueStatus.SKIPPED:
-            return Skip(run.id, f"upstream {describe(upstream)} was skipped")
+            return Skip(run.id, f"upstream {describe(upstream)} was skipped", upstream_id)
         if status is QueueStatus.DONE and upstream_id not in results:
-            return Skip(run.id, f"upstream {describe(upstream)} completed without a result")
+            return Skip(
+                run.id, f"upstream {describe(upstream)} completed without a result", upstream_id
+            )
     for upstream_id in run.upstream:
         if runs[upstream_id].status is QueueStatus.CANCELLED:
-            return Cancel(run.id, f"upstream {describe(runs[upstream_id])} was cancelled")
+            return Cancel(
+                run.id, f"upstream {describe(runs[upstream_id])} was cancelled", upstream_id
+            )
     return None
 
 
@@ -112,7 +120,7 @@ def injected_parameters(
 def _ending(runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]) -> list[Skip | Cancel]:
     """Held runs that can never run: in a cycle, or behind a failed/skipped/cancelled upstream."""
     endings: list[Skip | Cancel] = []
-    for run in sorted((r for r in runs.values() if r.held), key=lambda r: r.order):
+    for run in sorted((r for r in runs.values() if r.is_held), key=lambda r: r.order):
         if _in_cycle(run, runs):
             endings.append(Skip(run.id, "its upstream tasks depend on it (a dependency cycle)"))
         elif (blocker := _blocker(run, runs, results)) is not None:
@@ -127,14 +135,16 @@ def decide(
     accepting: bool,
     results: Mapping[str, TaskResult],
     now: datetime | None = None,
+    stalled: Set[str] = frozenset(),
 ) -> list[Action]:
     """runs: every task the queue knows of, by id (held ones and their upstreams);
     slots: how many tasks may run at once; accepting: False while paused or stopping;
     results: the results of completed upstreams, by run id; now: the time, for runs that a
-    deployment schedule or the CLI made (they are due once their start time has come).
+    deployment schedule or the CLI made (they are due once their start time has come);
+    stalled: runs the manager stopped for making no progress (they count as failed).
 
     Cascades are resolved in one call: a run skipped here skips its own dependents too."""
-    view = dict(runs)
+    view = counting_stalls(runs, stalled)
     actions: list[Action] = []
     while endings := _ending(view, results):
         actions.extend(endings)
@@ -145,7 +155,7 @@ def decide(
             )
 
     ready: list[QueueRun] = []
-    for run in sorted((r for r in view.values() if r.held), key=lambda r: r.order):
+    for run in sorted((r for r in view.values() if r.is_held), key=lambda r: r.order):
         if any(view[u].status is not QueueStatus.DONE for u in run.upstream):
             if run.state_name != HELD_WAITING:
                 actions.append(Relabel(run.id, HELD_WAITING))
@@ -155,7 +165,7 @@ def decide(
     # A due run that the CLI, the UI or a schedule made is started by the worker on its own,
     # before anything released later (it is scheduled earlier), and then parks itself in the
     # queue. Releasing a run that comes after it in line would let that run jump it.
-    due = [r.order for r in view.values() if r.unreleased and r.created <= (now or r.created)]
+    due = [r.order for r in view.values() if r.is_unreleased and r.created <= (now or r.created)]
     if due:
         ready = [r for r in ready if r.order < min(due)]
     free = slots - sum(1 for r in view.values() if r.occupies_slot)
@@ -166,18 +176,3 @@ def decide(
         if run.state_name != HELD_QUEUED:
             actions.append(Relabel(run.id, HELD_QUEUED))
     return actions
-
-
-def held_dependents(run_id: str, runs: Mapping[str, QueueRun]) -> set[str]:
-    """Held runs that depend on `run_id`, directly or through other held runs: those that are
-    skipped or cancelled with it."""
-    found: set[str] = set()
-    frontier = {run_id}
-    while frontier:
-        frontier = {
-            r.id
-            for r in runs.values()
-            if r.held and r.id not in found and frontier.intersection(r.upstream)
-        }
-        found |= frontier
-    return found

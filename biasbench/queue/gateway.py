@@ -1,81 +1,127 @@
-"""Every Prefect API call of the queue: read a snapshot, apply decisions, submit tasks.
+"""Every Prefect API call the queue makes: the manager, the controls, submission and the /queue
+shim read and write task runs only through here, as `QueueRun`s.
 
 Prefect is the only record of a task's lifecycle; this module reads and writes states, never a
-copy of them."""
+copy of them. Reads page through every matching run: the server returns at most 200 per call."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
+from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterType,
+    FlowFilter,
+    FlowFilterName,
     FlowRunFilter,
+    FlowRunFilterDeploymentId,
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.states import Cancelled, Paused, Scheduled
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.states import Cancelled, Cancelling, Crashed, Failed, Paused, Scheduled
+from prefect.variables import Variable
 
+from biasbench.errors import NotFound, QueueError
 from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
+    ENDED_BY_TAG,
+    FINAL_TYPES,
+    GPU_POOL,
     HELD_QUEUED,
+    MANAGER_ACTIVE_TYPES,
+    MANAGER_DEPLOYMENT,
+    MANAGER_FLOW,
     QUEUE_TAG,
     RELEASED,
     RELEASING,
     SKIPPED,
-    TASK_TYPES,
+    STALLED,
+    STOP_VARIABLE,
+    UNFINISHED_TYPES,
     QueueRun,
+    QueueStatus,
     TaskType,
+    queue_status,
 )
 
-UNFINISHED = [
-    StateType.PAUSED,
-    StateType.SCHEDULED,
-    StateType.PENDING,
-    StateType.RUNNING,
-    StateType.CANCELLING,
-]
-PAGE = 200
+PAGE = 200  # the most runs the Prefect server returns per read
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any run of this queue
 
 
-async def read_all_runs(client: PrefectClient, flow_run_filter: FlowRunFilter) -> list[FlowRun]:
-    runs: list[FlowRun] = []
-    while True:
+# --- reading task runs ----------------------------------------------------------------------
+
+
+def _types(values: Iterable[str]) -> list[StateType]:
+    return [StateType(v) for v in sorted(values)]
+
+
+def _task_filter(state_types: Iterable[str] | None = None, **more: Any) -> FlowRunFilter:
+    """The queue's runs (every task run carries the tag), optionally of these state types."""
+    if state_types is not None:
+        more["state"] = FlowRunFilterState(type=FlowRunFilterStateType(any_=_types(state_types)))
+    return FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG]), **more)
+
+
+async def _read_all(
+    client: PrefectClient,
+    flow_run_filter: FlowRunFilter,
+    *,
+    sort: FlowRunSort = FlowRunSort.EXPECTED_START_TIME_ASC,
+    limit: int | None = None,
+    **filters: Any,
+) -> list[FlowRun]:
+    """Every matching run (or the first `limit`), page by page. A run that moves between pages
+    while we read is kept once."""
+    runs: dict[UUID, FlowRun] = {}
+    offset = 0
+    while limit is None or len(runs) < limit:
         page = await client.read_flow_runs(
             flow_run_filter=flow_run_filter,
-            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-            limit=PAGE,
-            offset=len(runs),
+            sort=sort,
+            limit=PAGE if limit is None else min(PAGE, limit - len(runs)),
+            offset=offset,
+            **filters,
         )
-        runs.extend(page)
+        offset += len(page)
+        runs.update((r.id, r) for r in page)
         if len(page) < PAGE:
-            return runs
+            break
+    return list(runs.values())
 
 
-class FlowNames:
-    """flow id -> task type, cached: flows never change their name."""
+_flow_names: dict[UUID, str] = {}  # flow id -> name: flows never change their name
 
-    def __init__(self) -> None:
-        self._names: dict[UUID, str] = {}
 
-    async def task_type(self, client: PrefectClient, flow_id: UUID) -> TaskType | None:
-        if flow_id not in self._names:
-            self._names[flow_id] = (await client.read_flow(flow_id)).name
-        name = self._names[flow_id]
-        return name if name in TASK_TYPES else None
+async def _task_type(client: PrefectClient, flow_id: UUID) -> TaskType | None:
+    if flow_id not in _flow_names:
+        _flow_names[flow_id] = (await client.read_flow(flow_id)).name
+    try:
+        return TaskType(_flow_names[flow_id])
+    except ValueError:  # not a task flow (e.g. the manager)
+        return None
 
 
 def as_queue_run(flow_run: FlowRun, task_type: TaskType) -> QueueRun:
     parameters = dict(flow_run.parameters)
-    upstream = parameters.get("upstream") or []
     state = flow_run.state
+    ended_by = [t.removeprefix(ENDED_BY_TAG) for t in flow_run.tags if t.startswith(ENDED_BY_TAG)]
+    run_time = flow_run.total_run_time or None
+    if run_time is None and flow_run.start_time and flow_run.end_time:
+        run_time = flow_run.end_time - flow_run.start_time
+    final = state is not None and state.type.value in FINAL_TYPES
     return QueueRun(
         id=str(flow_run.id),
         name=flow_run.name,
@@ -84,8 +130,15 @@ def as_queue_run(flow_run: FlowRun, task_type: TaskType) -> QueueRun:
         state_name=state.name if state else None,
         created=_joined_queue_at(flow_run),
         priority=int(parameters.get("priority") or 0),
-        upstream=tuple(str(u) for u in upstream),
+        upstream=tuple(str(u) for u in parameters.get("upstream") or ()),
         parameters=parameters,
+        state_message=state.message if state else None,
+        ended_by=ended_by[0] if ended_by else None,
+        tags=tuple(flow_run.tags),
+        submitted_at=flow_run.created,
+        started_at=flow_run.start_time,
+        ended_at=flow_run.end_time if final else None,
+        run_time=run_time,
     )
 
 
@@ -96,33 +149,96 @@ def _joined_queue_at(flow_run: FlowRun) -> datetime:
     return max(times)
 
 
-async def read_queue(client: PrefectClient, names: FlowNames) -> dict[str, QueueRun]:
-    """Every unfinished task run, plus the (possibly finished) upstreams they name."""
-    unfinished = await read_all_runs(
+async def _as_queue_runs(client: PrefectClient, flow_runs: Iterable[FlowRun]) -> list[QueueRun]:
+    runs = []
+    for flow_run in flow_runs:
+        if (task_type := await _task_type(client, flow_run.flow_id)) is not None:
+            runs.append(as_queue_run(flow_run, task_type))
+    return runs
+
+
+async def unfinished_runs(client: PrefectClient) -> list[QueueRun]:
+    """Every unfinished task: few, however long the history is."""
+    return await _as_queue_runs(client, await _read_all(client, _task_filter(UNFINISHED_TYPES)))
+
+
+async def runs_by_id(client: PrefectClient, run_ids: Iterable[str]) -> dict[str, QueueRun]:
+    """The task runs with these ids that exist (ids that are not even UUIDs do not)."""
+    ids = [UUID(i) for i in set(run_ids) if _is_uuid(i)]
+    if not ids:
+        return {}
+    flow_runs = await _read_all(client, _task_filter(id=FlowRunFilterId(any_=ids)))
+    return {r.id: r for r in await _as_queue_runs(client, flow_runs)}
+
+
+async def run_by_id(client: PrefectClient, run_id: str) -> QueueRun:
+    if (run := (await runs_by_id(client, [run_id])).get(run_id)) is None:
+        raise NotFound("task", f"task {run_id} does not exist")
+    return run
+
+
+async def read_queue(client: PrefectClient) -> dict[str, QueueRun]:
+    """The manager's snapshot: every unfinished task run, plus the (possibly finished) upstreams
+    they name."""
+    runs = {r.id: r for r in await unfinished_runs(client)}
+    missing = {u for r in runs.values() for u in r.upstream if u not in runs}
+    runs.update(await runs_by_id(client, missing))
+    return runs
+
+
+async def newest_finished_runs(client: PrefectClient, limit: int) -> list[QueueRun]:
+    if limit <= 0:
+        return []
+    flow_runs = await _read_all(
+        client, _task_filter(FINAL_TYPES), sort=FlowRunSort.END_TIME_DESC, limit=limit
+    )
+    return await _as_queue_runs(client, flow_runs)
+
+
+async def runs_ended_by(client: PrefectClient, upstream_id: str) -> list[QueueRun]:
+    """Runs that a cascade from this upstream skipped or cancelled, and that are still so."""
+    flow_runs = await _read_all(
         client,
         FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[QUEUE_TAG]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=UNFINISHED)),
+            tags=FlowRunFilterTags(all_=[QUEUE_TAG, ENDED_BY_TAG + upstream_id]),
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
         ),
     )
-    runs = await _to_queue_runs(client, names, unfinished)
-    missing = {u for r in runs.values() for u in r.upstream if u not in runs}
-    ids = [UUID(u) for u in missing if _is_uuid(u)]
-    if ids:
-        upstreams = await read_all_runs(client, FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-        runs.update(await _to_queue_runs(client, names, upstreams))
-    return runs
+    return await _as_queue_runs(client, flow_runs)
 
 
-async def _to_queue_runs(
-    client: PrefectClient, names: FlowNames, flow_runs: Iterable[FlowRun]
-) -> dict[str, QueueRun]:
-    runs: dict[str, QueueRun] = {}
-    for flow_run in flow_runs:
-        task_type = await names.task_type(client, flow_run.flow_id)
-        if task_type is not None:
-            runs[str(flow_run.id)] = as_queue_run(flow_run, task_type)
-    return runs
+async def count_by_status(client: PrefectClient) -> dict[QueueStatus, int]:
+    """Tasks per status, counted by the Prefect server in one call: its run history, as one
+    interval spanning every run, grouped by state type and name (no run is transferred)."""
+    end = datetime.now(UTC) + timedelta(days=36_500)  # schedules may lie in the future
+    response = await client.request(
+        "POST",
+        "/flow_runs/history",
+        json={
+            "history_start": _EPOCH.isoformat(),
+            "history_end": end.isoformat(),
+            "history_interval_seconds": (end - _EPOCH).total_seconds(),
+            "flow_runs": _task_filter().model_dump(mode="json", exclude_unset=True),
+        },
+    )
+    counts = dict.fromkeys(QueueStatus, 0)
+    for interval in response.json():
+        for state in interval["states"]:
+            counts[queue_status(state["state_type"], state["state_name"])] += state["count_runs"]
+    return counts
+
+
+async def last_progress(client: PrefectClient, run_id: str) -> datetime | None:
+    """When a running task last showed progress: its progress artifact's last update, or when
+    it entered Running. None when it is not running."""
+    flow_run = await client.read_flow_run(UUID(run_id))
+    if flow_run.state is None or flow_run.state.type != StateType.RUNNING:
+        return None
+    artifacts = await client.read_artifacts(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(run_id)])),
+        artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
+    )
+    return max([flow_run.state.timestamp, *(a.updated for a in artifacts if a.updated)])
 
 
 def _is_uuid(value: str) -> bool:
@@ -133,11 +249,59 @@ def _is_uuid(value: str) -> bool:
     return True
 
 
+# --- changing task runs ---------------------------------------------------------------------
+
+
+def deployment_name(task_type: TaskType | str) -> str:
+    return f"{task_type}/{DEPLOYMENT_NAME}"
+
+
+def held_state(name: str = HELD_QUEUED) -> State[Any]:
+    """PAUSED with reschedule: no worker picks it, the UI lists it (with its creation time) and
+    can cancel it, and releasing it to Scheduled(created) keeps its place in line."""
+    return Paused(name=name, reschedule=True)
+
+
+@dataclass(frozen=True)
+class TaskDeployment:
+    id: UUID
+    parameter_schema: dict[str, Any]  # what a submission's config is checked against
+
+
+async def task_deployment(client: PrefectClient, task_type: TaskType) -> TaskDeployment:
+    try:
+        deployment = await client.read_deployment_by_name(deployment_name(task_type))
+    except ObjectNotFound as exc:
+        raise QueueError(
+            f"deployment {deployment_name(task_type)} does not exist: "
+            "run `python -m deployments setup`"
+        ) from exc
+    return TaskDeployment(deployment.id, deployment.parameter_openapi_schema or {})
+
+
+async def create_held_run(
+    client: PrefectClient,
+    deployment: TaskDeployment,
+    parameters: dict[str, Any],
+    *,
+    label: str | None,
+    held_as: str,
+) -> str:
+    flow_run = await client.create_flow_run_from_deployment(
+        deployment.id,
+        parameters=parameters,
+        state=held_state(held_as),
+        name=label,
+        tags=[QUEUE_TAG],
+    )
+    return str(flow_run.id)
+
+
 async def apply(
     client: PrefectClient, runs: Mapping[str, QueueRun], actions: Sequence[Action]
 ) -> None:
-    """Carry out the decisions. A state the server refuses (the user cancelled the run a moment
-    ago) is simply not applied: the next snapshot shows the truth."""
+    """Carry out the manager's decisions. A state the server refuses (the user cancelled the run
+    a moment ago) is simply not applied: the next snapshot shows the truth."""
     for action in actions:
         run_id = UUID(action.run_id)
         match action:
@@ -154,21 +318,162 @@ async def apply(
                 await client.set_flow_run_state(
                     run_id, Scheduled(name=RELEASED, scheduled_time=runs[action.run_id].created)
                 )
-            case Skip(reason=reason):
+            case Skip(reason=reason, upstream=upstream):
+                await _mark_ended_by(client, runs[action.run_id], upstream)
                 await client.set_flow_run_state(
                     run_id, Cancelled(name=SKIPPED, message=reason), force=True
                 )
-            case Cancel(reason=reason):
+            case Cancel(reason=reason, upstream=upstream):
+                await _mark_ended_by(client, runs[action.run_id], upstream)
                 await client.set_flow_run_state(run_id, Cancelled(message=reason), force=True)
             case Relabel(name=name):
                 await client.set_flow_run_state(run_id, held_state(name), force=True)
 
 
-def held_state(name: str = HELD_QUEUED) -> Any:
-    """PAUSED with reschedule: no worker picks it, the UI lists it (with its creation time) and
-    can cancel it, and releasing it to Scheduled(created) keeps its place in line."""
-    return Paused(name=name, reschedule=True)
+async def _mark_ended_by(client: PrefectClient, run: QueueRun, upstream: str | None) -> None:
+    """Record which upstream's end takes this run down, as data a retry of it reads back."""
+    tags = [t for t in run.tags if not t.startswith(ENDED_BY_TAG)]
+    if upstream is not None:
+        tags.append(ENDED_BY_TAG + upstream)
+    if tags != list(run.tags):
+        await client.update_flow_run(UUID(run.id), tags=tags)
 
 
-def deployment_name(task_type: TaskType) -> str:
-    return f"{task_type}/{DEPLOYMENT_NAME}"
+async def requeue(client: PrefectClient, run: QueueRun, held_as: str) -> None:
+    """Back into the queue in its original place (held; a retry resumes its run)."""
+    await _mark_ended_by(client, run, None)
+    await client.set_flow_run_state(UUID(run.id), held_state(held_as), force=True)
+
+
+async def request_cancel(client: PrefectClient, run_id: str, message: str) -> None:
+    """Held → Cancelled at once; running → its worker stops the process, then Cancelled."""
+    await client.set_flow_run_state(UUID(run_id), Cancelling(message=message))
+
+
+async def delete_run(client: PrefectClient, run_id: str) -> None:
+    await client.delete_flow_run(UUID(run_id))
+
+
+async def stop_stalled(client: PrefectClient, run_id: str, reason: str) -> None:
+    """Stop a stalled run's process through Prefect's cancellation (its worker kills it)."""
+    await client.set_flow_run_state(UUID(run_id), Cancelling(message=reason), force=True)
+
+
+async def fail_stalled(client: PrefectClient, run_id: str, reason: str) -> bool:
+    """Once a stalled run's process is gone, record it as Failed("Stalled"). Returns False while
+    it is still being stopped."""
+    state = (await client.read_flow_run(UUID(run_id))).state
+    if state is None or not state.is_final():
+        return False
+    if state.type == StateType.CANCELLED:
+        await client.set_flow_run_state(
+            UUID(run_id), Failed(name=STALLED, message=reason), force=True
+        )
+    return True
+
+
+# --- the queue as a whole: pool, manager, stop request ---------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolState:
+    paused: bool  # nothing new starts, whatever route submitted it
+    slots: int  # tasks that may run at once (the GPU pool's concurrency limit)
+
+
+async def read_pool(client: PrefectClient) -> PoolState:
+    pool = await client.read_work_pool(GPU_POOL)
+    return PoolState(paused=bool(pool.is_paused), slots=pool.concurrency_limit or 1)
+
+
+async def set_pool_paused(client: PrefectClient, paused: bool) -> None:
+    await client.update_work_pool(GPU_POOL, WorkPoolUpdate(is_paused=paused))
+
+
+async def manager_running(client: PrefectClient) -> bool:
+    running = await client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=[MANAGER_FLOW])),
+        flow_run_filter=FlowRunFilter(
+            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+        ),
+        limit=1,
+    )
+    return bool(running)
+
+
+async def start_manager(client: PrefectClient, *, after_reboot: bool) -> str | None:
+    """Create a queue-manager run (its worker starts it) unless one is active. Returns the new
+    run's id, or None when one was already active.
+
+    after_reboot: the caller knows no manager process survives (the stack has just started), so
+    managers still marked active are stale: they are marked Crashed, so that the deployment's
+    concurrency slot does not block the new one."""
+    deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
+    active = await _read_all(
+        client,
+        FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=_types(MANAGER_ACTIVE_TYPES))
+            ),
+        ),
+    )
+    if active and not after_reboot:
+        return None
+    for run in active:
+        await client.set_flow_run_state(
+            run.id, Crashed(message="the stack was restarted"), force=True
+        )
+    return str((await client.create_flow_run_from_deployment(deployment.id)).id)
+
+
+async def wind_down(client: PrefectClient, timeout: float) -> None:
+    """Cancel the manager and the running tasks (their processes are stopped by the workers),
+    then put those tasks back in the queue: nothing submitted is lost, and a retry resumes."""
+    deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
+    executing = {"RUNNING", "PENDING", "CANCELLING"}
+    managers = await _read_all(
+        client,
+        FlowRunFilter(
+            deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=_types({*executing, "SCHEDULED"}))
+            ),
+        ),
+    )
+    tasks = [r for r in await unfinished_runs(client) if r.state_type in executing]
+    run_ids = [r.id for r in managers] + [UUID(t.id) for t in tasks]
+    for run_id in run_ids:
+        await client.set_flow_run_state(
+            run_id, Cancelling(message="the queue is stopping"), force=True
+        )
+    deadline = asyncio.get_running_loop().time() + timeout
+    for run_id in run_ids:
+        while asyncio.get_running_loop().time() < deadline:
+            state = (await client.read_flow_run(run_id)).state
+            if state is None or state.is_final():
+                break
+            await asyncio.sleep(0.5)
+    for task in tasks:
+        await client.set_flow_run_state(UUID(task.id), held_state(), force=True)
+
+
+async def request_stop() -> None:
+    for _ in range(3):
+        try:
+            await Variable.aset(STOP_VARIABLE, True, overwrite=True)
+            return
+        except ObjectNotFound:  # a manager that just stopped removed it between read and write
+            continue
+        except PrefectHTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+    raise QueueError("could not record the stop request; try again")
+
+
+async def clear_stop() -> None:
+    await Variable.aunset(STOP_VARIABLE)
+
+
+async def stop_requested() -> bool:
+    return bool(await Variable.aget(STOP_VARIABLE, default=False))

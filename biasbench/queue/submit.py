@@ -10,15 +10,11 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.exceptions import ObjectNotFound
 from prefect.utilities.schema_tools.validation import validate
 
-from biasbench.errors import InvalidSubmission, QueueError, UnknownTask
-from biasbench.queue.gateway import deployment_name, held_state
-from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_TAG, TASK_TYPES
-
-QUEUE_PARAMETERS = ("upstream", "priority")
+from biasbench.errors import InvalidSubmission
+from biasbench.queue import gateway
+from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_PARAMETERS, TASK_TYPES, TaskType
 
 
 async def submit(
@@ -30,51 +26,42 @@ async def submit(
     priority: int = 0,
     label: str | None = None,
 ) -> str:
-    """Queue one task; returns its flow-run id. Refused input raises InvalidSubmission or
-    UnknownTask naming the field, and leaves nothing behind."""
+    """Queue one task; returns its flow-run id. Refused input raises InvalidSubmission naming
+    the field, and leaves nothing behind."""
     if task_type not in TASK_TYPES:
         raise InvalidSubmission(
             "task_type", f"unknown task type {task_type!r}; one of {', '.join(TASK_TYPES)}"
         )
+    kind = TaskType(task_type)
     for key in QUEUE_PARAMETERS:
         if key in config:
             raise InvalidSubmission(f"config.{key}", f"give {key} as the submission's own field")
-    try:
-        deployment = await client.read_deployment_by_name(deployment_name(task_type))
-    except ObjectNotFound as exc:
-        raise QueueError(
-            f"deployment {deployment_name(task_type)} does not exist: "
-            "run `python -m deployments setup`"
-        ) from exc
+    deployment = await gateway.task_deployment(client, kind)
     await _check_upstream(client, upstream)
     parameters = {**config, "upstream": list(upstream) or None, "priority": priority}
-    _check_parameters(parameters, deployment.parameter_openapi_schema or {})
-    flow_run = await client.create_flow_run_from_deployment(
-        deployment.id,
-        parameters=parameters,
-        state=held_state(HELD_WAITING if upstream else HELD_QUEUED),
-        name=label,
-        tags=[QUEUE_TAG],
+    _check_parameters(parameters, deployment.parameter_schema)
+    return await gateway.create_held_run(
+        client,
+        deployment,
+        parameters,
+        label=label,
+        held_as=HELD_WAITING if upstream else HELD_QUEUED,
     )
-    return str(flow_run.id)
 
 
 async def _check_upstream(client: PrefectClient, upstream: Sequence[str]) -> None:
-    ids: list[UUID] = []
+    ids: list[str] = []
     for value in upstream:
         try:
-            ids.append(UUID(str(value)))
+            ids.append(str(UUID(str(value))))
         except ValueError:
             raise InvalidSubmission("upstream", f"{value!r} is not a task id") from None
     if len(set(ids)) != len(ids):
         raise InvalidSubmission("upstream", "names the same task twice")
-    if not ids:
-        return
-    found = await client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-    known = {r.id for r in found if QUEUE_TAG in r.tags}
+    known = await gateway.runs_by_id(client, ids)
     for run_id in ids:
         if run_id not in known:
-            raise UnknownTask(f"upstream: task {run_id} does not exist")
+            raise InvalidSubmission("upstream", f"task {run_id} does not exist")
 
 
 def _check_parameters(parameters: dict[str, Any], schema: dict[str, Any]) -> None:

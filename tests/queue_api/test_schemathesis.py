@@ -4,24 +4,17 @@ client sends, the shim answers without a server error and as its schema promises
 from __future__ import annotations
 
 import asyncio
+from uuid import UUID
 
 import httpx
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from prefect import get_client
-from prefect.client.schemas.filters import (
-    FlowRunFilter,
-    FlowRunFilterState,
-    FlowRunFilterStateType,
-    FlowRunFilterTags,
-)
-from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelled
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from biasbench.queue import control
-from biasbench.queue.model import QUEUE_TAG
+from biasbench.queue import gateway
 
 CHECKS = [not_a_server_error, response_schema_conformance]
 
@@ -50,17 +43,9 @@ def test_no_server_error_and_every_response_matches_the_schema(api: httpx.Client
 
 async def cancel_unfinished_queue_runs() -> None:
     async with get_client() as client:
-        runs = await client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[QUEUE_TAG]),
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(
-                        any_=[StateType.PAUSED, StateType.SCHEDULED, StateType.PENDING]
-                    )
-                ),
-            ),
-            limit=200,
-        )
-        for run in runs:
-            await client.set_flow_run_state(run.id, Cancelled(message="test cleanup"), force=True)
-    await control.clear_stop()  # a generated POST /queue/stop must not end later managers
+        for run in await gateway.unfinished_runs(client):
+            if run.state_type in {"PAUSED", "SCHEDULED", "PENDING"}:
+                await client.set_flow_run_state(
+                    UUID(run.id), Cancelled(message="test cleanup"), force=True
+                )
+    await gateway.clear_stop()  # a generated POST /queue/stop must not end later managers

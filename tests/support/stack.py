@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Crashed
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from biasbench.queue import control
+from biasbench.queue import gateway
 from biasbench.queue.model import MANAGER_FLOW
 from deployments.launcher import SOCKET_ENV
 from deployments.stack import stop_process_group
@@ -101,7 +101,7 @@ def queue_stack(
     }
     command = [sys.executable, "-m", "deployments", "setup", "--gpu-slots", str(gpu_slots)]
     subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
-    run_coro_as_sync(control.clear_stop())  # a stop left by an earlier test would end the manager
+    run_coro_as_sync(gateway.clear_stop())  # a stop left by an earlier test would end the manager
     stack = RunningStack(env, logs, gpu_slots)
     try:
         time.sleep(1)

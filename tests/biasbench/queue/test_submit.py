@@ -13,7 +13,7 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
-from biasbench.errors import InvalidSubmission, UnknownTask
+from biasbench.errors import InvalidSubmission
 from biasbench.queue.model import QUEUE_TAG
 from biasbench.queue.submit import submit
 
@@ -72,7 +72,7 @@ async def task_runs() -> int:
             "pool_gen",
             {},
             {"upstream": ["6b93faaf-bfcd-4261-a2a3-64c6b2b2eaa4"]},
-            UnknownTask,
+            InvalidSubmission,
             "upstream",
         ),
     ],

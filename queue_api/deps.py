@@ -1,0 +1,62 @@
+"""What the routes depend on: the app's Prefect client, its task views and ids, the token check."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi import Path as PathParam
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prefect.client.orchestration import PrefectClient
+from sqlalchemy import Engine
+
+from queue_api.ids import TaskIds
+from queue_api.settings import ApiSettings
+from queue_api.tasks import TaskViews
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def _prefect(request: Request) -> PrefectClient:
+    client: PrefectClient = request.app.state.prefect
+    return client
+
+
+def _views(request: Request) -> TaskViews:
+    views: TaskViews = request.app.state.views
+    return views
+
+
+def _engine(request: Request) -> Engine:
+    return _views(request).engine
+
+
+def _ids(request: Request) -> TaskIds:
+    return _views(request).ids
+
+
+def _authorised(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    settings: ApiSettings = request.app.state.settings
+    if settings.token is None:
+        return
+    if credentials is None or credentials.credentials != settings.token.get_secret_value():
+        raise HTTPException(401, "a bearer token is required (QUEUE_API_TOKEN)")
+
+
+Prefect = Annotated[PrefectClient, Depends(_prefect)]
+Views = Annotated[TaskViews, Depends(_views)]
+Ids = Annotated[TaskIds, Depends(_ids)]
+DomainDb = Annotated[Engine, Depends(_engine)]
+Mutating = Depends(_authorised)
+TaskId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The task's id.")]
+
+
+async def _flow_run_id(task_id: TaskId, ids: Ids) -> str:
+    """The task with this id (its flow run), or 404."""
+    return ids.flow_run_of(task_id)
+
+
+FlowRunId = Annotated[str, Depends(_flow_run_id)]
