@@ -22,12 +22,12 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 
+from biasbench.queue.messages import MESSAGE_EVENTS
 from biasbench.queue.model import MANAGER_FLOW
 from deployments.automations import ensure_automation
 from deployments.email import EmailNotification
 from deployments.settings import DeploymentSettings
 from deployments.telegram import TelegramBot, TelegramError
-from flows.notices import MESSAGE_EVENTS
 
 TELEGRAM_BLOCK = "biasbench-telegram"
 EMAIL_BLOCK = "biasbench-email"
