@@ -25,8 +25,9 @@ serve: install
 notify-test: install
 	$(PY) -m deployments notify-test
 
-## make test: the test suite against a real Prefect server, real HTTP peers, real databases
-test: install
+## make test: lint first (so CI enforces the import boundaries), then the test suite against a real
+## Prefect server, real HTTP peers, real databases
+test: install lint
 	$(BIN)/pytest
 
 ## make lint: formatting, lint rules, types and the import boundaries of design.md
@@ -36,8 +37,8 @@ lint: install
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-## make check: everything CI would want to see green
-check: lint test
+## make check: everything CI would want to see green (`make test` already runs lint first)
+check: test
 
 ## make bench: the LLM client's throughput, the queue's idle gap between tasks, a failure's message latency
 ## (perf/README.md; perf/queue_api_latency.py also needs PostgreSQL and runs on its own)

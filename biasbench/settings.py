@@ -62,60 +62,6 @@ class Settings(BaseSettings):
         validation_alias="QUEUE_STALL_SECONDS",
         description="A running task without progress this long is stopped and failed as stalled.",
     )
-    queue_heartbeat_timeout: int = Field(
-        default=90,
-        ge=45,
-        validation_alias="QUEUE_HEARTBEAT_TIMEOUT",
-        description="A running flow whose heartbeats (every 30 s) stop this long is marked "
-        "Crashed: its process or its host is gone. Applied by `python -m deployments setup`.",
-    )
-
-    # --- notifications (applied by `python -m deployments setup`) ---
-    telegram_bot_token: SecretStr | None = Field(
-        default=None,
-        validation_alias="TELEGRAM_BOT_TOKEN",
-        description="Bot token from @BotFather. Setup stores it in a Prefect block; unset: "
-        "messages are only logged.",
-    )
-    telegram_chat_id: str | None = Field(
-        default=None,
-        validation_alias="TELEGRAM_CHAT_ID",
-        description="Chat, group or channel that receives the messages.",
-    )
-    telegram_api_base: str = Field(
-        default="https://api.telegram.org",
-        validation_alias="TELEGRAM_API_BASE",
-        description="Bot API server: Telegram's, a self-hosted one, or a test server.",
-    )
-    smtp_host: str | None = Field(
-        default=None,
-        validation_alias="SMTP_HOST",
-        description="SMTP server for e-mail messages; unset: no e-mail.",
-    )
-    smtp_port: int = Field(default=587, validation_alias="SMTP_PORT")
-    smtp_username: str | None = Field(default=None, validation_alias="SMTP_USERNAME")
-    smtp_password: SecretStr | None = Field(default=None, validation_alias="SMTP_PASSWORD")
-    smtp_starttls: bool = Field(
-        default=True,
-        validation_alias="SMTP_STARTTLS",
-        description="Upgrade the connection with STARTTLS (port 587); false for a local relay.",
-    )
-    email_from: str | None = Field(default=None, validation_alias="EMAIL_FROM")
-    email_to: str | None = Field(
-        default=None,
-        validation_alias="EMAIL_TO",
-        description="Comma-separated recipients of the e-mail messages.",
-    )
-
-    @property
-    def telegram_configured(self) -> bool:
-        # Empty values (as copied from .env.example) mean "not configured".
-        token = self.telegram_bot_token.get_secret_value() if self.telegram_bot_token else ""
-        return bool(token and self.telegram_chat_id)
-
-    @property
-    def email_configured(self) -> bool:
-        return bool(self.smtp_host and self.email_to)
 
     # --- observability ---
     progress_interval: float = Field(

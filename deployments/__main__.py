@@ -52,10 +52,10 @@ def main() -> int:
     if args.command == "notify-test":
         import asyncio
 
-        from biasbench.settings import Settings
         from deployments.notifications import send_test_message
+        from deployments.settings import DeploymentSettings
 
-        return 1 if asyncio.run(send_test_message(Settings())) else 0
+        return 1 if asyncio.run(send_test_message(DeploymentSettings())) else 0
 
     from deployments.stack import Stack
 

@@ -17,6 +17,7 @@ from biasbench.queue.model import QueueRun, QueueStatus
 from biasbench.queue.submit import submit
 from biasbench.settings import Settings
 from deployments.notifications import describe_channels
+from deployments.settings import DeploymentSettings
 
 FAKE = {"llm": "fake", "model_name": "fake-model"}
 
@@ -94,8 +95,7 @@ async def summary(tasks: list[Submitted], ui_url: str) -> str:
                 f"  {task.label:14} {flow_run.state_name or '':10} {took}  "
                 f"{ui_url}/runs/flow-run/{task.run_id}"
             )
-    settings = Settings()
-    on = describe_channels(settings)
+    on = describe_channels(DeploymentSettings())
     messages = (
         f"sent to {', '.join(on)} (make notify-test checks them)"
         if on
@@ -103,7 +103,7 @@ async def summary(tasks: list[Submitted], ui_url: str) -> str:
     )
     lines += [
         "",
-        f"  domain database  {settings.db_url}",
+        f"  domain database  {Settings().db_url}",
         f"  Prefect UI       {ui_url}",
         f"  messages         {messages}",
     ]

@@ -22,12 +22,12 @@ from prefect.events.schemas.automations import AutomationCore, EventTrigger, Pos
 from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectNotFound
 
+from biasbench.queue.messages import MESSAGE_EVENTS
 from biasbench.queue.model import MANAGER_FLOW
-from biasbench.settings import Settings
 from deployments.automations import ensure_automation
 from deployments.email import EmailNotification
+from deployments.settings import DeploymentSettings
 from deployments.telegram import TelegramBot, TelegramError
-from flows.notices import MESSAGE_EVENTS
 
 TELEGRAM_BLOCK = "biasbench-telegram"
 EMAIL_BLOCK = "biasbench-email"
@@ -47,7 +47,7 @@ MANAGER_STOPPED_TEXT = (
 )
 
 
-def channels(settings: Settings) -> dict[str, NotificationBlock | None]:
+def channels(settings: DeploymentSettings) -> dict[str, NotificationBlock | None]:
     """Block name -> the block the environment asks for (None: that channel is off)."""
     telegram = email = None
     if settings.telegram_configured:
@@ -122,7 +122,7 @@ def _to_every_channel(block_ids: list[UUID], *, subject: str, body: str) -> list
     ]
 
 
-async def ensure_notifications(client: PrefectClient, settings: Settings) -> list[str]:
+async def ensure_notifications(client: PrefectClient, settings: DeploymentSettings) -> list[str]:
     """Blocks and automations as the environment says; returns the channels that are on."""
     wanted = channels(settings)
     block_ids: list[UUID] = []
@@ -140,7 +140,7 @@ async def ensure_notifications(client: PrefectClient, settings: Settings) -> lis
     return _described(wanted.values())
 
 
-def describe_channels(settings: Settings) -> list[str]:
+def describe_channels(settings: DeploymentSettings) -> list[str]:
     """Where messages go, in words: "Telegram chat -100777", "e-mail to a@b"."""
     return _described(channels(settings).values())
 
@@ -165,7 +165,7 @@ async def _delete_block(client: PrefectClient, name: str) -> None:
     await client.delete_block_document(document.id)
 
 
-async def send_test_message(settings: Settings) -> int:
+async def send_test_message(settings: DeploymentSettings) -> int:
     """Sends one message through every configured channel and says plainly what went wrong
     (the seed's troubleshooting step). Returns the number of channels that failed."""
     wanted = {name: block for name, block in channels(settings).items() if block is not None}

@@ -15,9 +15,9 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
-from biasbench.settings import Settings
 from deployments.automations import ensure_automation, watchdog_automations
 from deployments.notifications import ensure_notifications
+from deployments.settings import DeploymentSettings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
@@ -69,10 +69,10 @@ def setup(gpu_slots: int = 1) -> list[str]:
     )
     asyncio.run(ensure_pool(MANAGER_POOL, concurrency_limit=1, description="The queue manager."))
     deploy_all()
-    return asyncio.run(ensure_automations(Settings()))
+    return asyncio.run(ensure_automations(DeploymentSettings()))
 
 
-async def ensure_automations(settings: Settings) -> list[str]:
+async def ensure_automations(settings: DeploymentSettings) -> list[str]:
     """The watchdogs, and the notification channels with their automations; returns the
     channels that are on."""
     async with get_client() as client:

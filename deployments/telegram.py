@@ -22,7 +22,8 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 
@@ -146,7 +147,11 @@ class TelegramBot(NotificationBlock):
         error = state.outcome.exception() if state.outcome else None
         if isinstance(error, _Retryable) and error.retry_after is not None:
             return min(float(error.retry_after), 300.0)
-        return wait_exponential_jitter(initial=self.backoff_seconds, max=60)(state)
+        # Doubling from backoff_seconds plus up to 1 s of jitter, at most 60 s: what
+        # wait_exponential_jitter(initial=...) computes, without its `initial`, deprecated from
+        # tenacity 9.2 on (its replacement `multiplier` does not exist before 9.2).
+        backoff = wait_exponential(multiplier=self.backoff_seconds) + wait_random(0, 1)
+        return min(backoff(state), 60.0)
 
     def _log_retry(self, state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None

@@ -127,3 +127,13 @@ def _count(n: int, noun: str) -> str:
 
 def _e(text: str) -> str:
     return html.escape(text, quote=False)
+
+
+# The events automations turn into messages (the manager also emits resumed and stopped).
+MESSAGE_EVENTS = (
+    "biasbench.task.failed",
+    "biasbench.task.completed",
+    "biasbench.queue.started",
+    "biasbench.queue.paused",
+    "biasbench.queue.drained",
+)

@@ -135,10 +135,10 @@ def test_the_test_message_command_reports_success_and_plain_failures(
 def test_empty_values_copied_from_env_example_mean_no_channel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from biasbench.settings import Settings
     from deployments.notifications import channels
+    from deployments.settings import DeploymentSettings
 
     for name in ("TELEGRAM_BOT_TOKEN", "SMTP_HOST", "EMAIL_TO", "SMTP_PASSWORD"):
         monkeypatch.setenv(name, "")
     monkeypatch.setenv("TELEGRAM_CHAT_ID", CHAT_ID)
-    assert set(channels(Settings(_env_file=None)).values()) == {None}  # type: ignore[call-arg]
+    assert set(channels(DeploymentSettings(_env_file=None)).values()) == {None}  # type: ignore[call-arg]

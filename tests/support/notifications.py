@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from prefect import get_client
 from prefect.utilities.asyncutils import run_coro_as_sync
 
-from biasbench.settings import Settings
 from deployments.notifications import ensure_notifications
+from deployments.settings import DeploymentSettings
 from tests.support.telegram_server import CHAT_ID, TOKEN, Message, TelegramServer
 
 
@@ -32,7 +32,7 @@ def telegram_for_tests() -> Iterator[tuple[TelegramServer, dict[str, str]]]:
 
 async def _remove_notifications() -> None:
     async with get_client() as client:
-        await ensure_notifications(client, Settings(_env_file=None))  # type: ignore[call-arg]
+        await ensure_notifications(client, DeploymentSettings(_env_file=None))  # type: ignore[call-arg]
 
 
 def wait_for_message(
