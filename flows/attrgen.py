@@ -12,7 +12,7 @@ from pydantic import Field
 from sqlalchemy import Engine
 
 from biasbench import runs
-from biasbench.asking import Answered, Unanswered, ask
+from biasbench.asking import ask
 from biasbench.datasets import persona_profiles, require_dataset
 from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
@@ -26,7 +26,7 @@ from flows.progress import Progress
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, ready_chat_client
 
-Outcome = Answered[dict[str, str]] | Unanswered
+Outcome = runs.AttrgenOutcome
 
 
 @flow(name="attrgen", persist_result=True, result_serializer="json")
@@ -142,26 +142,7 @@ async def attrgen(
 
 def _save(engine: Engine, run_id: int, batch: list[tuple[int, Outcome]]) -> None:
     with session_scope(engine) as session:
-        runs.save_attributes(
-            session,
-            run_id,
-            [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)],
-        )
-        runs.save_failures(
-            session,
-            "attrgen",
-            run_id,
-            [
-                {
-                    "persona_id": pid,
-                    "kind": out.kind,
-                    "snippet": out.snippet,
-                    "attempt": out.attempt,
-                }
-                for pid, out in batch
-                if isinstance(out, Unanswered)
-            ],
-        )
+        runs.save_attrgen_batch(session, run_id, batch)
 
 
 def _summary_markdown(run_id: int, dataset_id: int, model: str, summary: Mapping[str, int]) -> str:

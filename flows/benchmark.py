@@ -13,12 +13,12 @@ from sqlalchemy import Engine
 
 from biasbench import runs
 from biasbench.analysis import QuickAnalysis, quick_analysis
-from biasbench.asking import Answered, Unanswered, ask
+from biasbench.asking import ask
 from biasbench.datasets import persona_profiles, require_dataset
 from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
 from biasbench.llm.base import ChatClient
-from biasbench.parsing import RatingAnswer, parse_rating
+from biasbench.parsing import parse_rating
 from biasbench.plan import PlanItem, benchmark_plan
 from biasbench.prompts import PersonaProfile, TraitView, benchmark_messages
 from biasbench.results import TaskResult
@@ -29,7 +29,7 @@ from flows.progress import Progress
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, ready_chat_client
 
-Outcome = Answered[RatingAnswer] | Unanswered
+Outcome = runs.BenchmarkOutcome
 
 
 @dataclass(frozen=True)
@@ -211,31 +211,7 @@ async def _ask_one(
 
 def _save(engine: Engine, run_id: int, batch: list[tuple[PlanItem, Outcome]]) -> None:
     with session_scope(engine) as session:
-        runs.save_results(
-            session,
-            run_id,
-            [
-                {
-                    **asdict(item),
-                    "rating": out.value.rating,
-                    "rationale": out.value.rationale,
-                    "raw_answer": out.raw,
-                    "attempt": out.attempt,
-                }
-                for item, out in batch
-                if isinstance(out, Answered)
-            ],
-        )
-        runs.save_failures(
-            session,
-            "benchmark",
-            run_id,
-            [
-                {**asdict(item), "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
-                for item, out in batch
-                if isinstance(out, Unanswered)
-            ],
-        )
+        runs.save_benchmark_batch(session, run_id, batch)
 
 
 def _finish(engine: Engine, job: Job) -> QuickAnalysis:
