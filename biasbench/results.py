@@ -16,6 +16,7 @@ from biasbench.db.models import (
     Failure,
     PersonaAttribute,
 )
+from biasbench.runs import personas_with_attributes
 
 RunType = Literal["dataset", "attrgen", "benchmark"]
 
@@ -39,36 +40,60 @@ def result_of_flow_run(session: Session, flow_run_id: str) -> TaskResult | None:
     """What a finished task produced, found from its Prefect flow-run id in the domain database.
 
     This is how another process or host (the queue manager, the REST shim) reads a result
-    without access to the Prefect worker's result storage."""
-    dataset = session.scalar(
-        select(Dataset)
+    without access to the Prefect worker's result storage; the flows return the same thing."""
+    dataset_id = session.scalar(
+        select(Dataset.id)
         .where(Dataset.prefect_flow_run_id == flow_run_id)
         .order_by(Dataset.id.desc())
     )
-    if dataset is not None:
-        return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id)
-    attrgen = session.scalar(
-        select(AttrgenRun)
+    if dataset_id is not None:
+        return dataset_result(session, dataset_id)
+    attrgen_id = session.scalar(
+        select(AttrgenRun.id)
         .where(AttrgenRun.prefect_flow_run_id == flow_run_id, AttrgenRun.finished_at.is_not(None))
         .order_by(AttrgenRun.id.desc())
     )
-    if attrgen is not None:
-        return TaskResult(run_type="attrgen", run_id=attrgen.id, dataset_id=attrgen.dataset_id)
-    bench = session.scalar(
-        select(BenchmarkRun)
+    if attrgen_id is not None:
+        return attrgen_result(session, attrgen_id)
+    bench_id = session.scalar(
+        select(BenchmarkRun.id)
         .where(
             BenchmarkRun.prefect_flow_run_id == flow_run_id, BenchmarkRun.finished_at.is_not(None)
         )
         .order_by(BenchmarkRun.id.desc())
     )
-    if bench is not None:
-        return TaskResult(
-            run_type="benchmark",
-            run_id=bench.id,
-            dataset_id=bench.dataset_id,
-            summary=dict(bench.analysis),
-        )
+    if bench_id is not None:
+        return benchmark_result(session, bench_id)
     return None
+
+
+def dataset_result(session: Session, dataset_id: int) -> TaskResult:
+    """The generator's figures, read back from the row it wrote (also when a re-run found it)."""
+    dataset = session.get_one(Dataset, dataset_id)
+    summary: dict[str, Any] = {"personas": dataset.size}
+    if dataset.kind == "pool":
+        summary["seed"] = dataset.seed
+    else:
+        summary["source_dataset_id"] = dataset.source_dataset_id
+        summary["max_deviation"] = dataset.report.get("max_deviation")
+    return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id, summary=summary)
+
+
+def attrgen_result(session: Session, run_id: int) -> TaskResult:
+    """Counted over every pass of the run, so a resumed run reports the whole dataset."""
+    run = session.get_one(AttrgenRun, run_id)
+    personas = session.get_one(Dataset, run.dataset_id).size
+    complete = len(personas_with_attributes(session, run_id))
+    summary = {"personas": personas, "with_attributes": complete, "missing": personas - complete}
+    return TaskResult(run_type="attrgen", run_id=run_id, dataset_id=run.dataset_id, summary=summary)
+
+
+def benchmark_result(session: Session, run_id: int) -> TaskResult:
+    """The summary is the quick analysis stored when the run finished."""
+    run = session.get_one(BenchmarkRun, run_id)
+    return TaskResult(
+        run_type="benchmark", run_id=run_id, dataset_id=run.dataset_id, summary=dict(run.analysis)
+    )
 
 
 def forget_results(session: Session, flow_run_id: str) -> int:

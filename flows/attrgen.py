@@ -18,7 +18,7 @@ from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
 from biasbench.parsing import parse_attributes
 from biasbench.prompts import attrgen_messages
-from biasbench.results import TaskResult
+from biasbench.results import TaskResult, attrgen_result
 from biasbench.settings import Settings
 from flows.answering import answer_all
 from flows.failures import named_critical_failures
@@ -29,7 +29,7 @@ from flows.runtime import current_flow_run_id, database, ready_chat_client
 Outcome = runs.AttrgenOutcome
 
 
-@flow(name="attrgen", persist_result=True, result_serializer="json")
+@flow(name="attrgen")
 @named_critical_failures
 async def attrgen(
     model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
@@ -117,27 +117,22 @@ async def attrgen(
         )
 
     with session_scope(engine) as session:
-        complete = len(runs.personas_with_attributes(session, run_id))
         runs.mark_finished(session, "attrgen", run_id)
-    summary = {
-        "personas": len(profiles),
-        "with_attributes": complete,
-        "missing": len(profiles) - complete,
-    }
+        result = attrgen_result(session, run_id)
     logger.info(
         "Attrgen run %s finished: %s of %s personas have attributes (%s asked now, %s failed).",
         run_id,
-        complete,
-        len(profiles),
+        result.summary["with_attributes"],
+        result.summary["personas"],
         answered,
         unanswered,
     )
     await acreate_markdown_artifact(
         key=f"attrgen-run-{run_id}",
-        markdown=_summary_markdown(run_id, dataset_id, model_name, summary),
+        markdown=_summary_markdown(run_id, dataset_id, model_name, result.summary),
         description=f"Attrgen run {run_id}",
     )
-    return TaskResult(run_type="attrgen", run_id=run_id, dataset_id=dataset_id, summary=summary)
+    return result
 
 
 def _save(engine: Engine, run_id: int, batch: list[tuple[int, Outcome]]) -> None:

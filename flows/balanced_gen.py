@@ -12,14 +12,14 @@ from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset,
 from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
 from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
-from biasbench.results import TaskResult
+from biasbench.results import TaskResult, dataset_result
 from biasbench.settings import Settings
 from flows.failures import named_critical_failures
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, publish_dataset_report
 
 
-@flow(name="balanced_gen", persist_result=True, result_serializer="json")
+@flow(name="balanced_gen")
 @named_critical_failures
 async def balanced_gen(
     dataset_id: Annotated[
@@ -57,7 +57,7 @@ def _draw(
     with session_scope(engine) as session:
         if (done := dataset_made_by(session, flow_run_id)) is not None:
             logger.info("This flow run already produced dataset %s; returning it.", done.id)
-            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id), None
+            return dataset_result(session, done.id), None
         source = require_dataset(session, dataset_id)
         selection = select_balanced(
             balancing_rows(session, dataset_id), n, seed=seed, axes=chosen_axes
@@ -67,6 +67,7 @@ def _draw(
             session, source, selection, seed=seed, config=config, flow_run_id=flow_run_id
         )
         new_id = dataset.id
+        result = dataset_result(session, new_id)
 
     logger.info(
         "Balanced dataset %s: %s personas from pool %s; max deviation from even per axis: %s.",
@@ -76,16 +77,6 @@ def _draw(
         selection.max_deviation,
     )
     report = _marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets)
-    result = TaskResult(
-        run_type="dataset",
-        run_id=new_id,
-        dataset_id=new_id,
-        summary={
-            "personas": n,
-            "source_dataset_id": dataset_id,
-            "max_deviation": selection.max_deviation,
-        },
-    )
     return result, report
 
 

@@ -21,7 +21,7 @@ from biasbench.llm.base import ChatClient
 from biasbench.parsing import parse_rating
 from biasbench.plan import PlanItem, benchmark_plan
 from biasbench.prompts import PersonaProfile, TraitView, benchmark_messages
-from biasbench.results import TaskResult
+from biasbench.results import TaskResult, benchmark_result
 from biasbench.settings import Settings
 from flows.answering import answer_all
 from flows.failures import named_critical_failures
@@ -43,7 +43,7 @@ class Job:
     traits: dict[int, TraitView]
 
 
-@flow(name="benchmark", persist_result=True, result_serializer="json")
+@flow(name="benchmark")
 @named_critical_failures
 async def benchmark(
     model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
@@ -128,7 +128,7 @@ async def benchmark(
             interval=settings.progress_interval,
         )
 
-    analysis = _finish(engine, job)
+    analysis, result = _finish(engine, job)
     logger.info("Benchmark run %s finished: %s", job.run_id, analysis.summary_line())
     await acreate_markdown_artifact(
         key=f"benchmark-run-{job.run_id}",
@@ -136,9 +136,7 @@ async def benchmark(
         f"scale `{scale_mode}`.\n\n{analysis.to_markdown()}",
         description=f"Benchmark run {job.run_id}: quick analysis",
     )
-    return TaskResult(
-        run_type="benchmark", run_id=job.run_id, dataset_id=dataset_id, summary=asdict(analysis)
-    )
+    return result
 
 
 def _check_references(engine: Engine, dataset_id: int, attrgen_run_id: int | None) -> None:
@@ -214,9 +212,9 @@ def _save(engine: Engine, run_id: int, batch: list[tuple[PlanItem, Outcome]]) ->
         runs.save_benchmark_batch(session, run_id, batch)
 
 
-def _finish(engine: Engine, job: Job) -> QuickAnalysis:
+def _finish(engine: Engine, job: Job) -> tuple[QuickAnalysis, TaskResult]:
     """The quick analysis over everything stored for this run (all passes together)."""
     with session_scope(engine) as session:
         analysis = quick_analysis(runs.rated_rows(session, job.run_id), planned=len(job.plan))
         runs.mark_finished(session, "benchmark", job.run_id, analysis=asdict(analysis))
-    return analysis
+        return analysis, benchmark_result(session, job.run_id)

@@ -11,14 +11,14 @@ from pydantic import Field
 from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
 from biasbench.db.engine import session_scope
 from biasbench.personas.sampling import choose_seed, sample_pool
-from biasbench.results import TaskResult
+from biasbench.results import TaskResult, dataset_result
 from biasbench.settings import Settings
 from flows.failures import named_critical_failures
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database, publish_dataset_report
 
 
-@flow(name="pool_gen", persist_result=True, result_serializer="json")
+@flow(name="pool_gen")
 @named_critical_failures
 async def pool_gen(
     n: Annotated[int, Field(ge=1, le=2_000_000, description="Number of personas.")] = 20_000,
@@ -49,7 +49,7 @@ def _make_pool(
     with session_scope(engine) as session:
         if (done := dataset_made_by(session, flow_run_id)) is not None:
             logger.info("This flow run already produced dataset %s; returning it.", done.id)
-            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id), None
+            return dataset_result(session, done.id), None
 
     seed = seed if seed is not None else choose_seed()
     drafts = sample_pool(n, temperature=temperature, age_from=age_from, age_to=age_to, seed=seed)
@@ -64,15 +64,10 @@ def _make_pool(
         ensure_reference_data(session)
         dataset = store_pool(session, drafts, seed=seed, config=config, flow_run_id=flow_run_id)
         dataset_id = dataset.id
+        result = dataset_result(session, dataset_id)
 
     logger.info("Pool dataset %s: %s personas, seed %s.", dataset_id, n, seed)
     report = (
         f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, seed {seed}."
-    )
-    result = TaskResult(
-        run_type="dataset",
-        run_id=dataset_id,
-        dataset_id=dataset_id,
-        summary={"personas": n, "seed": seed},
     )
     return result, report
