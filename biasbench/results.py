@@ -1,11 +1,12 @@
-"""What every task flow returns: small, typed, JSON-serialisable, readable from any process."""
+"""What every task flow returns, and how far a running one has got: small, typed, read from the
+domain database by flow-run id, so any process sees the same."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
-from sqlalchemy import delete, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.orm import Session
 
 from biasbench.db.models import (
@@ -16,6 +17,8 @@ from biasbench.db.models import (
     Failure,
     PersonaAttribute,
 )
+from biasbench.queue.progress import ProgressCount
+from biasbench.runs import personas_with_attributes
 
 RunType = Literal["dataset", "attrgen", "benchmark"]
 
@@ -39,36 +42,75 @@ def result_of_flow_run(session: Session, flow_run_id: str) -> TaskResult | None:
     """What a finished task produced, found from its Prefect flow-run id in the domain database.
 
     This is how another process or host (the queue manager, the REST shim) reads a result
-    without access to the Prefect worker's result storage."""
-    dataset = session.scalar(
-        select(Dataset)
-        .where(Dataset.prefect_flow_run_id == flow_run_id)
-        .order_by(Dataset.id.desc())
-    )
-    if dataset is not None:
-        return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id)
-    attrgen = session.scalar(
-        select(AttrgenRun)
-        .where(AttrgenRun.prefect_flow_run_id == flow_run_id, AttrgenRun.finished_at.is_not(None))
-        .order_by(AttrgenRun.id.desc())
-    )
-    if attrgen is not None:
-        return TaskResult(run_type="attrgen", run_id=attrgen.id, dataset_id=attrgen.dataset_id)
-    bench = session.scalar(
-        select(BenchmarkRun)
-        .where(
-            BenchmarkRun.prefect_flow_run_id == flow_run_id, BenchmarkRun.finished_at.is_not(None)
-        )
-        .order_by(BenchmarkRun.id.desc())
-    )
-    if bench is not None:
-        return TaskResult(
-            run_type="benchmark",
-            run_id=bench.id,
-            dataset_id=bench.dataset_id,
-            summary=dict(bench.analysis),
-        )
+    without access to the Prefect worker's result storage; the flows return the same thing."""
+    if (dataset_id := _newest(session, Dataset, flow_run_id)) is not None:
+        return dataset_result(session, dataset_id)
+    finished = AttrgenRun.finished_at.is_not(None)
+    if (attrgen_id := _newest(session, AttrgenRun, flow_run_id, finished)) is not None:
+        return attrgen_result(session, attrgen_id)
+    finished = BenchmarkRun.finished_at.is_not(None)
+    if (bench_id := _newest(session, BenchmarkRun, flow_run_id, finished)) is not None:
+        return benchmark_result(session, bench_id)
     return None
+
+
+def dataset_result(session: Session, dataset_id: int) -> TaskResult:
+    """The generator's figures, read back from the row it wrote (also when a re-run found it)."""
+    dataset = session.get_one(Dataset, dataset_id)
+    summary: dict[str, Any] = {"personas": dataset.size}
+    if dataset.kind == "pool":
+        summary["seed"] = dataset.seed
+    else:
+        summary["source_dataset_id"] = dataset.source_dataset_id
+        summary["max_deviation"] = dataset.report.get("max_deviation")
+    return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id, summary=summary)
+
+
+def attrgen_result(session: Session, run_id: int) -> TaskResult:
+    """Counted over every pass of the run, so a resumed run reports the whole dataset."""
+    run = session.get_one(AttrgenRun, run_id)
+    personas = session.get_one(Dataset, run.dataset_id).size
+    complete = len(personas_with_attributes(session, run_id))
+    summary = {"personas": personas, "with_attributes": complete, "missing": personas - complete}
+    return TaskResult(run_type="attrgen", run_id=run_id, dataset_id=run.dataset_id, summary=summary)
+
+
+def benchmark_result(session: Session, run_id: int) -> TaskResult:
+    """The summary is the quick analysis stored when the run finished."""
+    run = session.get_one(BenchmarkRun, run_id)
+    return TaskResult(
+        run_type="benchmark", run_id=run_id, dataset_id=run.dataset_id, summary=dict(run.analysis)
+    )
+
+
+def progress_of_flow_run(session: Session, flow_run_id: str) -> ProgressCount | None:
+    """How far a task's run has got, counted in the rows it stored: what its progress artifact
+    shows, as numbers. A failure is not done, since a resumed run asks it again. None before
+    the task has opened its run (and for generators, which store all at once)."""
+    if (attrgen_id := _newest(session, AttrgenRun, flow_run_id)) is not None:
+        run = session.get_one(AttrgenRun, attrgen_id)
+        personas = session.get_one(Dataset, run.dataset_id).size
+        return ProgressCount(len(personas_with_attributes(session, attrgen_id)), personas)
+    if (bench_id := _newest(session, BenchmarkRun, flow_run_id)) is not None:
+        answered = session.scalar(
+            select(func.count())
+            .select_from(BenchmarkResult)
+            .where(BenchmarkResult.run_id == bench_id)
+        )
+        return ProgressCount(answered or 0, session.get_one(BenchmarkRun, bench_id).planned)
+    return None
+
+
+def _newest(
+    session: Session,
+    row: type[Dataset] | type[AttrgenRun] | type[BenchmarkRun],
+    flow_run_id: str,
+    *where: ColumnElement[bool],
+) -> int | None:
+    """One flow run can carry several rows (a retry told to resume another run): the newest."""
+    return session.scalar(
+        select(row.id).where(row.prefect_flow_run_id == flow_run_id, *where).order_by(row.id.desc())
+    )
 
 
 def forget_results(session: Session, flow_run_id: str) -> int:

@@ -6,11 +6,13 @@ A run is resumed, never restarted: re-running the same Prefect flow run, or nami
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from biasbench.asking import Answered, Unanswered
 from biasbench.db.models import (
     AttrgenRun,
     BenchmarkResult,
@@ -23,7 +25,12 @@ from biasbench.db.models import (
 )
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import InvalidConfig, NotFound
+from biasbench.parsing import RatingAnswer
+from biasbench.plan import PlanItem
 from biasbench.prompts import ATTRIBUTE_KEYS, TraitView
+
+AttrgenOutcome = Answered[dict[str, str]] | Unanswered
+BenchmarkOutcome = Answered[RatingAnswer] | Unanswered
 
 
 def model_id(session: Session, name: str) -> int:
@@ -183,6 +190,28 @@ def save_attributes(
     insert_ignoring_duplicates(session, PersonaAttribute.__table__, rows)  # type: ignore[arg-type]
 
 
+def save_attrgen_batch(
+    session: Session, run_id: int, batch: Sequence[tuple[int, AttrgenOutcome]]
+) -> None:
+    """Answers by persona id as they arrive; the unanswered are recorded, and asked again on
+    resume because they have no attributes."""
+    save_attributes(
+        session,
+        run_id,
+        [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)],
+    )
+    save_failures(
+        session,
+        "attrgen",
+        run_id,
+        [
+            {"persona_id": pid, "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
+            for pid, out in batch
+            if isinstance(out, Unanswered)
+        ],
+    )
+
+
 # --- benchmark results -----------------------------------------------------------------------
 
 ResultKey = tuple[int, int, str]  # persona_id, trait_id, scale_order
@@ -205,6 +234,38 @@ def save_results(session: Session, run_id: int, rows: Sequence[Mapping[str, Any]
         session,
         BenchmarkResult.__table__,  # type: ignore[arg-type]
         [{"run_id": run_id, **row} for row in rows],
+    )
+
+
+def save_benchmark_batch(
+    session: Session, run_id: int, batch: Sequence[tuple[PlanItem, BenchmarkOutcome]]
+) -> None:
+    """Answers by plan item as they arrive; the unanswered are recorded, and asked again on
+    resume because they have no result."""
+    save_results(
+        session,
+        run_id,
+        [
+            {
+                **asdict(item),
+                "rating": out.value.rating,
+                "rationale": out.value.rationale,
+                "raw_answer": out.raw,
+                "attempt": out.attempt,
+            }
+            for item, out in batch
+            if isinstance(out, Answered)
+        ],
+    )
+    save_failures(
+        session,
+        "benchmark",
+        run_id,
+        [
+            {**asdict(item), "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
+            for item, out in batch
+            if isinstance(out, Unanswered)
+        ],
     )
 
 

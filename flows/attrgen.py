@@ -3,34 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import partial
 from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
-from sqlalchemy import Engine
 
 from biasbench import runs
-from biasbench.asking import Answered, Unanswered, ask
+from biasbench.asking import ask
 from biasbench.datasets import persona_profiles, require_dataset
-from biasbench.db.engine import session_scope
-from biasbench.errors import InvalidConfig
 from biasbench.parsing import parse_attributes
 from biasbench.prompts import attrgen_messages
-from biasbench.results import TaskResult
-from biasbench.settings import Settings
+from biasbench.results import TaskResult, attrgen_result
 from flows.answering import answer_all
-from flows.failures import named_critical_failures
 from flows.progress import Progress
-from flows.queue_turn import Priority, Upstream, wait_for_turn
-from flows.runtime import current_flow_run_id, database, ready_chat_client
+from flows.queue_turn import Priority, Upstream
+from flows.runtime import ready_chat_client
+from flows.task_flow import given_dataset, task_context, task_flow
 
-Outcome = Answered[dict[str, str]] | Unanswered
+Outcome = runs.AttrgenOutcome
 
 
-@flow(name="attrgen", persist_result=True, result_serializer="json")
-@named_critical_failures
+@task_flow("attrgen")
 async def attrgen(
     model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
     dataset_id: Annotated[
@@ -49,12 +42,8 @@ async def attrgen(
     upstream: Upstream = None,
     priority: Priority = 0,
 ) -> TaskResult:
-    await wait_for_turn()
-    logger = get_run_logger()
-    if dataset_id is None:
-        raise InvalidConfig("dataset_id", "required: the dataset whose personas get attributes")
-    settings = Settings()
-    engine = database(settings)
+    dataset_id = given_dataset(dataset_id, "the dataset whose personas get attributes")
+    ctx = task_context()
     config = {
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
@@ -64,25 +53,29 @@ async def attrgen(
     }
 
     # Nothing is created while an input or the LLM server is wrong.
-    with session_scope(engine) as session:
+    with ctx.session() as session:
         require_dataset(session, dataset_id)
     async with ready_chat_client(
-        settings, llm=llm, model_name=model_name, vllm_base_url=vllm_base_url, in_flight=batch_size
+        ctx.settings,
+        llm=llm,
+        model_name=model_name,
+        vllm_base_url=vllm_base_url,
+        in_flight=batch_size,
     ) as client:
-        with session_scope(engine) as session:
+        with ctx.session() as session:
             run_id = runs.open_attrgen_run(
                 session,
                 dataset_id=dataset_id,
                 model_name=model_name,
                 llm=llm,
                 config=config,
-                flow_run_id=current_flow_run_id(),
+                flow_run_id=ctx.flow_run_id,
                 resume_run_id=resume_run_id,
             ).id
             profiles = persona_profiles(session, dataset_id)
             done = runs.personas_with_attributes(session, run_id)
         todo = [pid for pid in profiles if pid not in done]
-        logger.info(
+        ctx.logger.info(
             "Attrgen run %s: %s personas, %s already stored, %s to ask.",
             run_id,
             len(profiles),
@@ -104,64 +97,36 @@ async def attrgen(
                 max_tokens=max_new_tokens,
             )
 
-        progress = Progress(len(profiles), interval=settings.progress_interval, what="personas")
+        interval = ctx.settings.progress_interval
+        progress = Progress(len(profiles), interval=interval, what="personas")
         await progress.start(len(done))
         answered, unanswered = await answer_all(
             todo,
             ask_one,
             in_flight=batch_size,
-            save=partial(_save, engine, run_id),
+            save=ctx.saving(runs.save_attrgen_batch, run_id),
             progress=progress,
             already_done=len(done),
-            interval=settings.progress_interval,
+            interval=interval,
         )
 
-    with session_scope(engine) as session:
-        complete = len(runs.personas_with_attributes(session, run_id))
+    with ctx.session() as session:
         runs.mark_finished(session, "attrgen", run_id)
-    summary = {
-        "personas": len(profiles),
-        "with_attributes": complete,
-        "missing": len(profiles) - complete,
-    }
-    logger.info(
+        result = attrgen_result(session, run_id)
+    ctx.logger.info(
         "Attrgen run %s finished: %s of %s personas have attributes (%s asked now, %s failed).",
         run_id,
-        complete,
-        len(profiles),
+        result.summary["with_attributes"],
+        result.summary["personas"],
         answered,
         unanswered,
     )
     await acreate_markdown_artifact(
         key=f"attrgen-run-{run_id}",
-        markdown=_summary_markdown(run_id, dataset_id, model_name, summary),
+        markdown=_summary_markdown(run_id, dataset_id, model_name, result.summary),
         description=f"Attrgen run {run_id}",
     )
-    return TaskResult(run_type="attrgen", run_id=run_id, dataset_id=dataset_id, summary=summary)
-
-
-def _save(engine: Engine, run_id: int, batch: list[tuple[int, Outcome]]) -> None:
-    with session_scope(engine) as session:
-        runs.save_attributes(
-            session,
-            run_id,
-            [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)],
-        )
-        runs.save_failures(
-            session,
-            "attrgen",
-            run_id,
-            [
-                {
-                    "persona_id": pid,
-                    "kind": out.kind,
-                    "snippet": out.snippet,
-                    "attempt": out.attempt,
-                }
-                for pid, out in batch
-                if isinstance(out, Unanswered)
-            ],
-        )
+    return result
 
 
 def _summary_markdown(run_id: int, dataset_id: int, model: str, summary: Mapping[str, int]) -> str:

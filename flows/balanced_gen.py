@@ -5,22 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
 from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset, store_balanced
-from biasbench.db.engine import session_scope
-from biasbench.errors import InvalidConfig
 from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
-from biasbench.results import TaskResult
-from biasbench.settings import Settings
-from flows.failures import named_critical_failures
-from flows.queue_turn import Priority, Upstream, wait_for_turn
-from flows.runtime import current_flow_run_id, database, publish_dataset_report
+from biasbench.results import TaskResult, dataset_result
+from flows.queue_turn import Priority, Upstream
+from flows.runtime import publish_dataset_report
+from flows.task_flow import given_dataset, task_context, task_flow
 
 
-@flow(name="balanced_gen", persist_result=True, result_serializer="json")
-@named_critical_failures
+@task_flow("balanced_gen")
 async def balanced_gen(
     dataset_id: Annotated[
         int | None,
@@ -35,7 +30,6 @@ async def balanced_gen(
     upstream: Upstream = None,
     priority: Priority = 0,
 ) -> TaskResult:
-    await wait_for_turn()
     # Async for the reason given in pool_gen; the work itself runs in a thread.
     result, report = await asyncio.to_thread(_draw, dataset_id, n, seed, axes)
     await publish_dataset_report(
@@ -48,27 +42,25 @@ def _draw(
     dataset_id: int | None, n: int, seed: int, axes: list[str] | None
 ) -> tuple[TaskResult, str | None]:
     """The dataset, and its marginals report for the UI (None if this run had already made it)."""
-    logger = get_run_logger()
-    if dataset_id is None:
-        raise InvalidConfig("dataset_id", "required: the pool dataset to draw from")
-    engine = database(Settings())
-    flow_run_id = current_flow_run_id()
+    dataset_id = given_dataset(dataset_id, "the pool dataset to draw from")
+    ctx = task_context()
     chosen_axes = list(axes) if axes else list(DEFAULT_AXES)
-    with session_scope(engine) as session:
-        if (done := dataset_made_by(session, flow_run_id)) is not None:
-            logger.info("This flow run already produced dataset %s; returning it.", done.id)
-            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id), None
+    with ctx.session() as session:
+        if (done := dataset_made_by(session, ctx.flow_run_id)) is not None:
+            ctx.logger.info("This flow run already produced dataset %s; returning it.", done.id)
+            return dataset_result(session, done.id), None
         source = require_dataset(session, dataset_id)
         selection = select_balanced(
             balancing_rows(session, dataset_id), n, seed=seed, axes=chosen_axes
         )
         config = {"dataset_id": dataset_id, "n": n, "seed": seed, "axes": chosen_axes}
         dataset = store_balanced(
-            session, source, selection, seed=seed, config=config, flow_run_id=flow_run_id
+            session, source, selection, seed=seed, config=config, flow_run_id=ctx.flow_run_id
         )
         new_id = dataset.id
+        result = dataset_result(session, new_id)
 
-    logger.info(
+    ctx.logger.info(
         "Balanced dataset %s: %s personas from pool %s; max deviation from even per axis: %s.",
         new_id,
         n,
@@ -76,16 +68,6 @@ def _draw(
         selection.max_deviation,
     )
     report = _marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets)
-    result = TaskResult(
-        run_type="dataset",
-        run_id=new_id,
-        dataset_id=new_id,
-        summary={
-            "personas": n,
-            "source_dataset_id": dataset_id,
-            "max_deviation": selection.max_deviation,
-        },
-    )
     return result, report
 
 

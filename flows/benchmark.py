@@ -6,30 +6,26 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from pydantic import Field
-from sqlalchemy import Engine
 
 from biasbench import runs
 from biasbench.analysis import QuickAnalysis, quick_analysis
-from biasbench.asking import Answered, Unanswered, ask
+from biasbench.asking import ask
 from biasbench.datasets import persona_profiles, require_dataset
-from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
 from biasbench.llm.base import ChatClient
-from biasbench.parsing import RatingAnswer, parse_rating
+from biasbench.parsing import parse_rating
 from biasbench.plan import PlanItem, benchmark_plan
 from biasbench.prompts import PersonaProfile, TraitView, benchmark_messages
-from biasbench.results import TaskResult
-from biasbench.settings import Settings
+from biasbench.results import TaskResult, benchmark_result
 from flows.answering import answer_all
-from flows.failures import named_critical_failures
 from flows.progress import Progress
-from flows.queue_turn import Priority, Upstream, wait_for_turn
-from flows.runtime import current_flow_run_id, database, ready_chat_client
+from flows.queue_turn import Priority, Upstream
+from flows.runtime import ready_chat_client
+from flows.task_flow import TaskContext, given_dataset, task_context, task_flow
 
-Outcome = Answered[RatingAnswer] | Unanswered
+Outcome = runs.BenchmarkOutcome
 
 
 @dataclass(frozen=True)
@@ -43,8 +39,7 @@ class Job:
     traits: dict[int, TraitView]
 
 
-@flow(name="benchmark", persist_result=True, result_serializer="json")
-@named_critical_failures
+@task_flow("benchmark")
 async def benchmark(
     model_name: Annotated[str, Field(min_length=1, description="Model name as served.")],
     dataset_id: Annotated[
@@ -75,12 +70,8 @@ async def benchmark(
     upstream: Upstream = None,
     priority: Priority = 0,
 ) -> TaskResult:
-    await wait_for_turn()
-    logger = get_run_logger()
-    if dataset_id is None:
-        raise InvalidConfig("dataset_id", "required: the dataset to rate")
-    settings = Settings()
-    engine = database(settings)
+    dataset_id = given_dataset(dataset_id, "the dataset to rate")
+    ctx = task_context()
     fields = {
         "dataset_id": dataset_id,
         "attrgen_run_id": attrgen_run_id,
@@ -96,19 +87,24 @@ async def benchmark(
     }
 
     # Nothing is created while an input or the LLM server is wrong.
-    _check_references(engine, dataset_id, attrgen_run_id)
+    _check_references(ctx, dataset_id, attrgen_run_id)
     async with ready_chat_client(
-        settings, llm=llm, model_name=model_name, vllm_base_url=vllm_base_url, in_flight=batch_size
+        ctx.settings,
+        llm=llm,
+        model_name=model_name,
+        vllm_base_url=vllm_base_url,
+        in_flight=batch_size,
     ) as client:
-        job = _open_job(engine, fields, model_name=model_name, resume_run_id=resume_run_id)
-        logger.info(
+        job = _open_job(ctx, fields, model_name=model_name, resume_run_id=resume_run_id)
+        ctx.logger.info(
             "Benchmark run %s: %s questions planned, %s already answered, %s to ask.",
             job.run_id,
             len(job.plan),
             len(job.plan) - len(job.todo),
             len(job.todo),
         )
-        progress = Progress(len(job.plan), interval=settings.progress_interval, what="ratings")
+        interval = ctx.settings.progress_interval
+        progress = Progress(len(job.plan), interval=interval, what="ratings")
         await progress.start(len(job.plan) - len(job.todo))
         await answer_all(
             job.todo,
@@ -122,27 +118,25 @@ async def benchmark(
                 max_tokens=max_new_tokens,
             ),
             in_flight=batch_size,
-            save=partial(_save, engine, job.run_id),
+            save=ctx.saving(runs.save_benchmark_batch, job.run_id),
             progress=progress,
             already_done=len(job.plan) - len(job.todo),
-            interval=settings.progress_interval,
+            interval=interval,
         )
 
-    analysis = _finish(engine, job)
-    logger.info("Benchmark run %s finished: %s", job.run_id, analysis.summary_line())
+    analysis, result = _finish(ctx, job)
+    ctx.logger.info("Benchmark run %s finished: %s", job.run_id, analysis.summary_line())
     await acreate_markdown_artifact(
         key=f"benchmark-run-{job.run_id}",
         markdown=f"# Benchmark run {job.run_id}\n\nModel `{model_name}` on dataset {dataset_id}, "
         f"scale `{scale_mode}`.\n\n{analysis.to_markdown()}",
         description=f"Benchmark run {job.run_id}: quick analysis",
     )
-    return TaskResult(
-        run_type="benchmark", run_id=job.run_id, dataset_id=dataset_id, summary=asdict(analysis)
-    )
+    return result
 
 
-def _check_references(engine: Engine, dataset_id: int, attrgen_run_id: int | None) -> None:
-    with session_scope(engine) as session:
+def _check_references(ctx: TaskContext, dataset_id: int, attrgen_run_id: int | None) -> None:
+    with ctx.session() as session:
         require_dataset(session, dataset_id)
         if attrgen_run_id is not None:
             runs.check_attrgen_run_fits(session, attrgen_run_id, dataset_id)
@@ -151,15 +145,15 @@ def _check_references(engine: Engine, dataset_id: int, attrgen_run_id: int | Non
 
 
 def _open_job(
-    engine: Engine, fields: dict[str, Any], *, model_name: str, resume_run_id: int | None
+    ctx: TaskContext, fields: dict[str, Any], *, model_name: str, resume_run_id: int | None
 ) -> Job:
     """Create or resume the run row, and derive its (deterministic) plan and what is missing."""
-    with session_scope(engine) as session:
+    with ctx.session() as session:
         run = runs.open_benchmark_run(
             session,
             fields=fields,
             model_name=model_name,
-            flow_run_id=current_flow_run_id(),
+            flow_run_id=ctx.flow_run_id,
             resume_run_id=resume_run_id,
         )
         profiles = persona_profiles(session, run.dataset_id, attrgen_run_id=run.attrgen_run_id)
@@ -209,38 +203,9 @@ async def _ask_one(
     )
 
 
-def _save(engine: Engine, run_id: int, batch: list[tuple[PlanItem, Outcome]]) -> None:
-    with session_scope(engine) as session:
-        runs.save_results(
-            session,
-            run_id,
-            [
-                {
-                    **asdict(item),
-                    "rating": out.value.rating,
-                    "rationale": out.value.rationale,
-                    "raw_answer": out.raw,
-                    "attempt": out.attempt,
-                }
-                for item, out in batch
-                if isinstance(out, Answered)
-            ],
-        )
-        runs.save_failures(
-            session,
-            "benchmark",
-            run_id,
-            [
-                {**asdict(item), "kind": out.kind, "snippet": out.snippet, "attempt": out.attempt}
-                for item, out in batch
-                if isinstance(out, Unanswered)
-            ],
-        )
-
-
-def _finish(engine: Engine, job: Job) -> QuickAnalysis:
+def _finish(ctx: TaskContext, job: Job) -> tuple[QuickAnalysis, TaskResult]:
     """The quick analysis over everything stored for this run (all passes together)."""
-    with session_scope(engine) as session:
+    with ctx.session() as session:
         analysis = quick_analysis(runs.rated_rows(session, job.run_id), planned=len(job.plan))
         runs.mark_finished(session, "benchmark", job.run_id, analysis=asdict(analysis))
-    return analysis
+        return analysis, benchmark_result(session, job.run_id)

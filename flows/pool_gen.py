@@ -5,21 +5,17 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from prefect import flow, get_run_logger
 from pydantic import Field
 
 from biasbench.datasets import dataset_made_by, ensure_reference_data, store_pool
-from biasbench.db.engine import session_scope
 from biasbench.personas.sampling import choose_seed, sample_pool
-from biasbench.results import TaskResult
-from biasbench.settings import Settings
-from flows.failures import named_critical_failures
-from flows.queue_turn import Priority, Upstream, wait_for_turn
-from flows.runtime import current_flow_run_id, database, publish_dataset_report
+from biasbench.results import TaskResult, dataset_result
+from flows.queue_turn import Priority, Upstream
+from flows.runtime import publish_dataset_report
+from flows.task_flow import task_context, task_flow
 
 
-@flow(name="pool_gen", persist_result=True, result_serializer="json")
-@named_critical_failures
+@task_flow("pool_gen")
 async def pool_gen(
     n: Annotated[int, Field(ge=1, le=2_000_000, description="Number of personas.")] = 20_000,
     temperature: Annotated[
@@ -31,7 +27,6 @@ async def pool_gen(
     upstream: Upstream = None,
     priority: Priority = 0,
 ) -> TaskResult:
-    await wait_for_turn()
     # An async flow: Prefect's sync engine spends up to 1 s joining its heartbeat thread after
     # the run ends, idle GPU time between tasks. The CPU and database work runs in a thread.
     result, report = await asyncio.to_thread(_make_pool, n, temperature, age_from, age_to, seed)
@@ -43,13 +38,11 @@ def _make_pool(
     n: int, temperature: float, age_from: int | None, age_to: int | None, seed: int | None
 ) -> tuple[TaskResult, str | None]:
     """The dataset, and its report for the UI (None if this run had already made it)."""
-    logger = get_run_logger()
-    engine = database(Settings())
-    flow_run_id = current_flow_run_id()
-    with session_scope(engine) as session:
-        if (done := dataset_made_by(session, flow_run_id)) is not None:
-            logger.info("This flow run already produced dataset %s; returning it.", done.id)
-            return TaskResult(run_type="dataset", run_id=done.id, dataset_id=done.id), None
+    ctx = task_context()
+    with ctx.session() as session:
+        if (done := dataset_made_by(session, ctx.flow_run_id)) is not None:
+            ctx.logger.info("This flow run already produced dataset %s; returning it.", done.id)
+            return dataset_result(session, done.id), None
 
     seed = seed if seed is not None else choose_seed()
     drafts = sample_pool(n, temperature=temperature, age_from=age_from, age_to=age_to, seed=seed)
@@ -60,19 +53,14 @@ def _make_pool(
         "age_to": age_to,
         "seed": seed,
     }
-    with session_scope(engine) as session:
+    with ctx.session() as session:
         ensure_reference_data(session)
-        dataset = store_pool(session, drafts, seed=seed, config=config, flow_run_id=flow_run_id)
+        dataset = store_pool(session, drafts, seed=seed, config=config, flow_run_id=ctx.flow_run_id)
         dataset_id = dataset.id
+        result = dataset_result(session, dataset_id)
 
-    logger.info("Pool dataset %s: %s personas, seed %s.", dataset_id, n, seed)
+    ctx.logger.info("Pool dataset %s: %s personas, seed %s.", dataset_id, n, seed)
     report = (
         f"# Pool dataset {dataset_id}\n\n{n:,} personas, temperature {temperature}, seed {seed}."
-    )
-    result = TaskResult(
-        run_type="dataset",
-        run_id=dataset_id,
-        dataset_id=dataset_id,
-        summary={"personas": n, "seed": seed},
     )
     return result, report

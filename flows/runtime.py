@@ -1,5 +1,6 @@
 """What every task flow needs from its surroundings: settings, the database, the Prefect run id,
-and the LLM API key (from a Secret block or the environment, never from parameters)."""
+and the LLM API key (from a Secret block or the environment, never from parameters). A task
+body gets the first three together from `flows.task_flow.task_context()`."""
 
 from __future__ import annotations
 
