@@ -84,17 +84,14 @@ async def watch(tasks: list[Submitted], timeout: float = 900) -> list[QueueRun]:
 async def summary(tasks: list[Submitted], ui_url: str) -> str:
     lines = ["", "Demo pipeline through the queue:", ""]
     async with get_client() as client:
-        for task in tasks:
-            flow_run = await client.read_flow_run(task.run_id)  # type: ignore[arg-type]
-            took = (
-                f"{flow_run.total_run_time.total_seconds():5.1f} s"
-                if flow_run.total_run_time
-                else "     -"
-            )
-            lines.append(
-                f"  {task.label:14} {flow_run.state_name or '':10} {took}  "
-                f"{ui_url}/runs/flow-run/{task.run_id}"
-            )
+        runs = await gateway.runs_by_id(client, [t.run_id for t in tasks])
+    for task in tasks:
+        run = runs[task.run_id]
+        took = f"{run.run_time.total_seconds():5.1f} s" if run.run_time else "     -"
+        lines.append(
+            f"  {task.label:14} {run.state_name or '':10} {took}  "
+            f"{ui_url}/runs/flow-run/{task.run_id}"
+        )
     on = describe_channels(DeploymentSettings())
     messages = (
         f"sent to {', '.join(on)} (make notify-test checks them)"

@@ -25,6 +25,7 @@ from biasbench.db.engine import session_scope
 from biasbench.errors import critical_of_state
 from biasbench.queue import gateway
 from biasbench.queue.messages import (
+    QUEUE_RESOURCE,
     TaskSeen,
     completion_text,
     failure_text,
@@ -33,16 +34,6 @@ from biasbench.queue.messages import (
 )
 from biasbench.queue.model import QueueRun, QueueStatus, counting_stalls, held_dependents
 from biasbench.results import result_of_flow_run
-
-QUEUE_RESOURCE = {"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"}
-# The events automations turn into messages (the manager also emits resumed and stopped).
-MESSAGE_EVENTS = (
-    "biasbench.task.failed",
-    "biasbench.task.completed",
-    "biasbench.queue.started",
-    "biasbench.queue.paused",
-    "biasbench.queue.drained",
-)
 
 
 class Notices:

@@ -81,18 +81,15 @@ from prefect.settings import PREFECT_API_DATABASE_CONNECTION_URL, temporary_sett
 from prefect.states import Cancelled, Completed, Failed, to_state_create
 from sqlalchemy import create_engine, text
 
-from biasbench.db.engine import ready_engine
-from biasbench.queue import control
+from biasbench.queue import control, gateway
 from biasbench.queue.gateway import deployment_name, held_state
 from biasbench.queue.model import QUEUE_TAG, SKIPPED
 from biasbench.settings import Settings
 from deployments.setup import PROJECT_DIR
 from deployments.stack import Stack
 from queue_api.app import create_app
-from queue_api.ids import TaskIds
 from queue_api.labels import default_label
 from queue_api.settings import ApiSettings
-from queue_api.tasks import TaskReader
 from tests.support.ports import free_port
 
 PORT = 4261
@@ -232,12 +229,10 @@ STATS_SAME_CALLS = "  vs the same reads, bare"
 
 
 async def measure(base: str, db_url: str, requests: int, tasks: int) -> Samples:
-    engine = ready_engine(db_url)
-    reader = TaskReader(engine, TaskIds(engine))
     async with get_client() as client, httpx.AsyncClient(base_url=base, timeout=60) as http:
 
         async def stats_calls() -> None:  # what the shim asks Prefect for /queue/stats
-            await asyncio.gather(reader.counts(client), control.queue_state(client))
+            await asyncio.gather(gateway.count_by_status(client), control.queue_state(client))
 
         pairs = {
             QUEUE: (

@@ -129,6 +129,8 @@ def _e(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+# The queue itself, as the resource of its events (started, paused, drained, ...).
+QUEUE_RESOURCE = {"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"}
 # The events automations turn into messages (the manager also emits resumed and stopped).
 MESSAGE_EVENTS = (
     "biasbench.task.failed",

@@ -1,12 +1,9 @@
-"""How a running task reports its progress (a Prefect progress artifact) and how it is read
-back: one format, written by the flows, parsed by the REST shim."""
+"""A task's progress as numbers: read from the domain database (biasbench.results), shown by
+the REST shim, and written for people into the run's progress artifact (flows/progress.py)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-_TEXT = re.compile(r"^([\d,]+) of ([\d,]+) ")
 
 
 @dataclass(frozen=True)
@@ -20,10 +17,3 @@ class ProgressCount:
 
     def describe(self, what: str) -> str:
         return f"{self.done:,} of {self.total:,} {what}"
-
-
-def parse_progress(description: str | None) -> ProgressCount | None:
-    if description is None or (match := _TEXT.match(description)) is None:
-        return None
-    done, total = (int(g.replace(",", "")) for g in match.groups())
-    return ProgressCount(done, total)

@@ -5,6 +5,7 @@ real flows; the fake LLM answers (its model-name suffixes make it fail on cue)."
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from sqlalchemy import Engine, select
 from biasbench.db.engine import session_scope
 from biasbench.db.models import BenchmarkResult, BenchmarkRun, Dataset, Failure
 from biasbench.personas.balancing import DEFAULT_AXES
-from biasbench.queue.progress import ProgressCount, parse_progress
+from biasbench.queue.progress import ProgressCount
 from biasbench.results import TaskResult, progress_of_flow_run, result_of_flow_run
 from flows.attrgen import attrgen
 from flows.balanced_gen import balanced_gen
@@ -60,7 +61,10 @@ def artifact_progress(flow_run_id: str) -> ProgressCount | None:
         assert len(artifacts) == 1
         return artifacts[0].description
 
-    return parse_progress(asyncio.run(read()))
+    shown = re.match(r"^([\d,]+) of ([\d,]+) ", asyncio.run(read()) or "")
+    assert shown is not None
+    done, total = (int(g.replace(",", "")) for g in shown.groups())
+    return ProgressCount(done, total)
 
 
 @pytest.fixture
