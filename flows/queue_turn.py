@@ -6,12 +6,11 @@ from typing import Annotated
 from uuid import UUID, uuid4
 
 from prefect import get_client, get_run_logger
-from prefect.client.schemas.objects import State, StateType
 from prefect.context import FlowRunContext
 from prefect.flow_runs import asuspend_flow_run
 from pydantic import Field
 
-from biasbench.queue.model import RELEASED
+from biasbench.queue import gateway
 
 # The two queue parameters every task flow accepts, so that `prefect deployment run`, the UI and
 # schedules can declare what a task waits for and how urgent it is.
@@ -35,19 +34,14 @@ def _deployment_run_id() -> UUID | None:
     return context.flow_run.id
 
 
-def _released(states: list[State]) -> bool:
-    scheduled = [s for s in states if s.type == StateType.SCHEDULED]
-    return bool(scheduled) and max(scheduled, key=lambda s: s.timestamp).name == RELEASED
-
-
 async def wait_for_turn() -> None:
     """A deployment run the manager did not release (CLI, UI, schedule, the UI's Retry) parks
-    itself back in the queue (suspended, no slot held) instead of jumping it. Direct calls
-    (tests, the demo pipeline) have no deployment and run at once."""
+    itself back in the queue (suspended, no slot held) instead of jumping it. Direct calls of a
+    flow (tests, scripts) have no deployment and run at once."""
     if (flow_run_id := _deployment_run_id()) is None:
         return
     async with get_client() as client:
-        if _released(await client.read_flow_run_states(flow_run_id)):
+        if await gateway.released_by_manager(client, str(flow_run_id)):
             return
     get_run_logger().info(PARKING)
     # A fresh key each time: Prefect ignores a second suspend with a key it has already seen.

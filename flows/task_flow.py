@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
+from biasbench.queue.model import QUEUE_PARAMETERS
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 from flows.failures import critical_failure
@@ -40,7 +41,8 @@ from flows.runtime import current_flow_run_id, database
 P = ParamSpec("P")
 Batch = TypeVar("Batch", bound=Sequence[Any])
 
-QUEUE_PARAMETERS = {"upstream": (Upstream, None), "priority": (Priority, 0)}
+# How every task flow declares the queue's own parameters: (annotation, default) of each.
+_DECLARED = dict(zip(QUEUE_PARAMETERS, [(Upstream, None), (Priority, 0)], strict=True))
 
 
 def task_flow(
@@ -70,7 +72,7 @@ def task_flow(
 
 
 def _check_queue_parameters(name: str, signature: inspect.Signature) -> None:
-    for parameter, (annotation, default) in QUEUE_PARAMETERS.items():
+    for parameter, (annotation, default) in _DECLARED.items():
         declared = signature.parameters.get(parameter)
         if declared is None or (declared.annotation, declared.default) != (annotation, default):
             raise TypeError(

@@ -1,5 +1,5 @@
-"""Every Prefect API call the queue makes: the manager, the controls, submission and the /queue
-shim read and write task runs only through here, as `QueueRun`s.
+"""Every Prefect API call the queue makes: the manager, the controls, submission, the turn guard
+and the /queue shim read and write task runs only through here, as `QueueRun`s.
 
 Prefect is the only record of a task's lifecycle; this module reads and writes states, never a
 copy of them. Reads page through every matching run: the server returns at most 200 per call."""
@@ -239,6 +239,14 @@ async def last_progress(client: PrefectClient, run_id: str) -> datetime | None:
         artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
     )
     return max([flow_run.state.timestamp, *(a.updated for a in artifacts if a.updated)])
+
+
+async def released_by_manager(client: PrefectClient, run_id: str) -> bool:
+    """Whether the run's latest Scheduled state is the manager's release (the turn guard asks
+    this from inside the run)."""
+    states = await client.read_flow_run_states(UUID(run_id))
+    scheduled = [s for s in states if s.type == StateType.SCHEDULED]
+    return bool(scheduled) and max(scheduled, key=lambda s: s.timestamp).name == RELEASED
 
 
 def _is_uuid(value: str) -> bool:
