@@ -53,7 +53,7 @@ STALLED = Critical("Stalled", "no progress for a long time: is the LLM server re
 
 # Failed-state names that mark a critical failure (plus Prefect's own CRASHED state type).
 CRITICAL_STATE_NAMES = {
-    k.name: k for k in (LLM_UNREACHABLE, OUT_OF_MEMORY, GPU_ERROR, DATABASE_DOWN, STALLED)
+    k.name: k for k in (LLM_UNREACHABLE, OUT_OF_MEMORY, GPU_ERROR, DATABASE_DOWN, STALLED, CRASHED)
 }
 
 

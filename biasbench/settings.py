@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     )
 
     # --- queue ---
+    queue_crash_retries: int = Field(
+        default=1,
+        ge=0,
+        le=10,
+        validation_alias="QUEUE_CRASH_RETRIES",
+        description="How often a task whose process was killed from outside (its worker or host "
+        "died, the server lost it) is put back in its place automatically; it resumes. Its own "
+        "exceptions are never retried.",
+    )
     queue_stall_seconds: float = Field(
         default=600.0,
         validation_alias="QUEUE_STALL_SECONDS",

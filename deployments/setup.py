@@ -16,6 +16,7 @@ from prefect.settings import get_current_settings
 
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from deployments.automations import ensure_automation, watchdog_automations
+from deployments.manager_revival import ensure_manager_revival
 from deployments.notifications import ensure_notifications
 from deployments.settings import DeploymentSettings
 
@@ -78,4 +79,5 @@ async def ensure_automations(settings: DeploymentSettings) -> list[str]:
     async with get_client() as client:
         for automation in watchdog_automations(settings.queue_heartbeat_timeout):
             await ensure_automation(client, automation)
+        await ensure_manager_revival(client)
         return await ensure_notifications(client, settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Set
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
@@ -21,6 +22,7 @@ from prefect.events import emit_event
 from prefect.utilities.urls import url_for
 from sqlalchemy import Engine
 
+from biasbench.announcements import already_announced, missed_since, record_announced
 from biasbench.db.engine import session_scope
 from biasbench.errors import critical_of_state
 from biasbench.queue import gateway
@@ -57,20 +59,40 @@ class Notices:
         snapshot; `stalled` the runs the manager stopped for making no progress (failed)."""
         runs = counting_stalls(runs, stalled)
         ended = [
-            run_id for run_id in self._unfinished if run_id not in runs or runs[run_id].is_final
+            run_id for run_id in self._unfinished if run_id not in runs or runs[run_id].is_settled
         ]
-        self._unfinished = {i: r for i, r in runs.items() if not r.is_final}
+        self._unfinished = {i: r for i, r in runs.items() if not r.is_settled}
         if not ended:
             return
-        for run in counting_stalls(await gateway.runs_by_id(client, ended), stalled).values():
-            if not run.is_final:
+        seen = counting_stalls(await gateway.runs_by_id(client, ended), stalled)
+        for run in seen.values():
+            if not run.is_settled:
                 self._unfinished[run.id] = run  # e.g. a stalled run still being stopped
                 continue
             self._tally[run.status.value] += 1
-            try:
-                self._announce(run, runs)
-            except Exception:  # a message must never stop the queue
-                self._logger.exception("No message for task %s: writing it failed", run.id)
+            self._announce_once(run, runs)
+
+    async def announce_missed(self, client: PrefectClient) -> None:
+        """Announce the ends that happened while no manager was watching (it died, the stack
+        was down), each once: the domain database remembers what was announced."""
+        with session_scope(self._engine) as session:
+            since = missed_since(session)
+        if since is None:
+            return
+        ended = [r for r in await gateway.finished_since(client, since) if r.is_settled]
+        with session_scope(self._engine) as session:
+            done = already_announced(session, (r.id for r in ended))
+        for run in sorted(ended, key=lambda r: r.ended_at or since):
+            if run.id not in done:
+                self._announce_once(run, {})
+
+    def _announce_once(self, run: QueueRun, runs: Mapping[str, QueueRun]) -> None:
+        try:
+            self._announce(run, runs)
+            with session_scope(self._engine) as session:
+                record_announced(session, run.id, run.ended_at or datetime.now(UTC))
+        except Exception:  # a message must never stop the queue
+            self._logger.exception("No message for task %s: writing it failed", run.id)
 
     def _announce(self, run: QueueRun, runs: Mapping[str, QueueRun]) -> None:
         task = TaskSeen(run.task_type, run.name, url_for("flow-run", obj_id=run.id))

@@ -2,27 +2,41 @@
 
 A thin loop: snapshot the queue from Prefect → decide (biasbench.queue.decide, pure) → apply.
 It keeps no state of its own, so a restart simply reconciles from Prefect. It runs in its own
-work pool and never takes a GPU slot; the GPU pool's concurrency limit is the number of slots."""
+work pool and never takes a GPU slot; the GPU pool's concurrency limit is the number of slots.
+
+It must not die of what a night brings: each look is guarded, so a run that vanished or a
+Prefect error is logged and the next look goes on, and a Prefect outage is waited out with
+backoff. If its process dies anyway, a server-side automation starts a new manager
+(deployments/manager_revival.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from prefect import flow, get_client, get_run_logger
+from prefect.client.orchestration import PrefectClient
 from pydantic import Field
+from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
 from biasbench.queue import gateway
 from biasbench.queue.decide import decide
-from biasbench.queue.model import MANAGER_FLOW, QueueRun, QueueStatus
+from biasbench.queue.model import HELD_QUEUED, MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
 from flows.notices import Notices
 from flows.runtime import database
 from flows.stall_watch import StallWatch
+
+# "All queued tasks processed" only once nothing new came for this long: a script submitting a
+# batch, or a user adding the next task, would otherwise get it between two submissions.
+DRAINED_AFTER_SECONDS = 3.0
+# Waiting out a Prefect outage: the first retry at once, then doubling up to this.
+MAX_BACKOFF_SECONDS = 10.0
 
 
 @flow(name=MANAGER_FLOW)
@@ -39,68 +53,156 @@ async def queue_manager(
 ) -> None:
     logger = get_run_logger()
     settings = Settings()
-    engine = database(settings)
-    stall_watch = StallWatch(stall_seconds or settings.queue_stall_seconds)
-    results: dict[str, TaskResult] = {}  # results never change once known
-    notices = Notices(logger, engine)
-    was_busy = False
-    idle_since: float | None = None
-    was_paused: bool | None = None
+    manager = Manager(
+        logger,
+        database(settings),
+        stall_seconds=stall_seconds or settings.queue_stall_seconds,
+        crash_retries=settings.queue_crash_retries,
+    )
+    trouble = Trouble(logger)
     async with get_client() as client:
         while True:
-            pool = await gateway.read_pool(client)
-            stopping = await gateway.stop_requested()
-            runs = await gateway.read_queue(client)
-            if was_paused is None:
-                notices.queue("started", waiting=sum(r.is_held for r in runs.values()))
-            if pool.paused != was_paused and (pool.paused or was_paused is not None):
-                # Also when it starts paused: users learn the queue is up but holding.
-                notices.queue("paused" if pool.paused else "resumed")
-            was_paused = pool.paused
-
-            for run_id in await stall_watch.check(client, runs):
-                logger.warning(
-                    "Task %s made no progress for %.0f s: stopping it.",
-                    run_id,
-                    stall_watch.after_seconds,
-                )
-            await notices.tasks(client, runs, stall_watch.stalled)
-            with session_scope(engine) as session:
-                for run_id in _completed_upstreams(runs):
-                    if run_id not in results and (found := result_of_flow_run(session, run_id)):
-                        results[run_id] = found
-            actions = decide(
-                runs,
-                slots=pool.slots,
-                accepting=not (pool.paused or stopping),
-                results=results,
-                now=datetime.now(UTC),
-                stalled=stall_watch.stalled,
-            )
-            if actions:
-                logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
-                await gateway.apply(client, runs, actions)
-
-            if stopping and not any(r.occupies_slot for r in runs.values()):
-                await gateway.clear_stop()
-                notices.queue("stopped")
-                logger.info(
-                    "Queue stopped: the current task has finished; queued tasks stay queued."
-                )
-                return
-            if not all(r.is_final for r in runs.values()):
-                was_busy, idle_since = True, None
-            elif was_busy:
-                idle_since = idle_since or time.monotonic()
-                if time.monotonic() - idle_since >= DRAINED_AFTER_SECONDS:
-                    notices.queue("drained")
-                    was_busy = False
+            try:
+                if await manager.look(client):
+                    return
+            except Exception as exc:  # the queue must go on: see Trouble
+                await asyncio.sleep(trouble.seen(exc))
+                continue
+            trouble.over()
             await asyncio.sleep(poll_seconds)
 
 
-# "All queued tasks processed" only once nothing new came for this long: a script submitting a
-# batch, or a user adding the next task, would otherwise get it between two submissions.
-DRAINED_AFTER_SECONDS = 3.0
+class Trouble:
+    """A look that failed: say so once (not every 0.5 s for an hour), back off, and say when it
+    is over. Whatever failed is read again from Prefect on the next look, so nothing is lost."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        self._logger = logger
+        self._since: float | None = None
+        self._backoff = 0.0
+
+    def seen(self, exc: Exception) -> float:
+        """Seconds to wait before the next look."""
+        if self._since is None:
+            self._since = time.monotonic()
+            self._logger.warning(
+                "A look at the queue failed (%s: %s); trying again with backoff until it works.",
+                type(exc).__name__,
+                exc,
+                exc_info=exc,
+            )
+        self._backoff = min(max(self._backoff * 2, 0.5), MAX_BACKOFF_SECONDS)
+        return self._backoff
+
+    def over(self) -> None:
+        if self._since is not None:
+            self._logger.warning(
+                "The queue works again after %.0f s of failed looks.",
+                time.monotonic() - self._since,
+            )
+        self._since, self._backoff = None, 0.0
+
+
+class Manager:
+    """One look at a time; what it keeps between looks is only what saves reads (known results,
+    the last snapshot for messages), never a copy of the queue."""
+
+    def __init__(
+        self,
+        logger: logging.Logger | logging.LoggerAdapter[Any],
+        engine: Engine,
+        *,
+        stall_seconds: float,
+        crash_retries: int,
+    ) -> None:
+        self.logger = logger
+        self.engine = engine
+        self.crash_retries = crash_retries
+        self.stall_watch = StallWatch(stall_seconds)
+        self.notices = Notices(logger, engine)
+        self.results: dict[str, TaskResult] = {}  # results never change once known
+        self.was_busy = False
+        self.idle_since: float | None = None
+        self.was_paused: bool | None = None
+
+    async def look(self, client: PrefectClient) -> bool:
+        """Returns True when the queue has stopped (a stop was asked for and nothing runs)."""
+        pool = await gateway.read_pool(client)
+        stopping = await gateway.stop_requested()
+        await self.judge_crashes(client)
+        runs = await gateway.read_queue(client)
+        if self.was_paused is None:
+            await self.notices.announce_missed(client)
+            self.notices.queue("started", waiting=sum(r.is_held for r in runs.values()))
+        if pool.paused != self.was_paused and (pool.paused or self.was_paused is not None):
+            # Also when it starts paused: users learn the queue is up but holding.
+            self.notices.queue("paused" if pool.paused else "resumed")
+        self.was_paused = pool.paused
+
+        for run_id in await self.stall_watch.check(client, runs):
+            self.logger.warning(
+                "Task %s made no progress for %.0f s: stopping it.",
+                run_id,
+                self.stall_watch.after_seconds,
+            )
+        await self.notices.tasks(client, runs, self.stall_watch.stalled)
+        self.learn_results(runs)
+        actions = decide(
+            runs,
+            slots=pool.slots,
+            accepting=not (pool.paused or stopping),
+            results=self.results,
+            now=datetime.now(UTC),
+            stalled=self.stall_watch.stalled,
+        )
+        if actions:
+            self.logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
+            await gateway.apply(client, runs, actions)
+
+        if stopping and not any(r.occupies_slot for r in runs.values()):
+            await gateway.clear_stop()
+            self.notices.queue("stopped")
+            self.logger.info(
+                "Queue stopped: the current task has finished; queued tasks stay queued."
+            )
+            return True
+        self.watch_drain(runs)
+        return False
+
+    async def judge_crashes(self, client: PrefectClient) -> None:
+        """A task whose process was killed from outside (worker or host gone, server lost) goes
+        back in its place and resumes, up to QUEUE_CRASH_RETRIES times; after that, or with no
+        retries, it fails for good as Crashed."""
+        for run in await gateway.crashed_runs(client):
+            crashes = await gateway.crash_count(client, run.id)
+            if crashes <= self.crash_retries:
+                await gateway.requeue(client, run, HELD_QUEUED)
+                self.logger.warning(
+                    "Task %s (%s) was killed from outside (%s); it goes back in its place and "
+                    "resumes (automatic retry %d of %d).",
+                    run.name,
+                    run.id,
+                    run.state_message or "crashed",
+                    crashes,
+                    self.crash_retries,
+                )
+            else:
+                await gateway.fail_crashed(client, run, run.state_message or "crashed")
+
+    def learn_results(self, runs: dict[str, QueueRun]) -> None:
+        with session_scope(self.engine) as session:
+            for run_id in _completed_upstreams(runs):
+                if run_id not in self.results and (found := result_of_flow_run(session, run_id)):
+                    self.results[run_id] = found
+
+    def watch_drain(self, runs: dict[str, QueueRun]) -> None:
+        if not all(r.is_settled for r in runs.values()):
+            self.was_busy, self.idle_since = True, None
+        elif self.was_busy:
+            self.idle_since = self.idle_since or time.monotonic()
+            if time.monotonic() - self.idle_since >= DRAINED_AFTER_SECONDS:
+                self.notices.queue("drained")
+                self.was_busy = False
 
 
 def _completed_upstreams(runs: dict[str, QueueRun]) -> set[str]:

@@ -213,3 +213,13 @@ class QueueTaskId(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     flow_run_id: Mapped[str] = mapped_column(String(36), unique=True)
+
+
+class QueueAnnouncement(Base):
+    """A task end the queue manager has announced (its message was emitted): a new manager
+    announces the ends it missed, and none twice. Not a copy of the task's status."""
+
+    __tablename__ = "queue_announcements"
+
+    flow_run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

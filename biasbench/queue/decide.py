@@ -70,6 +70,8 @@ def _blocker(
     """Why a held run can never run (a terminal action), or None."""
     for upstream_id in run.upstream:
         upstream = runs.get(upstream_id)
+        if upstream is not None and not upstream.is_settled:
+            continue  # a crash the manager has not judged yet may still be requeued
         if upstream is None:
             return Skip(run.id, f"upstream {upstream_id} does not exist", upstream_id)
         status = upstream.status

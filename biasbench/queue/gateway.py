@@ -22,6 +22,7 @@ from prefect.client.schemas.filters import (
     FlowFilterName,
     FlowRunFilter,
     FlowRunFilterDeploymentId,
+    FlowRunFilterEndTime,
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateType,
@@ -30,10 +31,10 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.states import Cancelled, Cancelling, Crashed, Failed, Paused, Scheduled
+from prefect.states import Cancelled, Cancelling, Failed, Paused, Scheduled
 from prefect.variables import Variable
 
-from biasbench.errors import NotFound, QueueError
+from biasbench.errors import CRASHED, NotFound, QueueError
 from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
@@ -195,6 +196,16 @@ async def newest_finished_runs(client: PrefectClient, limit: int) -> list[QueueR
     return await _as_queue_runs(client, flow_runs)
 
 
+async def finished_since(client: PrefectClient, since: datetime) -> list[QueueRun]:
+    """Task runs that ended after `since`."""
+    flow_runs = await _read_all(
+        client,
+        _task_filter(FINAL_TYPES, end_time=FlowRunFilterEndTime(after_=since)),
+        sort=FlowRunSort.END_TIME_DESC,
+    )
+    return await _as_queue_runs(client, flow_runs)
+
+
 async def runs_ended_by(client: PrefectClient, upstream_id: str) -> list[QueueRun]:
     """Runs that a cascade from this upstream skipped or cancelled, and that are still so."""
     flow_runs = await _read_all(
@@ -205,6 +216,25 @@ async def runs_ended_by(client: PrefectClient, upstream_id: str) -> list[QueueRu
         ),
     )
     return await _as_queue_runs(client, flow_runs)
+
+
+async def crashed_runs(client: PrefectClient) -> list[QueueRun]:
+    """Task runs in Prefect's CRASHED state: crashes the manager has not judged yet (it requeues
+    them or fails them for good, which leaves that state)."""
+    return await _as_queue_runs(client, await _read_all(client, _task_filter({"CRASHED"})))
+
+
+async def crash_count(client: PrefectClient, run_id: str) -> int:
+    """How often the run has crashed, from its state history."""
+    states = await client.read_flow_run_states(UUID(run_id))
+    return sum(1 for s in states if s.type == StateType.CRASHED)
+
+
+async def fail_crashed(client: PrefectClient, run: QueueRun, message: str) -> None:
+    """A crash judged final: Failed("Crashed"), which the queue no longer revisits."""
+    await client.set_flow_run_state(
+        UUID(run.id), Failed(name=CRASHED.name, message=message), force=True
+    )
 
 
 async def count_by_status(client: PrefectClient) -> dict[QueueStatus, int]:
@@ -414,8 +444,9 @@ async def start_manager(client: PrefectClient, *, after_reboot: bool) -> str | N
     run's id, or None when one was already active.
 
     after_reboot: the caller knows no manager process survives (the stack has just started), so
-    managers still marked active are stale: they are marked Crashed, so that the deployment's
-    concurrency slot does not block the new one."""
+    managers still marked active are stale: they are marked Cancelled (not Crashed, which would
+    have the server start yet another one), so that the deployment's concurrency slot does not
+    block the new one."""
     deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
     active = await _read_all(
         client,
@@ -430,7 +461,7 @@ async def start_manager(client: PrefectClient, *, after_reboot: bool) -> str | N
         return None
     for run in active:
         await client.set_flow_run_state(
-            run.id, Crashed(message="the stack was restarted"), force=True
+            run.id, Cancelled(message="stale: the stack was restarted"), force=True
         )
     return str((await client.create_flow_run_from_deployment(deployment.id)).id)
 

@@ -148,6 +148,13 @@ class QueueRun:
         return self.state_type in FINAL_TYPES
 
     @property
+    def is_settled(self) -> bool:
+        """Final, and the queue has judged it: a Crashed run is not settled until the manager
+        has either requeued it (its process was killed from outside; QUEUE_CRASH_RETRIES) or
+        failed it for good. Cascades and messages wait for that."""
+        return self.is_final and self.state_type != "CRASHED"
+
+    @property
     def occupies_slot(self) -> bool:
         """Released, pending, running or being cancelled: it has (or is about to get) a GPU slot."""
         return self.is_released or self.state_type in EXECUTING_TYPES

@@ -212,6 +212,28 @@ def test_a_manager_that_dies_is_reported_by_the_server(
     assert wait_for_message(telegram, "▶️ <b>Queue started</b>", after=before)  # the new one
 
 
+def test_a_task_that_ends_while_no_manager_watches_is_announced_once_by_the_next(
+    stack: RunningStack, telegram: TelegramServer, dataset_id: int
+) -> None:
+    slow = {"llm": "fake", "model_name": "m@slow=0.5", "batch_size": 4, "dataset_id": dataset_id}
+
+    async def scenario() -> None:
+        async with get_client() as client:
+            run = await submit(client, "benchmark", slow, label="notify-unwatched")
+        await wait_for(lambda runs: runs[0].state_name == "Running", [run], timeout=120)
+        stack.kill_manager()  # the task runs on; nobody watches it end
+        await wait_for(all_final, [run])
+        stack.restart_manager()
+        async with get_client() as client:  # proof that the new manager has looked since
+            later = await submit(client, "pool_gen", {"n": 10}, label="notify-after-unwatched")
+        await wait_for(all_final, [later])
+
+    asyncio.run(scenario())
+    wait_for_message(telegram, "✅ <b>Done</b>", "benchmark “notify-unwatched”")
+    wait_for_message(telegram, "pool_gen “notify-after-unwatched”")
+    assert sum("“notify-unwatched”" in text for text in telegram.texts()) == 1
+
+
 def _setup(env: dict[str, str]) -> str:
     command = [sys.executable, "-m", "deployments", "setup"]
     return subprocess.run(

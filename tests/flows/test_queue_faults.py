@@ -168,7 +168,47 @@ def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
     assert not any("to-stop" in text for text in telegram.texts())  # the user knows already
 
 
-def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_completes_it(
+async def kill_flow_process_after(engine: Engine, run_id: str, results: int) -> None:
+    """SIGKILL the task's flow process (from outside, as the OOM killer would) once it has
+    stored at least `results` answers."""
+    await wait_for(lambda runs: results_of(engine, run_id) >= results, [run_id], timeout=120)
+    (flow_process,) = flow_process_pids(run_id)
+    os.kill(flow_process, signal.SIGKILL)
+
+
+def test_a_task_killed_from_outside_goes_back_in_its_place_and_resumes(
+    stack_db: Engine, dataset_id: int, telegram: TelegramServer
+) -> None:
+    with OpenAIServer(models=[MODEL], latency=0.2) as server:
+
+        async def scenario() -> tuple[list[FlowRun], float]:
+            async with get_client() as client:
+                bench = await submit(
+                    client, "benchmark", bench_config(server, dataset_id), label="killed-once"
+                )
+                dependent = await submit(
+                    client,
+                    "benchmark",
+                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                    upstream=[bench],
+                    label="after-killed-once",
+                )
+            await kill_flow_process_after(stack_db, bench, 5)
+            killed, stored = time.monotonic(), results_of(stack_db, bench)
+            await wait_for(lambda runs: results_of(stack_db, bench) > stored, [bench])
+            still = time.monotonic() - killed
+            return await wait_for(all_final, [bench, dependent]), still
+
+        final, still = asyncio.run(scenario())
+
+    print(f"the queue stood still {still:.1f} s after the task's process was killed")
+    assert [r.state_name for r in final] == ["Completed", "Completed"]
+    assert results_of(stack_db, str(final[0].id)) == 60  # resumed: every answer exactly once
+    wait_for_message(telegram, "✅ <b>Done</b>", "benchmark “after-killed-once”")
+    assert not any("killed-once”" in t and "CRITICAL" in t for t in telegram.texts())
+
+
+def test_a_task_killed_twice_fails_as_crashed_and_its_dependents_are_skipped(
     stack_db: Engine, dataset_id: int, telegram: TelegramServer
 ) -> None:
     with OpenAIServer(models=[MODEL], latency=0.2) as server:
@@ -186,9 +226,8 @@ def test_a_sigkilled_task_crashes_its_dependents_are_skipped_and_a_retry_complet
                     label="after-killed",
                 )
                 unrelated = await submit(client, "pool_gen", {"n": 10}, label="goes-on")
-            await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
-            (flow_process,) = flow_process_pids(bench)
-            os.kill(flow_process, signal.SIGKILL)
+            await kill_flow_process_after(stack_db, bench, 5)
+            await kill_flow_process_after(stack_db, bench, results_of(stack_db, bench) + 5)
             first = await wait_for(all_final, [bench, dependent, unrelated])
             async with get_client() as client:
                 await set_paused(client, False)

@@ -65,14 +65,18 @@ class RunningStack:
             "manager": _start(MANAGER, env, logs / "manager.log"),
         }
 
-    def restart_manager(self) -> None:
-        """SIGKILL the manager (if alive) and start a new one. Its run is marked Crashed, as
-        the worker that runs the manager in production would."""
+    def kill_manager(self) -> None:
+        """SIGKILL the manager (if alive). Its run is marked Crashed, as the worker that runs
+        the manager in production would."""
         manager = self.processes["manager"]
         if manager.poll() is None:
             os.killpg(manager.pid, signal.SIGKILL)
             manager.wait(10)
             run_coro_as_sync(_crash_running_managers())  # also from inside an event loop
+
+    def restart_manager(self) -> None:
+        """SIGKILL the manager (if alive) and start a new one."""
+        self.kill_manager()
         self.processes["manager"] = _start(MANAGER, self.env, self.logs / "manager.log")
 
     def stop(self) -> None:

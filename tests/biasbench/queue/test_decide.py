@@ -111,9 +111,9 @@ def test_failed_upstream_skips_the_whole_chain_below_in_one_decision() -> None:
     assert released(actions) == ["u"]
 
 
-def test_cancelled_upstream_cancels_dependents_and_crashed_counts_as_failed() -> None:
+def test_cancelled_upstream_cancels_dependents_and_a_judged_crash_counts_as_failed() -> None:
     cancelled = run("a", "attrgen", state="CANCELLED", name="Cancelled")
-    crashed = run("x", "attrgen", state="CRASHED", name="Crashed")
+    crashed = run("x", "attrgen", state="FAILED", name="Crashed")  # the manager's verdict
     actions = decide(
         snapshot(cancelled, crashed, run("b", upstream=("a",)), run("c", upstream=("x",))),
         slots=1,
@@ -122,6 +122,15 @@ def test_cancelled_upstream_cancels_dependents_and_crashed_counts_as_failed() ->
     )
     assert any(isinstance(a, Cancel) and a.run_id == "b" for a in actions)
     assert any(isinstance(a, Skip) and a.run_id == "c" for a in actions)
+
+
+def test_dependents_of_a_crash_not_yet_judged_keep_waiting() -> None:
+    crashed = run("x", "attrgen", state="CRASHED", name="Crashed")  # it may be requeued
+    actions = decide(
+        snapshot(crashed, run("c", upstream=("x",))), slots=1, accepting=True, results={}
+    )
+    assert not any(isinstance(a, Skip | Cancel) for a in actions)
+    assert Relabel("c", "Waiting") in actions
 
 
 def test_unknown_upstreams_and_cycles_never_wait_forever() -> None:
