@@ -35,6 +35,9 @@ from flows.stall_watch import StallWatch
 # "All queued tasks processed" only once nothing new came for this long: a script submitting a
 # batch, or a user adding the next task, would otherwise get it between two submissions.
 DRAINED_AFTER_SECONDS = 3.0
+# A crash is judged once it is this old: a worker reports one process death twice, seconds
+# apart, and a run requeued in between would be crashed again by the second report.
+CRASH_SETTLE_SECONDS = 10.0
 # Waiting out a Prefect outage: the first retry at once, then doubling up to this.
 MAX_BACKOFF_SECONDS = 10.0
 
@@ -173,7 +176,10 @@ class Manager:
         """A task whose process was killed from outside (worker or host gone, server lost) goes
         back in its place and resumes, up to QUEUE_CRASH_RETRIES times; after that, or with no
         retries, it fails for good as Crashed."""
+        now = datetime.now(UTC)
         for run in await gateway.crashed_runs(client):
+            if run.state_since and (now - run.state_since).total_seconds() < CRASH_SETTLE_SECONDS:
+                continue  # its worker may still be reporting the same death
             crashes = await gateway.crash_count(client, run.id)
             if crashes <= self.crash_retries:
                 await gateway.requeue(client, run, HELD_QUEUED)

@@ -7,6 +7,7 @@ copy of them. Reads page through every matching run: the server returns at most 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
     ENDED_BY_TAG,
+    EXECUTING_TYPES,
     FINAL_TYPES,
     GPU_POOL,
     HELD_QUEUED,
@@ -134,6 +136,7 @@ def as_queue_run(flow_run: FlowRun, task_type: TaskType) -> QueueRun:
         upstream=tuple(str(u) for u in parameters.get("upstream") or ()),
         parameters=parameters,
         state_message=state.message if state else None,
+        state_since=state.timestamp if state else None,
         ended_by=ended_by[0] if ended_by else None,
         tags=tuple(flow_run.tags),
         submitted_at=flow_run.created,
@@ -225,9 +228,15 @@ async def crashed_runs(client: PrefectClient) -> list[QueueRun]:
 
 
 async def crash_count(client: PrefectClient, run_id: str) -> int:
-    """How often the run has crashed, from its state history."""
-    states = await client.read_flow_run_states(UUID(run_id))
-    return sum(1 for s in states if s.type == StateType.CRASHED)
+    """How often the run's process died, from its state history: a Crashed state that follows
+    an executing one. (The worker may report one death twice, the second after the manager
+    has requeued the run; that one follows a held state and is not counted.)"""
+    states = sorted(await client.read_flow_run_states(UUID(run_id)), key=lambda s: s.timestamp)
+    return sum(
+        1
+        for before, after in itertools.pairwise(states)
+        if after.type == StateType.CRASHED and before.type.value in EXECUTING_TYPES
+    )
 
 
 async def fail_crashed(client: PrefectClient, run: QueueRun, message: str) -> None:

@@ -108,6 +108,7 @@ class QueueRun:
     upstream: tuple[str, ...] = ()
     parameters: dict[str, Any] = field(default_factory=dict)
     state_message: str | None = None
+    state_since: datetime | None = None  # when it entered its current state
     ended_by: str | None = None  # the upstream whose end skipped or cancelled it (a cascade)
     tags: tuple[str, ...] = ()
     submitted_at: datetime | None = None  # when the flow run was created
