@@ -6,17 +6,21 @@ requests create nothing: every check runs before the one Prefect call that creat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+import httpx
+from fastapi import FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prefect import get_client
+from prefect.settings import PREFECT_API_URL
 
 from biasbench.db.engine import ready_engine
 from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound
 from biasbench.settings import Settings
+from queue_api.health import PrefectHealth
 from queue_api.ids import TaskIds
 from queue_api.routes import router
 from queue_api.settings import ApiSettings
@@ -32,7 +36,12 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
         # and an SSL context, which was half of a request's time (perf/README.md).
         async with get_client() as client:
             app.state.prefect = client
-            yield
+            app.state.health = health = PrefectHealth(PREFECT_API_URL.value())
+            watching = asyncio.create_task(health.watch())
+            try:
+                yield
+            finally:
+                watching.cancel()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -47,8 +56,43 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
             CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.add_exception_handler(BiasBenchError, _refused)
+    app.add_exception_handler(httpx.TransportError, _prefect_down)
+    app.middleware("http")(_while_prefect_answers)
     app.include_router(router)
     return app
+
+
+async def _while_prefect_answers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """A request that needs a Prefect server that does not answer gets a 503 at once, or as
+    soon as the server stops answering while it waits."""
+    health: PrefectHealth | None = getattr(request.app.state, "health", None)
+    if health is None or request.url.path in _NEEDS_NO_PREFECT:
+        return await call_next(request)
+    if health.down:
+        return _unavailable(health.reason())
+    answer = asyncio.ensure_future(call_next(request))
+    while True:
+        done, _ = await asyncio.wait({answer}, timeout=0.25)
+        if done:
+            return answer.result()
+        if health.down:
+            answer.cancel()
+            return _unavailable(health.reason())
+
+
+_NEEDS_NO_PREFECT = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+async def _prefect_down(request: Request, exc: Exception) -> JSONResponse:
+    return _unavailable(
+        f"the Prefect server does not answer ({type(exc).__name__}); no task is lost"
+    )
+
+
+def _unavailable(reason: str) -> JSONResponse:
+    return JSONResponse(status_code=503, content={"detail": reason}, headers={"Retry-After": "5"})
 
 
 async def _refused(_: Request, exc: Exception) -> JSONResponse:

@@ -85,3 +85,7 @@ class QueueStats(BaseModel):
     skipped: int
     executor_running: bool
     executor_paused: bool
+    gpu_workers_alive: int = Field(
+        description="GPU workers with recent heartbeats; with none, no queued task can start "
+        "(an extension)."
+    )

@@ -52,6 +52,7 @@ class TaskViews:
             **{status.value: count for status, count in counts.items()},
             executor_running=state.executor_running,
             executor_paused=state.executor_paused,
+            gpu_workers_alive=state.gpu_workers_alive,
         )
 
     def public(self, runs: Sequence[QueueRun]) -> list[TaskPublic]:

@@ -93,11 +93,21 @@ class QueueState:
     executor_running: bool  # a queue-manager flow run is running
     executor_paused: bool  # the GPU work pool is paused: nothing new starts
     slots: int  # tasks that may run at once (the GPU pool's concurrency limit)
+    gpu_workers_alive: int  # GPU workers with recent heartbeats: with none, nothing starts
 
 
 async def queue_state(client: PrefectClient) -> QueueState:
-    pool, running = await asyncio.gather(gateway.read_pool(client), gateway.manager_running(client))
-    return QueueState(executor_running=running, executor_paused=pool.paused, slots=pool.slots)
+    pool, running, workers = await asyncio.gather(
+        gateway.read_pool(client),
+        gateway.manager_running(client),
+        gateway.gpu_workers_alive(client),
+    )
+    return QueueState(
+        executor_running=running,
+        executor_paused=pool.paused,
+        slots=pool.slots,
+        gpu_workers_alive=workers,
+    )
 
 
 async def stop() -> None:

@@ -29,7 +29,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
-from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType, WorkerStatus
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling, Failed, Paused, Scheduled
@@ -431,6 +431,12 @@ class PoolState:
 async def read_pool(client: PrefectClient) -> PoolState:
     pool = await client.read_work_pool(GPU_POOL)
     return PoolState(paused=bool(pool.is_paused), slots=pool.concurrency_limit or 1)
+
+
+async def gpu_workers_alive(client: PrefectClient) -> int:
+    """GPU workers whose heartbeats the server still receives (it marks a silent one OFFLINE)."""
+    workers = await client.read_workers_for_work_pool(GPU_POOL)
+    return sum(1 for w in workers if w.status == WorkerStatus.ONLINE)
 
 
 async def set_pool_paused(client: PrefectClient, paused: bool) -> None:

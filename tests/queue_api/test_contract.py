@@ -46,6 +46,7 @@ STATS_FIELDS = {
     "skipped": int,
     "executor_running": bool,
     "executor_paused": bool,
+    "gpu_workers_alive": int,  # an extension
 }
 
 
