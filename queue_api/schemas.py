@@ -65,6 +65,11 @@ class TaskPublic(BaseModel):
     config: dict[str, Any]
     priority: int = 0
     progress: Progress | None = None
+    blocked_by: str | None = Field(
+        default=None,
+        description="Why a queued task cannot start now, when it is not just its turn: the "
+        "queue is paused, or no GPU worker is alive (an extension).",
+    )
 
 
 class Message(BaseModel):

@@ -34,11 +34,36 @@ class TaskViews:
         done = await gateway.newest_finished_runs(
             client, limit - len(active) if include_done else 0
         )
-        return in_contract_order(self.public([*active, *done]))[:limit]
+        tasks = in_contract_order(self.public([*active, *done]))[:limit]
+        return await self._with_blockers(client, tasks)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
         (task,) = self.public([await self.run_of(client, task_id)])
+        (task,) = await self._with_blockers(client, [task])
         return task
+
+    async def _with_blockers(
+        self, client: PrefectClient, tasks: list[TaskPublic]
+    ) -> list[TaskPublic]:
+        """Queued tasks say what holds the whole queue, if anything does."""
+        if not any(t.status is QueueStatus.QUEUED for t in tasks):
+            return tasks
+        state = await control.queue_state(client)
+        blocker = (
+            "the queue is paused"
+            if state.executor_paused
+            else "no GPU worker is alive: nothing starts until one is"
+            if state.gpu_workers_alive == 0
+            else "no queue manager runs: POST /queue/start"
+            if not state.executor_running
+            else None
+        )
+        if blocker is None:
+            return tasks
+        return [
+            t.model_copy(update={"blocked_by": blocker}) if t.status is QueueStatus.QUEUED else t
+            for t in tasks
+        ]
 
     async def run_of(self, client: PrefectClient, task_id: int) -> QueueRun:
         return await gateway.run_by_id(client, self.ids.flow_run_of(task_id))

@@ -34,7 +34,7 @@ TASK_FIELDS: dict[str, tuple[type, ...]] = {
     "result_run_type": (str, type(None)),
     "config": (dict,),
 }
-EXTENSIONS = {"priority", "progress"}
+EXTENSIONS = {"priority", "progress", "blocked_by"}
 STATS_FIELDS = {
     "total": int,
     "queued": int,
@@ -88,6 +88,7 @@ def test_every_response_field_has_the_contracts_name_and_type(api: httpx.Client)
         task = api.get(f"/queue/{added['task_id']}").json()
         check_task(task)
         assert (task["status"], task["label"]) == ("queued", "Pool Generation: 20000 personas")
+        assert task["blocked_by"] == "the queue is paused"  # an extension: why it waits
         assert api.get(f"/queue/{waiting['task_id']}").json()["status"] == "waiting"
         listed = api.get("/queue", params={"include_done": False, "limit": 50}).json()
         for task in listed:
