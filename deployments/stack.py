@@ -125,6 +125,8 @@ class Stack:
             # Queued runs wait on purpose: Prefect's "Late" renaming would only confuse.
             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
             SOCKET_ENV: str(self.warm_socket),
+            # Logs complete up to a crash: their last lines are what a restart reports.
+            "PYTHONUNBUFFERED": "1",
         }
         if api_port is not None:
             self.env["QUEUE_API_PORT"] = str(api_port)
