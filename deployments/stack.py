@@ -140,6 +140,7 @@ class Stack:
         self._restarts: dict[str, list[float]] = {}  # child -> when it was restarted
         self._unannounced: dict[str, list[int | str]] = {}  # child -> exits not yet announced
         self._started_at: dict[str, float] = {}
+        self._log_starts: dict[str, int] = {}  # where each child's run began in its log
         # Sessions of the children (session id -> its leader's start time), told to the reaper;
         # a dead child's session is forgotten once nothing is left in it.
         self._sessions: dict[int, int | None] = {}
@@ -183,6 +184,7 @@ class Stack:
         itself. It waits for its stdin, the stack's end of a pipe, to close."""
         env = {k: v for k, v in os.environ.items() if k != STACK_ENV}
         with (self.logs / "reaper.log").open("ab") as log:
+            self._log_starts["reaper"] = log.tell()
             self.processes["reaper"] = subprocess.Popen(
                 [sys.executable, "-m", "deployments", "reap", "--token", self.token],
                 cwd=PROJECT_DIR,
@@ -237,6 +239,7 @@ class Stack:
         """`args` run as `python -m ...`, in their own process group, logging to logs/name.log,
         marked as this stack's, and killed when the thread that started them ends."""
         with (self.logs / f"{name}.log").open("ab") as log:
+            self._log_starts[name] = log.tell()
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", *args],
                 cwd=PROJECT_DIR,
@@ -388,15 +391,16 @@ class Stack:
             self._say(f"could not send the message ({exc!r}): {subject(text)}")
 
     def _log_tail(self, name: str) -> str:
+        """The last lines this run of the child wrote (its log is shared by all its runs)."""
         path = self.logs / f"{name}.log"
         try:
             with path.open("rb") as log:
-                log.seek(max(log.seek(0, os.SEEK_END) - 8192, 0))
+                log.seek(max(log.seek(0, os.SEEK_END) - 8192, self._log_starts.get(name, 0)))
                 lines = log.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
         except OSError:
             lines = []
         if not lines:
-            return f" Its log {path} is empty."
+            return f" It wrote nothing to {path}."
         return f" The end of {path}:\n" + "\n".join(f"    | {line}" for line in lines)
 
     @staticmethod
