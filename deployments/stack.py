@@ -349,6 +349,16 @@ class Stack:
             except Exception as exc:
                 status = f"did not start: {exc}"
                 self._say(f"the {label} {status}")
+                self._discard(name, process)
+
+    def _discard(self, name: str, dead: subprocess.Popen[bytes]) -> None:
+        """Stop what a failed restart left running (a server that never became healthy must
+        not hold the port against the next try)."""
+        started = self.processes.get(name)
+        if started is not None and started is not dead:
+            stop_process_group(started)
+            kill_leftovers(self.token, name, {started.pid: self._sessions.get(started.pid)})
+            self._draining.add(started.pid)
 
     def _forget_empty_sessions(self) -> None:
         for session in list(self._draining):
