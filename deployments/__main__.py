@@ -1,8 +1,9 @@
 """The queue's command line.
 
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
-python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765]
-                                              run the stack in the foreground until Ctrl-C
+python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
+                                              run the stack in the foreground until Ctrl-C,
+                                              restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
 python -m deployments notify-test             send a test message through each configured channel
 python -m deployments reap --token T          (internal: the stack's reaper, see stack.py)
