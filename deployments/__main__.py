@@ -1,14 +1,17 @@
 """The queue's command line.
 
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
-python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765]
-                                              run the stack in the foreground until Ctrl-C
+python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
+                                              run the stack in the foreground until Ctrl-C,
+                                              restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
 python -m deployments notify-test             send a test message through each configured channel
+python -m deployments reap --token T          (internal: the stack's reaper, see stack.py)
 """
 
 from __future__ import annotations
 
+import _thread
 import argparse
 import contextlib
 import signal
@@ -17,7 +20,7 @@ import threading
 
 
 def main() -> int:
-    from deployments.stack import DEFAULT_API_PORT, DEFAULT_PORT
+    from deployments.stack import DEFAULT_API_PORT, DEFAULT_PORT, RESTART_DELAY
 
     parser = argparse.ArgumentParser(
         prog="python -m deployments",
@@ -39,7 +42,15 @@ def main() -> int:
             command.add_argument(
                 "--api-port", type=int, default=DEFAULT_API_PORT, help="the /queue REST API's port"
             )
+            command.add_argument(
+                "--restart-delay",
+                type=float,
+                default=RESTART_DELAY,
+                help="seconds before a dead process is restarted; doubles while it keeps dying",
+            )
     commands.add_parser("notify-test", help="send a test message through each channel")
+    reaper = commands.add_parser("reap", help="internal: kill a stack's leftovers once it is gone")
+    reaper.add_argument("--token", required=True, help="the stack's BIASBENCH_STACK token")
     args = parser.parse_args()
 
     if args.command == "setup":
@@ -57,18 +68,39 @@ def main() -> int:
 
         return 1 if asyncio.run(send_test_message(DeploymentSettings())) else 0
 
+    if args.command == "reap":
+        from deployments.stack import reap
+
+        reap(args.token)
+        return 0
+
     from deployments.stack import Stack
 
-    # Ctrl-C and SIGTERM both end the foreground wait; the stack then stops every child.
+    # Ctrl-C and SIGTERM both end the foreground wait, and so does a process that keeps dying;
+    # the stack then stops every child.
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     if args.command == "demo":
         # The demo submits in-process; only `serve` offers the /queue API to other clients.
-        with Stack(gpu_slots=args.gpu_slots, api_port=None) as stack:
+        with Stack(
+            gpu_slots=args.gpu_slots, api_port=None, on_give_up=lambda _: _thread.interrupt_main()
+        ) as stack:
             from deployments.demo import run_demo
 
-            return run_demo(stack.ui_url)
-    with Stack(gpu_slots=args.gpu_slots, port=args.port, api_port=args.api_port) as stack:
+            try:
+                return run_demo(stack.ui_url)
+            except KeyboardInterrupt:
+                if stack.failure is None:
+                    raise
+        print(f"The queue stopped: {stack.failure}", file=sys.stderr)
+        return 1
+    with Stack(
+        gpu_slots=args.gpu_slots,
+        port=args.port,
+        api_port=args.api_port,
+        restart_delay=args.restart_delay,
+        on_give_up=lambda _: stopping.set(),
+    ) as stack:
         print(
             f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "
             f"http://127.0.0.1:{args.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
@@ -76,7 +108,10 @@ def main() -> int:
         )
         with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()
-        print("Stopping the queue ...")
+        print("Stopping the queue ...", flush=True)
+    if stack.failure is not None:
+        print(f"The queue stopped: {stack.failure}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -30,6 +30,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
 )
 from prefect.client.schemas.objects import FlowRun, State, StateType, WorkerStatus
+from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling, Failed, Paused, Scheduled
@@ -481,35 +482,44 @@ async def start_manager(client: PrefectClient, *, after_reboot: bool) -> str | N
     return str((await client.create_flow_run_from_deployment(deployment.id)).id)
 
 
-async def wind_down(client: PrefectClient, timeout: float) -> None:
-    """Cancel the manager and the running tasks (their processes are stopped by the workers),
-    then put those tasks back in the queue: nothing submitted is lost, and a retry resumes."""
+async def wind_down(client: PrefectClient, timeout: float | None = None) -> None:
+    """Stop the queue's processes for a shutdown: cancel the manager, then the executing tasks
+    (their workers stop the processes), then put back in the queue, at their place, the tasks
+    that this cancellation ended. What happened meanwhile stays: a task that completed stays
+    Completed, one a user cancelled stays Cancelled.
+
+    Each step waits for its runs to end, up to `timeout` (default: longer than the worker's
+    kill grace), and returns at once when none is executing. The manager goes first, so that
+    it does not see the tasks' cancellation and cascade it to their dependents."""
+    timeout = WIND_DOWN_SECONDS if timeout is None else timeout
     deployment = await client.read_deployment_by_name(MANAGER_DEPLOYMENT)
-    executing = {"RUNNING", "PENDING", "CANCELLING"}
     managers = await _read_all(
         client,
         FlowRunFilter(
             deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id]),
             state=FlowRunFilterState(
-                type=FlowRunFilterStateType(any_=_types({*executing, "SCHEDULED"}))
+                type=FlowRunFilterStateType(any_=_types({*EXECUTING_TYPES, "SCHEDULED"}))
             ),
         ),
     )
-    tasks = [r for r in await unfinished_runs(client) if r.state_type in executing]
-    run_ids = [r.id for r in managers] + [UUID(t.id) for t in tasks]
-    for run_id in run_ids:
-        await client.set_flow_run_state(
-            run_id, Cancelling(message="the queue is stopping"), force=True
-        )
-    deadline = asyncio.get_running_loop().time() + timeout
-    for run_id in run_ids:
-        while asyncio.get_running_loop().time() < deadline:
-            state = (await client.read_flow_run(run_id)).state
-            if state is None or state.is_final():
-                break
-            await asyncio.sleep(0.5)
+    for manager in managers:
+        await client.set_flow_run_state(manager.id, Cancelling(message=QUEUE_STOPPING))
+    await _until_final(client, [m.id for m in managers], timeout)
+    tasks = [r for r in await unfinished_runs(client) if r.state_type in EXECUTING_TYPES]
+    ours: dict[str, UUID] = {}  # task -> the Cancelling state this shutdown gave it
     for task in tasks:
-        await client.set_flow_run_state(UUID(task.id), held_state(), force=True)
+        if task.state_type == "CANCELLING":
+            continue  # someone is stopping it already: a user, or the manager (stalled)
+        # Not forced: a run that has just ended stays as it ended.
+        result: OrchestrationResult[Any] = await client.set_flow_run_state(
+            UUID(task.id), Cancelling(message=QUEUE_STOPPING)
+        )
+        if result.status == SetStateStatus.ACCEPT and result.state is not None:
+            ours[task.id] = result.state.id
+    await _until_final(client, [UUID(t.id) for t in tasks], timeout)
+    for task_id, cancelling_id in ours.items():
+        if await _stopped_only_by(client, task_id, cancelling_id):
+            await requeue(client, await run_by_id(client, task_id), HELD_QUEUED)
 
 
 async def request_stop() -> None:
@@ -531,3 +541,39 @@ async def clear_stop() -> None:
 
 async def stop_requested() -> bool:
     return bool(await Variable.aget(STOP_VARIABLE, default=False))
+
+
+# --- winding down: helpers --------------------------------------------------------------------
+
+# How long the process worker gives a cancelled run between SIGTERM and SIGKILL: hard-coded in
+# Prefect 3.9 (prefect/runner/_cancellation_manager.py, `grace_seconds = 30.0`; no setting).
+WORKER_KILL_GRACE = 30.0
+# A shutdown waits past that grace for the worker to report the run Cancelled (~4 s measured).
+WIND_DOWN_SECONDS = WORKER_KILL_GRACE + 15
+QUEUE_STOPPING = "the queue is stopping"  # the message of the cancellations wind_down makes
+
+
+async def _until_final(client: PrefectClient, run_ids: Sequence[UUID], timeout: float) -> None:
+    """Until every run has ended, or `timeout` seconds; at once when none is running."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    waiting = list(run_ids)
+    while waiting and asyncio.get_running_loop().time() < deadline:
+        states = [(await client.read_flow_run(run_id)).state for run_id in waiting]
+        waiting = [i for i, s in zip(waiting, states, strict=True) if s and not s.is_final()]
+        if waiting:
+            await asyncio.sleep(0.5)
+
+
+async def _stopped_only_by(client: PrefectClient, run_id: str, cancelling_id: UUID) -> bool:
+    """Whether this attempt of the run was ended by that Cancelling state and nothing else:
+    it is Cancelled (or still being cancelled, its process about to go with the stack), and
+    nobody else asked for a cancel since it was last released."""
+    states = sorted(await client.read_flow_run_states(UUID(run_id)), key=lambda s: s.timestamp)
+    released = [
+        i for i, s in enumerate(states) if s.type in {StateType.SCHEDULED, StateType.PAUSED}
+    ]
+    attempt = states[released[-1] + 1 :] if released else states
+    if not attempt or attempt[-1].type not in {StateType.CANCELLED, StateType.CANCELLING}:
+        return False  # it completed, failed or crashed on its own
+    cancels = [s.id for s in attempt if s.type == StateType.CANCELLING]
+    return cancels == [cancelling_id]

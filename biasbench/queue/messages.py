@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import re
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -131,6 +132,10 @@ def _e(text: str) -> str:
 
 # The queue itself, as the resource of its events (started, paused, drained, ...).
 QUEUE_RESOURCE = {"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"}
+# The stack (deployments/stack.py), as the resource of its events: it restarts dead processes.
+STACK_RESOURCE = {"prefect.resource.id": "biasbench.stack", "prefect.resource.name": "queue stack"}
+STACK_RESTARTED = "biasbench.stack.restarted"  # a process of the stack died and runs again
+STACK_GAVE_UP = "biasbench.stack.gave-up"  # a process kept dying: the stack stopped everything
 # The events automations turn into messages (the manager also emits resumed and stopped).
 MESSAGE_EVENTS = (
     "biasbench.task.failed",
@@ -138,4 +143,36 @@ MESSAGE_EVENTS = (
     "biasbench.queue.started",
     "biasbench.queue.paused",
     "biasbench.queue.drained",
+    STACK_RESTARTED,
+    STACK_GAVE_UP,
 )
+
+
+def exit_text(status: int | str) -> str:
+    """`exit 1`, `exit -9, SIGKILL`, or what the start itself said went wrong."""
+    if isinstance(status, str):
+        return status
+    if status < 0:
+        try:
+            return f"exit {status}, {signal.Signals(-status).name}"
+        except ValueError:
+            pass
+    return f"exit {status}"
+
+
+def restart_text(process: str, *, deaths: int, last_exit: int | str) -> str:
+    """A process of the stack died (`deaths` times since the last message) and runs again."""
+    times = "" if deaths == 1 else f" {deaths} times"
+    return (
+        f"⚠️ <b>CRITICAL</b>: the {_e(process)} died{times} ({_e(exit_text(last_exit))}) "
+        "and was restarted."
+    )
+
+
+def gave_up_text(process: str, *, restarts: int, minutes: int, last_exit: int | str) -> str:
+    return (
+        f"⛔ <b>CRITICAL: the queue stopped</b>: the {_e(process)} died again after "
+        f"{_count(restarts, 'restart')} within {minutes} minutes ({_e(exit_text(last_exit))}).\n"
+        "Hint: its log is in the stack's log directory; start the queue again (make serve) once "
+        "the cause is fixed."
+    )
