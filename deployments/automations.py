@@ -5,7 +5,6 @@ They run inside the Prefect server, so they act even when every process of the q
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.objects import StateType
@@ -73,16 +72,21 @@ def watchdog_automations(timeout: int) -> list[AutomationCore]:
     ]
 
 
-def _content(automation: Any) -> dict[str, Any]:
-    return AutomationCore.model_validate(automation, from_attributes=True).model_dump(mode="json")
+def _definition(automation: AutomationCore) -> AutomationCore:
+    """What the automation does, parsed alike on both sides: an automation read back from the
+    server is an `Automation` that also carries its `id`, so comparing it whole never matches."""
+    fields = set(AutomationCore.model_fields)
+    return AutomationCore.model_validate(automation.model_dump(mode="json", include=fields))
 
 
 async def ensure_automation(client: PrefectClient, automation: AutomationCore) -> None:
-    """Exactly one automation with this name and content afterwards; unchanged if it matched."""
+    """Exactly one automation with this name and definition afterwards, written only when its
+    definition changed: every write gives the server's trigger new ids, and with them it drops
+    what the trigger was waiting for (a proactive trigger's open windows)."""
     existing = await client.read_automations_by_name(automation.name)
     for extra in existing[1:]:
         await client.delete_automation(extra.id)
     if not existing:
         await client.create_automation(automation)
-    elif _content(existing[0]) != _content(automation):
+    elif _definition(existing[0]) != _definition(automation):
         await client.update_automation(existing[0].id, automation)
