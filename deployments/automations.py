@@ -1,16 +1,29 @@
 """Server-side automations, created idempotently by `python -m deployments setup`.
 
-They run inside the Prefect server, so they act even when every process of the queue is gone."""
+They run inside the Prefect server, so they act even when every process of the queue is gone.
+What they wait for lives in the server's database and survives a restart of the server, but not
+an outage that outlasts a window by more than the minute the server keeps an ended window
+(`PREFECT_SERVER_EVENTS_EXPIRED_BUCKET_BUFFER`): `finish_silent_runs` covers those at setup."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.responses import SetStateStatus
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.actions import ChangeFlowRunState
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
+from prefect.states import Cancelled, Crashed, State
 
 HEARTBEAT_SECONDS = 30  # Prefect's minimum; prefect.yaml sets it for the tagged deployments
 # Only runs of deployments that send heartbeats this often: other flows on the same server send
@@ -90,3 +103,72 @@ async def ensure_automation(client: PrefectClient, automation: AutomationCore) -
         await client.create_automation(automation)
     elif _definition(existing[0]) != _definition(automation):
         await client.update_automation(existing[0].id, automation)
+
+
+async def ensure_watchdogs(client: PrefectClient, timeout: int) -> list[FlowRun]:
+    """The two watchdogs as defined here, then their work on runs silent for longer than
+    `timeout` that they would miss; returns those runs."""
+    for automation in watchdog_automations(timeout):
+        await ensure_automation(client, automation)
+    return await finish_silent_runs(client, timeout)
+
+
+async def finish_silent_runs(client: PrefectClient, timeout: int) -> list[FlowRun]:
+    """Does the watchdogs' work for tagged runs that have been silent for `timeout` or longer,
+    e.g. since before an outage of the server that made it forget their windows; returns the
+    runs it finished. Runs heard from more recently are left to the automations, whose windows
+    for them are still open. Should both act, the second change is refused (a final state)."""
+    finished = []
+    for run in await _runs_in(client, [StateType.RUNNING, StateType.CANCELLING]):
+        silent = datetime.now(UTC) - await _last_heard(client, run)
+        if silent < timedelta(seconds=timeout):
+            continue
+        found = "found by setup after an outage of the Prefect server"
+        state: State[None]
+        if run.state_type == StateType.RUNNING:
+            state = Crashed(
+                message=f"No heartbeat for {timeout} s: the flow process or its host is gone "
+                f"({found})."
+            )
+        else:
+            state = Cancelled(
+                message=f"Cancelled; no worker stopped it within {timeout} s, so its process "
+                f"was already gone ({found})."
+            )
+        if (await client.set_flow_run_state(run.id, state)).status == SetStateStatus.ACCEPT:
+            finished.append(run)
+    return finished
+
+
+async def _runs_in(client: PrefectClient, types: list[StateType]) -> list[FlowRun]:
+    """Every tagged run in one of these states, past the API's page of 200."""
+    runs: list[FlowRun] = []
+    while True:
+        page = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[HEARTBEAT_TAG]),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=types)),
+            ),
+            sort=FlowRunSort.ID_DESC,
+            limit=200,
+            offset=len(runs),
+        )
+        runs += page
+        if len(page) < 200:
+            return runs
+
+
+async def _last_heard(client: PrefectClient, run: FlowRun) -> datetime:
+    """The newest event about the run (what the watchdogs' triggers expect), or its state's
+    time when the server has none stored."""
+    events = await client.read_events(
+        EventFilter(
+            event=EventNameFilter(prefix=["prefect.flow-run."]),
+            resource=EventResourceFilter(id=[f"prefect.flow-run.{run.id}"]),
+        ),
+        limit=1,
+    )
+    times: list[datetime] = [e.occurred for e in events.events]
+    if run.state is not None:
+        times.append(run.state.timestamp)
+    return max(times, default=datetime.now(UTC))
