@@ -114,16 +114,18 @@ async def ensure_watchdogs(client: PrefectClient, timeout: int) -> list[FlowRun]
 
 
 async def finish_silent_runs(client: PrefectClient, timeout: int) -> list[FlowRun]:
-    """Does the watchdogs' work for tagged runs that have been silent for `timeout` or longer,
-    e.g. since before an outage of the server that made it forget their windows; returns the
-    runs it finished. Runs heard from more recently are left to the automations, whose windows
-    for them are still open. Should both act, the second change is refused (a final state)."""
+    """Does the watchdogs' work for tagged runs silent for `timeout` or longer, which the server
+    no longer watches, e.g. because their windows ended during an outage; returns the runs it
+    finished. A run heard from within `timeout` is left to the automations: the window its last
+    event opened is still running. Should both act, the second change is refused (final state).
+    The silence is measured from the newest stored event, so a heartbeat the server got but had
+    not stored yet (it stores them in batches) is missed: a few seconds early at worst."""
     finished = []
     for run in await _runs_in(client, [StateType.RUNNING, StateType.CANCELLING]):
         silent = datetime.now(UTC) - await _last_heard(client, run)
         if silent < timedelta(seconds=timeout):
             continue
-        found = "found by setup after an outage of the Prefect server"
+        found = "found at setup: the server no longer watched it, e.g. after an outage"
         state: State[None]
         if run.state_type == StateType.RUNNING:
             state = Crashed(
