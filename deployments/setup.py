@@ -15,7 +15,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
 
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
-from deployments.automations import ensure_automation, watchdog_automations
+from deployments.automations import ensure_watchdogs
 from deployments.manager_revival import ensure_manager_revival
 from deployments.notifications import ensure_notifications
 from deployments.settings import DeploymentSettings
@@ -74,10 +74,12 @@ def setup(gpu_slots: int = 1) -> list[str]:
 
 
 async def ensure_automations(settings: DeploymentSettings) -> list[str]:
-    """The watchdogs, and the notification channels with their automations; returns the
-    channels that are on."""
+    """The watchdogs (and their work on runs left silent, e.g. while the server was down), and
+    the notification channels with their automations; returns the channels that are on."""
+    timeout = settings.queue_heartbeat_timeout
     async with get_client() as client:
-        for automation in watchdog_automations(settings.queue_heartbeat_timeout):
-            await ensure_automation(client, automation)
+        for run in await ensure_watchdogs(client, timeout):
+            said = f"Run {run.name} was {run.state_name}, silent for {timeout} s or more: finished."
+            print(said, file=sys.stderr)
         await ensure_manager_revival(client)
         return await ensure_notifications(client, settings)

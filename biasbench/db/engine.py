@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -11,9 +12,13 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+# pg_advisory_lock key of the migration (any constant works: advisory locks are per database).
+MIGRATION_LOCK_KEY = 0x62696173  # "bias"
 
 
 def make_engine(db_url: str) -> Engine:
@@ -49,8 +54,41 @@ def alembic_config(db_url: str) -> Config:
 
 
 def migrate(db_url: str) -> None:
-    """Bring the schema to the newest revision (idempotent; safe on every flow start)."""
-    command.upgrade(alembic_config(db_url), "head")
+    """Bring the schema to the newest revision (idempotent; safe on every flow start).
+
+    Every process of the queue migrates when it starts, so on a fresh database several do at
+    once; unguarded, all but one failed ("table already exists", a duplicate alembic_version
+    type). One upgrades under the lock, the others then find the schema at head."""
+    with _migration_lock(make_url(db_url)):
+        command.upgrade(alembic_config(db_url), "head")
+
+
+@contextmanager
+def _migration_lock(url: URL) -> Iterator[None]:
+    """Held by one process at a time per database, and released when that process dies."""
+    backend = url.get_backend_name()
+    if backend == "postgresql":
+        # Session-level, on a connection of its own that stays outside any transaction.
+        engine = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                try:
+                    yield
+                finally:
+                    conn.execute(
+                        text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                    )
+        finally:
+            engine.dispose()
+    elif backend == "sqlite" and url.database and url.database != ":memory:":
+        database = Path(url.database).expanduser()
+        database.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{database}.migrate.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released on close, also when the process dies
+            yield
+    else:  # an in-memory SQLite database belongs to one process
+        yield
 
 
 @cache
