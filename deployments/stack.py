@@ -52,7 +52,9 @@ from biasbench.queue.messages import (
     subject,
 )
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
+from deployments.automations import finish_silent_runs
 from deployments.launcher import SOCKET_ENV
+from deployments.settings import DeploymentSettings
 from deployments.setup import PROJECT_DIR, setup
 from deployments.warm_start import wait_ready, warm_start_command
 
@@ -276,6 +278,9 @@ class Stack:
             self._start_reaper()
         elif name == "server":
             self._start_server()
+            # After a long outage the server drops the watchdogs' open windows unevaluated:
+            # finish the runs that went silent meanwhile, as setup does.
+            asyncio.run(_finish_silent_runs())
         elif name == "warm-start":
             self._start_warm_starter()
         elif name == "gpu-worker":
@@ -590,6 +595,11 @@ async def wind_down(timeout: float | None = None) -> None:
     resumes, and what a user did meanwhile (cancel) stays done."""
     async with get_client() as client:
         await gateway.wind_down(client, timeout)
+
+
+async def _finish_silent_runs() -> None:
+    async with get_client() as client:
+        await finish_silent_runs(client, DeploymentSettings().queue_heartbeat_timeout)
 
 
 async def _start_manager() -> None:
