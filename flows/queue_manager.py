@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from prefect import flow, get_client, get_run_logger
@@ -38,6 +38,9 @@ DRAINED_AFTER_SECONDS = 3.0
 # A crash is judged once it is this old: a worker reports one process death twice, seconds
 # apart, and a run requeued in between would be crashed again by the second report.
 CRASH_SETTLE_SECONDS = 10.0
+# A crash older than this is not rerun, only failed for good: a queue first started long after
+# (or an upgrade meeting old Crashed runs) must not start yesterday's work by surprise.
+CRASH_RETRY_HORIZON = timedelta(hours=24)
 # Waiting out a Prefect outage: the first retry at once, then doubling up to this.
 MAX_BACKOFF_SECONDS = 10.0
 
@@ -181,7 +184,8 @@ class Manager:
             if run.state_since and (now - run.state_since).total_seconds() < CRASH_SETTLE_SECONDS:
                 continue  # its worker may still be reporting the same death
             crashes = await gateway.crash_count(client, run.id)
-            if crashes <= self.crash_retries:
+            recent = run.state_since is None or now - run.state_since < CRASH_RETRY_HORIZON
+            if crashes <= self.crash_retries and recent:
                 await gateway.requeue(client, run, HELD_QUEUED)
                 self.logger.warning(
                     "Task %s (%s) was killed from outside (%s); it goes back in its place and "

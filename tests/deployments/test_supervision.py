@@ -24,7 +24,7 @@ import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Crashed
+from prefect.states import Cancelled
 
 from biasbench.queue.control import cancel
 from biasbench.queue.messages import STACK_GAVE_UP, STACK_RESTARTED
@@ -266,7 +266,7 @@ def test_sigkill_of_serve_leaves_no_process_of_the_stack_behind(
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
         if run_id is not None:  # the queue of later tests must not wait for this orphan
-            asyncio.run(_crash(run_id))
+            asyncio.run(_end(run_id))
 
     # The flow process is a great-grandchild (warm starter → its fork → flow), and the manager
     # runs under its worker: all were part of the tree that went.
@@ -280,11 +280,14 @@ def test_sigkill_of_serve_leaves_no_process_of_the_stack_behind(
     )
 
 
-async def _crash(run_id: str) -> None:
+async def _end(run_id: str) -> None:
+    """The test's run must not run later: Cancelled (a Crashed one would be requeued)."""
     async with get_client() as client:
         state = (await client.read_flow_run(UUID(run_id))).state
         if state is not None and not state.is_final():
-            await client.set_flow_run_state(UUID(run_id), Crashed(message="test over"), force=True)
+            await client.set_flow_run_state(
+                UUID(run_id), Cancelled(message="test over"), force=True
+            )
 
 
 # --- a shutdown keeps what users did ---------------------------------------------------------
