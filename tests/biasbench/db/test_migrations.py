@@ -26,6 +26,7 @@ TABLES = {
     "benchmark_results",
     "failures",
     "queue_task_ids",
+    "queue_announcements",
     "alembic_version",
 }
 
