@@ -6,7 +6,7 @@ python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--r
                                               restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
 python -m deployments notify-test             send a test message through each configured channel
-python -m deployments reap --token T          (internal: the stack's reaper, see stack.py)
+python -m deployments reap --token T          (internal: the stack's reaper, see process_tree.py)
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main() -> int:
         return 1 if asyncio.run(send_test_message(DeploymentSettings())) else 0
 
     if args.command == "reap":
-        from deployments.stack import reap
+        from deployments.process_tree import reap
 
         reap(args.token)
         return 0

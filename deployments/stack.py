@@ -8,32 +8,27 @@ supervisor of its machine's processes (design.md §8):
   stayed up a few seconds a critical message is sent (a `biasbench.stack.restarted` event that
   the notification automation forwards). A child that dies again after 5 restarts within
   10 minutes makes the stack give up: it reports why and its owner stops everything.
-- Every process of the stack carries `BIASBENCH_STACK=<token>/<child>` in its environment, and
-  so does everything it starts (workers' flow processes, the warm starter's forks): that is how
-  leftovers are found whatever became of their parents. A dead child's leftovers are killed
-  before it is restarted (not the warm starter's runs: their launchers still own them).
-- Children die with the stack even when it is SIGKILLed: each gets PR_SET_PDEATHSIG (SIGKILL),
-  and the reaper, a small child that waits for the stack's end of a pipe to close, then kills
-  every process still carrying the token (PDEATHSIG reaches only direct children).
+- Nothing of the stack outlives it, even when it is SIGKILLed (process_tree.py): every process
+  carries the stack's token in its environment, children get PR_SET_PDEATHSIG, and the reaper
+  kills what is left. A dead child's leftovers are killed before it is restarted (not the warm
+  starter's runs: their launchers still own them).
 
-Every child runs in its own process group and is stopped with a timeout: `prefect worker` is
-known to ignore SIGTERM for minutes, so it gets SIGKILL after the grace period."""
+Every child runs in its own process group and is stopped with a timeout (`prefect worker` is
+known to ignore SIGTERM for minutes)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack, suppress
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
@@ -54,14 +49,21 @@ from biasbench.queue.messages import (
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from deployments.automations import finish_silent_runs
 from deployments.launcher import SOCKET_ENV
+from deployments.process_tree import (
+    STACK_ENV,
+    close_reaper,
+    die_with,
+    kill_leftovers,
+    stack_processes,
+    start_time,
+    stop_process_group,
+)
 from deployments.settings import DeploymentSettings
 from deployments.setup import PROJECT_DIR, setup
 from deployments.warm_start import wait_ready, warm_start_command
 
 DEFAULT_PORT = 4200
 DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients need no change
-STOP_GRACE_SECONDS = 10
-STACK_ENV = "BIASBENCH_STACK"  # <token>/<child name>, inherited by every process of the stack
 
 # Supervision.
 WATCH_SECONDS = 0.5  # how often every child is looked at
@@ -83,9 +85,6 @@ CHILDREN = {
 }
 # The reverse, without the reaper: it is closed last, after everything it might have to kill.
 STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "server")
-
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
 
 class Stack:
@@ -249,11 +248,11 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with(os.getpid()),
+                preexec_fn=die_with(os.getpid()),
             )
         self._started_at[name] = time.monotonic()
         # Its session: what it starts stays in it unless it starts a session of its own.
-        started = _start_time(self.processes[name].pid)
+        started = start_time(self.processes[name].pid)
         self._sessions[self.processes[name].pid] = started
         self._tell_reaper(f"+ {self.processes[name].pid} {started}")
 
@@ -447,146 +446,8 @@ class Stack:
         self._sockets.cleanup()
 
 
-def _die_with(parent: int) -> Callable[[], None] | None:
-    """A child's last step before exec: SIGKILL it when its parent thread ends (Linux)."""
-    if _libc is None:
-        return None
-    prctl = _libc.prctl
-
-    def die_with_parent() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the line above
-            os._exit(1)
-
-    return die_with_parent
-
-
 def _status(status: int | str) -> str:
     return status if isinstance(status, str) else f"exit status {status}"
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds. A process that is already
-    gone may have left its group behind: that is killed too."""
-    if process.poll() is not None:
-        _kill_group(process.pid)
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_group(pgid: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-# --- finding and killing the stack's processes -------------------------------------------
-# Two marks find them, whatever became of their parents: the session of a child (everything it
-# starts stays in it, unless it starts a session of its own), and the BIASBENCH_STACK variable
-# of the environment a process was started with (read from /proc; the warm starter's title
-# overwrites its own, hence the sessions too).
-
-Sessions = Mapping[int, int | None]  # session id -> its first leader's start time
-
-
-def stack_processes(
-    token: str, child: str | None = None, sessions: Sessions | None = None
-) -> list[int]:
-    """Pids of the stack's live processes: in one of `sessions`, or marked with the token
-    (of `child`; of any child when None; "" matches no mark)."""
-    marker = f"{STACK_ENV}={token}/{child or ''}".encode()
-    sessions = sessions or {}
-    seen = {
-        int(entry.name): stat
-        for entry in os.scandir("/proc")
-        if entry.name.isdigit()
-        and int(entry.name) != os.getpid()
-        and (stat := _stat(entry.name)) is not None
-    }
-    # A session id is reused only after the session has ended: its new leader started later.
-    reused = {
-        pid
-        for pid, (_, started) in seen.items()
-        if pid in sessions and sessions[pid] not in (None, started)
-    }
-    in_session = {pid for pid, (session, _) in seen.items() if session in sessions}
-    return [
-        pid
-        for pid in seen
-        if (pid in in_session and seen[pid][0] not in reused)
-        or (child != "" and _marked(pid, marker, exact=child is not None))
-    ]
-
-
-def kill_leftovers(
-    token: str, child: str | None = None, sessions: Sessions | None = None, attempts: int = 20
-) -> list[int]:
-    """SIGKILL the stack's processes (see stack_processes) until none is left; a process that
-    was forking meanwhile is caught by the next look. Returns the pids killed."""
-    killed: set[int] = set()
-    for _ in range(attempts):
-        pids = stack_processes(token, child, sessions)
-        if not pids:
-            break
-        for pid in pids:
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-        time.sleep(0.1)
-    return sorted(killed)
-
-
-def _stat(pid: int | str) -> tuple[int, int] | None:
-    """(session id, start time) of a live process; None when it is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # Fields after the command: state, ppid, pgrp, session, ... starttime (the 20th).
-    return None if fields[0] in "ZX" else (int(fields[3]), int(fields[19]))
-
-
-def _start_time(pid: int) -> int | None:
-    return None if (stat := _stat(pid)) is None else stat[1]
-
-
-def _marked(pid: int, marker: bytes, *, exact: bool) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:  # gone, or not ours
-        return False
-    return any(v == marker if exact else v.startswith(marker) for v in environ.split(b"\0"))
-
-
-def reap(token: str) -> None:
-    """The reaper's life: note the sessions the stack tells us about (`+ id start`, `- id`) until
-    the stack closes our stdin (it stops, or it died: the kernel closes its end of the pipe
-    either way), then kill whatever of the stack is left."""
-    sessions: dict[int, int | None] = {}
-    for line in sys.stdin:
-        sign, session, *started = line.split()
-        if sign == "+":
-            sessions[int(session)] = int(started[0]) if started and started[0] != "None" else None
-        else:
-            sessions.pop(int(session), None)
-    killed = kill_leftovers(token, None, sessions)
-    print(f"reaper: the stack is gone; killed {len(killed)} leftover process(es): {killed}")
-
-
-def close_reaper(reaper: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if reaper.stdin is not None:
-        reaper.stdin.close()
-    try:
-        reaper.wait(timeout)
-    except subprocess.TimeoutExpired:
-        reaper.kill()
-        reaper.wait()
 
 
 async def wind_down(timeout: float | None = None) -> None:
