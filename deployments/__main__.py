@@ -6,7 +6,7 @@ python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--r
                                               restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
 python -m deployments notify-test             send a test message through each configured channel
-python -m deployments reap --token T          (internal: the stack's reaper, see stack.py)
+python -m deployments reap --token T          (internal: the stack's reaper, see process_tree.py)
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import threading
 
 
 def main() -> int:
-    from deployments.stack import DEFAULT_API_PORT, DEFAULT_PORT, RESTART_DELAY
-
     parser = argparse.ArgumentParser(
         prog="python -m deployments",
         description=__doc__,
@@ -36,16 +34,19 @@ def main() -> int:
         command = commands.add_parser(name, help=text)
         command.add_argument("--gpu-slots", type=int, default=1, help="tasks that may run at once")
         if name == "serve":
+            # Left out unless given, for Stack's defaults: importing them here would cost the
+            # reaper (`reap`, below) Prefect's import.
+            unset = argparse.SUPPRESS
             command.add_argument(
-                "--port", type=int, default=DEFAULT_PORT, help="the Prefect server's port (UI, API)"
+                "--port", type=int, default=unset, help="the Prefect server's port (UI, API)"
             )
             command.add_argument(
-                "--api-port", type=int, default=DEFAULT_API_PORT, help="the /queue REST API's port"
+                "--api-port", type=int, default=unset, help="the /queue REST API's port"
             )
             command.add_argument(
                 "--restart-delay",
                 type=float,
-                default=RESTART_DELAY,
+                default=unset,
                 help="seconds before a dead process is restarted; doubles while it keeps dying",
             )
     commands.add_parser("notify-test", help="send a test message through each channel")
@@ -69,7 +70,7 @@ def main() -> int:
         return 1 if asyncio.run(send_test_message(DeploymentSettings())) else 0
 
     if args.command == "reap":
-        from deployments.stack import reap
+        from deployments.process_tree import reap
 
         reap(args.token)
         return 0
@@ -94,16 +95,11 @@ def main() -> int:
                     raise
         print(f"The queue stopped: {stack.failure}", file=sys.stderr)
         return 1
-    with Stack(
-        gpu_slots=args.gpu_slots,
-        port=args.port,
-        api_port=args.api_port,
-        restart_delay=args.restart_delay,
-        on_give_up=lambda _: stopping.set(),
-    ) as stack:
+    options = {k: v for k, v in vars(args).items() if k in ("port", "api_port", "restart_delay")}
+    with Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set()) as stack:
         print(
             f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "
-            f"http://127.0.0.1:{args.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
+            f"http://127.0.0.1:{stack.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
             flush=True,
         )
         with contextlib.suppress(KeyboardInterrupt):

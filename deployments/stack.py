@@ -1,94 +1,61 @@
 """The whole queue on one machine, supervised: Prefect server (SQLite), GPU worker, manager.
 
-Used by `make serve` (foreground until Ctrl-C) and `make run` (the demo). The stack is the
-supervisor of its machine's processes (design.md §8):
+Used by `make serve` (foreground until Ctrl-C) and `make run` (the demo). The stack starts its
+machine's processes in order and stops them in reverse; in between it is their supervisor
+(design.md §8, supervisor.py): what dies is restarted with backoff and announced, and a child
+that keeps dying makes the stack give up and say why. Nothing of the stack outlives it, even
+when it is SIGKILLed (process_tree.py): every process carries the stack's token in its
+environment, children get PR_SET_PDEATHSIG, and the reaper, started first so that it sees every
+session, kills what is left.
 
-- A watcher thread looks at every child twice a second. A dead child is restarted with backoff
-  (1 s, 2 s, 4 s, ...), its exit status and the end of its log are printed, and once it has
-  stayed up a few seconds a critical message is sent (a `biasbench.stack.restarted` event that
-  the notification automation forwards). A child that dies again after 5 restarts within
-  10 minutes makes the stack give up: it reports why and its owner stops everything.
-- Every process of the stack carries `BIASBENCH_STACK=<token>/<child>` in its environment, and
-  so does everything it starts (workers' flow processes, the warm starter's forks): that is how
-  leftovers are found whatever became of their parents. A dead child's leftovers are killed
-  before it is restarted (not the warm starter's runs: their launchers still own them).
-- Children die with the stack even when it is SIGKILLed: each gets PR_SET_PDEATHSIG (SIGKILL),
-  and the reaper, a small child that waits for the stack's end of a pipe to close, then kills
-  every process still carrying the token (PDEATHSIG reaches only direct children).
-
-Every child runs in its own process group and is stopped with a timeout: `prefect worker` is
-known to ignore SIGTERM for minutes, so it gets SIGKILL after the grace period."""
+Every child runs in its own process group and is stopped with a timeout (`prefect worker` is
+known to ignore SIGTERM for minutes)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
-from contextlib import ExitStack, suppress
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
 
 import httpx
 from prefect import get_client
-from prefect.events import Event
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from biasbench.queue import control, gateway
-from biasbench.queue.messages import (
-    STACK_GAVE_UP,
-    STACK_RESOURCE,
-    STACK_RESTARTED,
-    gave_up_text,
-    restart_text,
-    subject,
-)
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from deployments.automations import finish_silent_runs
 from deployments.launcher import SOCKET_ENV
+from deployments.process_tree import (
+    STACK_ENV,
+    close_reaper,
+    die_with,
+    stack_processes,
+    start_time,
+    stop_process_group,
+)
 from deployments.settings import DeploymentSettings
 from deployments.setup import PROJECT_DIR, setup
+from deployments.supervisor import RESTART_DELAY, Supervisor
 from deployments.warm_start import wait_ready, warm_start_command
 
 DEFAULT_PORT = 4200
 DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients need no change
-STOP_GRACE_SECONDS = 10
-STACK_ENV = "BIASBENCH_STACK"  # <token>/<child name>, inherited by every process of the stack
 
-# Supervision.
-WATCH_SECONDS = 0.5  # how often every child is looked at
-RESTART_DELAY = 1.0  # the first restart's delay; it doubles with each restart in the window
-MAX_RESTART_DELAY = 30.0
-GIVE_UP_RESTARTS = 5  # a child that dies again after this many restarts within the window ...
-GIVE_UP_WINDOW = 600.0  # ... makes the stack give up (seconds)
-SETTLED_SECONDS = 10.0  # a restarted child alive this long is announced as restarted
-LOG_TAIL_LINES = 10
-
-# How messages name each child, in start order (the reaper first: it must see everything).
-CHILDREN = {
-    "reaper": "process reaper",
-    "server": "Prefect server",
-    "warm-start": "warm starter",
-    "gpu-worker": "GPU worker",
-    "manager-worker": "queue manager's worker",
-    "queue-api": "/queue API",
-}
-# The reverse, without the reaper: it is closed last, after everything it might have to kill.
+# The children in reverse start order (see __enter__), without the reaper: it is closed last,
+# after everything it might have to kill.
 STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "server")
 
-PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True) if sys.platform == "linux" else None
 
-
-class Stack:
+class Stack(Supervisor):
     """Start with `with Stack() as stack:`; everything started is stopped on exit."""
 
     def __init__(
@@ -104,6 +71,7 @@ class Stack:
         """api_port: where the /queue REST API listens (None: not started).
         on_give_up: called (from the watcher thread) with the reason when a child keeps dying;
         the stack then stops watching, and its owner is expected to leave the `with` block."""
+        super().__init__(restart_delay=restart_delay, on_give_up=on_give_up)
         self.gpu_slots = gpu_slots
         self.api_port = api_port
         self.external_api = os.environ.get("PREFECT_API_URL")
@@ -111,9 +79,6 @@ class Stack:
         self.ui_url = self.api_url.removesuffix("/api")
         self.port = port
         self.logs = logs or PROJECT_DIR / ".stack-logs"
-        self.restart_delay = restart_delay
-        self.on_give_up = on_give_up
-        self.failure: str | None = None  # why the stack gave up, once it has
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.token = uuid.uuid4().hex
         # A short path: Unix socket paths are limited to about 100 bytes.
@@ -137,10 +102,6 @@ class Stack:
         self._context = ExitStack()
         self._lock = threading.RLock()  # held while children are started, restarted or stopped
         self._stopping = threading.Event()  # no more restarts
-        self._finished = threading.Event()  # every child is stopped: the watcher may end
-        self._watcher: threading.Thread | None = None
-        self._restarts: dict[str, list[float]] = {}  # child -> when it was restarted
-        self._unannounced: dict[str, list[int | str]] = {}  # child -> exits not yet announced
         self._started_at: dict[str, float] = {}
         self._log_starts: dict[str, int] = {}  # where each child's run began in its log
         # Sessions of the children (session id -> its leader's start time), told to the reaper;
@@ -164,14 +125,7 @@ class Stack:
         except BaseException:
             self.stop()
             raise
-        # The watcher restarts children: PDEATHSIG follows the thread that started a child,
-        # so the watcher lives until stop() has stopped them all. It sees this thread's
-        # settings (the stack's server).
-        run = contextvars.copy_context().run
-        self._watcher = threading.Thread(
-            target=run, args=(self._watch,), name="stack-watcher", daemon=True
-        )
-        self._watcher.start()
+        self._start_watching()
         return self
 
     def __exit__(
@@ -249,11 +203,11 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with(os.getpid()),
+                preexec_fn=die_with(os.getpid()),
             )
         self._started_at[name] = time.monotonic()
         # Its session: what it starts stays in it unless it starts a session of its own.
-        started = _start_time(self.processes[name].pid)
+        started = start_time(self.processes[name].pid)
         self._sessions[self.processes[name].pid] = started
         self._tell_reaper(f"+ {self.processes[name].pid} {started}")
 
@@ -271,6 +225,11 @@ class Stack:
         self._sessions.pop(session, None)
         self._draining.discard(session)
         self._tell_reaper(f"- {session}")
+
+    def _forget_empty_sessions(self) -> None:
+        for session in list(self._draining):
+            if not stack_processes(self.token, "", {session: self._sessions.get(session)}):
+                self._forget_session(session)
 
     def _restart(self, name: str) -> None:
         """Start a child again as it was first started; raises if it does not come up."""
@@ -305,123 +264,6 @@ class Stack:
             f"prefect server not healthy after {timeout} s; see {self.logs / 'server.log'}"
         )
 
-    # --- supervision ---------------------------------------------------------------------
-
-    def _watch(self) -> None:
-        while not self._finished.wait(WATCH_SECONDS):
-            if self._stopping.is_set() or self.failure is not None:
-                continue
-            with self._lock:
-                self._forget_empty_sessions()
-                for name, process in list(self.processes.items()):
-                    if self._stopping.is_set() or self.failure is not None:
-                        break
-                    try:
-                        if process.poll() is not None:
-                            self._recover(name, process)
-                        elif name in self._unannounced and self._settled(name):
-                            self._announce_restart(name)
-                    except Exception as exc:  # the watcher must go on watching
-                        self._say(f"could not look after the {CHILDREN[name]}: {exc!r}")
-
-    def _recover(self, name: str, process: subprocess.Popen[bytes]) -> None:
-        """Restart a dead child with backoff, or give up when it keeps dying."""
-        status: int | str = process.returncode
-        label = CHILDREN[name]
-        self._say(f"the {label} died ({_status(status)}).{self._log_tail(name)}")
-        # What it started dies with it; not the warm starter's forks: they still serve running
-        # flows' launchers, and end with them.
-        if name != "warm-start":
-            session = {process.pid: self._sessions.get(process.pid)}
-            if killed := kill_leftovers(self.token, name, session):
-                self._say(f"killed what the {label} left behind: pids {killed}")
-        self._draining.add(process.pid)
-        while not self._stopping.is_set():
-            self._unannounced.setdefault(name, []).append(status)
-            now = time.monotonic()
-            recent = [t for t in self._restarts.get(name, []) if now - t < GIVE_UP_WINDOW]
-            if len(recent) >= GIVE_UP_RESTARTS:
-                self._give_up(name, len(recent), status)
-                return
-            delay = min(self.restart_delay * 2 ** len(recent), MAX_RESTART_DELAY)
-            self._say(f"restarting the {label} in {delay:g} s")
-            if self._stopping.wait(delay):
-                return
-            self._restarts[name] = [*recent, time.monotonic()]
-            try:
-                self._restart(name)
-                return
-            except Exception as exc:
-                status = f"did not start: {exc}"
-                self._say(f"the {label} {status}")
-                self._discard(name, process)
-
-    def _discard(self, name: str, dead: subprocess.Popen[bytes]) -> None:
-        """Stop what a failed restart left running (a server that never became healthy must
-        not hold the port against the next try)."""
-        started = self.processes.get(name)
-        if started is not None and started is not dead:
-            stop_process_group(started)
-            kill_leftovers(self.token, name, {started.pid: self._sessions.get(started.pid)})
-            self._draining.add(started.pid)
-
-    def _forget_empty_sessions(self) -> None:
-        for session in list(self._draining):
-            if not stack_processes(self.token, "", {session: self._sessions.get(session)}):
-                self._forget_session(session)
-
-    def _settled(self, name: str) -> bool:
-        process = self.processes[name]
-        return (
-            process.poll() is None and time.monotonic() - self._started_at[name] >= SETTLED_SECONDS
-        )
-
-    def _announce_restart(self, name: str) -> None:
-        exits = self._unannounced.pop(name)
-        text = restart_text(CHILDREN[name], deaths=len(exits), last_exit=exits[-1])
-        self._say(f"the {CHILDREN[name]} runs again")
-        self._emit(STACK_RESTARTED, text)
-
-    def _give_up(self, name: str, restarts: int, status: int | str) -> None:
-        self.failure = (
-            f"the {CHILDREN[name]} died again after {restarts} restarts within "
-            f"{GIVE_UP_WINDOW / 60:g} minutes ({_status(status)}); its log: "
-            f"{self.logs / (name + '.log')}"
-        )
-        self._say(f"giving up: {self.failure}")
-        minutes = int(GIVE_UP_WINDOW // 60)
-        self._emit(
-            STACK_GAVE_UP,
-            gave_up_text(CHILDREN[name], restarts=restarts, minutes=minutes, last_exit=status),
-        )
-        if self.on_give_up is not None:
-            self.on_give_up(self.failure)
-
-    def _emit(self, event: str, text: str) -> None:
-        """A message for the automations to forward, sent straight to the server (a failure is
-        printed: the restart itself has happened)."""
-        try:
-            asyncio.run(_post_event(event, text))
-        except Exception as exc:
-            self._say(f"could not send the message ({exc!r}): {subject(text)}")
-
-    def _log_tail(self, name: str) -> str:
-        """The last lines this run of the child wrote (its log is shared by all its runs)."""
-        path = self.logs / f"{name}.log"
-        try:
-            with path.open("rb") as log:
-                log.seek(max(log.seek(0, os.SEEK_END) - 8192, self._log_starts.get(name, 0)))
-                lines = log.read().decode(errors="replace").splitlines()[-LOG_TAIL_LINES:]
-        except OSError:
-            lines = []
-        if not lines:
-            return f" It wrote nothing to {path}."
-        return f" The end of {path}:\n" + "\n".join(f"    | {line}" for line in lines)
-
-    @staticmethod
-    def _say(text: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} stack: {text}", flush=True)
-
     # --- stopping ------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -440,153 +282,9 @@ class Stack:
                     stop_process_group(process)
             if (reaper := self.processes.pop("reaper", None)) is not None:
                 close_reaper(reaper)
-        self._finished.set()
-        if self._watcher is not None and self._watcher is not threading.current_thread():
-            self._watcher.join()
+        self._stop_watching()
         self._context.close()
         self._sockets.cleanup()
-
-
-def _die_with(parent: int) -> Callable[[], None] | None:
-    """A child's last step before exec: SIGKILL it when its parent thread ends (Linux)."""
-    if _libc is None:
-        return None
-    prctl = _libc.prctl
-
-    def die_with_parent() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before the line above
-            os._exit(1)
-
-    return die_with_parent
-
-
-def _status(status: int | str) -> str:
-    return status if isinstance(status, str) else f"exit status {status}"
-
-
-def stop_process_group(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
-    """SIGTERM the process group, SIGKILL it after `grace` seconds. A process that is already
-    gone may have left its group behind: that is killed too."""
-    if process.poll() is not None:
-        _kill_group(process.pid)
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        _kill_group(process.pid)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
-
-
-def _kill_group(pgid: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-# --- finding and killing the stack's processes -------------------------------------------
-# Two marks find them, whatever became of their parents: the session of a child (everything it
-# starts stays in it, unless it starts a session of its own), and the BIASBENCH_STACK variable
-# of the environment a process was started with (read from /proc; the warm starter's title
-# overwrites its own, hence the sessions too).
-
-Sessions = Mapping[int, int | None]  # session id -> its first leader's start time
-
-
-def stack_processes(
-    token: str, child: str | None = None, sessions: Sessions | None = None
-) -> list[int]:
-    """Pids of the stack's live processes: in one of `sessions`, or marked with the token
-    (of `child`; of any child when None; "" matches no mark)."""
-    marker = f"{STACK_ENV}={token}/{child or ''}".encode()
-    sessions = sessions or {}
-    seen = {
-        int(entry.name): stat
-        for entry in os.scandir("/proc")
-        if entry.name.isdigit()
-        and int(entry.name) != os.getpid()
-        and (stat := _stat(entry.name)) is not None
-    }
-    # A session id is reused only after the session has ended: its new leader started later.
-    reused = {
-        pid
-        for pid, (_, started) in seen.items()
-        if pid in sessions and sessions[pid] not in (None, started)
-    }
-    in_session = {pid for pid, (session, _) in seen.items() if session in sessions}
-    return [
-        pid
-        for pid in seen
-        if (pid in in_session and seen[pid][0] not in reused)
-        or (child != "" and _marked(pid, marker, exact=child is not None))
-    ]
-
-
-def kill_leftovers(
-    token: str, child: str | None = None, sessions: Sessions | None = None, attempts: int = 20
-) -> list[int]:
-    """SIGKILL the stack's processes (see stack_processes) until none is left; a process that
-    was forking meanwhile is caught by the next look. Returns the pids killed."""
-    killed: set[int] = set()
-    for _ in range(attempts):
-        pids = stack_processes(token, child, sessions)
-        if not pids:
-            break
-        for pid in pids:
-            with suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
-                killed.add(pid)
-        time.sleep(0.1)
-    return sorted(killed)
-
-
-def _stat(pid: int | str) -> tuple[int, int] | None:
-    """(session id, start time) of a live process; None when it is gone or a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    # Fields after the command: state, ppid, pgrp, session, ... starttime (the 20th).
-    return None if fields[0] in "ZX" else (int(fields[3]), int(fields[19]))
-
-
-def _start_time(pid: int) -> int | None:
-    return None if (stat := _stat(pid)) is None else stat[1]
-
-
-def _marked(pid: int, marker: bytes, *, exact: bool) -> bool:
-    try:
-        environ = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:  # gone, or not ours
-        return False
-    return any(v == marker if exact else v.startswith(marker) for v in environ.split(b"\0"))
-
-
-def reap(token: str) -> None:
-    """The reaper's life: note the sessions the stack tells us about (`+ id start`, `- id`) until
-    the stack closes our stdin (it stops, or it died: the kernel closes its end of the pipe
-    either way), then kill whatever of the stack is left."""
-    sessions: dict[int, int | None] = {}
-    for line in sys.stdin:
-        sign, session, *started = line.split()
-        if sign == "+":
-            sessions[int(session)] = int(started[0]) if started and started[0] != "None" else None
-        else:
-            sessions.pop(int(session), None)
-    killed = kill_leftovers(token, None, sessions)
-    print(f"reaper: the stack is gone; killed {len(killed)} leftover process(es): {killed}")
-
-
-def close_reaper(reaper: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    if reaper.stdin is not None:
-        reaper.stdin.close()
-    try:
-        reaper.wait(timeout)
-    except subprocess.TimeoutExpired:
-        reaper.kill()
-        reaper.wait()
 
 
 async def wind_down(timeout: float | None = None) -> None:
@@ -612,10 +310,3 @@ async def _restart_manager() -> None:
     async with get_client() as client:
         if await gateway.manager_running(client):
             await gateway.start_manager(client, after_reboot=True)
-
-
-async def _post_event(event: str, text: str) -> None:
-    payload = {"text": text, "subject": subject(text), "critical": "Process died"}
-    body = Event(event=event, resource=STACK_RESOURCE, payload=payload)
-    async with get_client() as client:
-        await client.request("POST", "/events", json=[body.model_dump(mode="json")])

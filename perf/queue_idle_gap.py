@@ -45,8 +45,9 @@ from prefect.states import Scheduled
 from biasbench.queue.gateway import deployment_name
 from biasbench.queue.model import RELEASED
 from biasbench.queue.submit import submit
+from deployments.process_tree import stop_process_group
 from deployments.setup import PROJECT_DIR
-from deployments.stack import Stack, stop_process_group
+from deployments.stack import Stack
 
 PORT = 4260
 DEFAULT_POOL = "idle-gap-default"

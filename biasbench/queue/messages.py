@@ -132,7 +132,8 @@ def _e(text: str) -> str:
 
 # The queue itself, as the resource of its events (started, paused, drained, ...).
 QUEUE_RESOURCE = {"prefect.resource.id": "biasbench.queue", "prefect.resource.name": "LLM queue"}
-# The stack (deployments/stack.py), as the resource of its events: it restarts dead processes.
+# The stack (deployments/stack.py), as the resource of its events: its supervisor
+# (deployments/supervisor.py) restarts dead processes.
 STACK_RESOURCE = {"prefect.resource.id": "biasbench.stack", "prefect.resource.name": "queue stack"}
 STACK_RESTARTED = "biasbench.stack.restarted"  # a process of the stack died and runs again
 STACK_GAVE_UP = "biasbench.stack.gave-up"  # a process kept dying: the stack stopped everything

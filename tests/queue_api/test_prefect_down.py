@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deployments.stack import stop_process_group
+from deployments.process_tree import stop_process_group
 from tests.support.ports import free_port
 from tests.support.stack import REPO
 

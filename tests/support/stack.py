@@ -28,7 +28,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from biasbench.queue import gateway
 from biasbench.queue.model import MANAGER_FLOW
 from deployments.launcher import SOCKET_ENV
-from deployments.stack import stop_process_group
+from deployments.process_tree import stop_process_group
 from deployments.warm_start import wait_ready, warm_start_command
 
 REPO = Path(__file__).resolve().parents[2]
