@@ -72,3 +72,28 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_task_left_for_the_next_module(prefect_server: str) -> Iterator[None]:
+    """Every module starts with an empty queue: what a module leaves unfinished (or Crashed,
+    which the next manager would put back in the queue) is cancelled when it ends."""
+    yield
+    from prefect.utilities.asyncutils import run_coro_as_sync
+
+    run_coro_as_sync(_cancel_leftover_tasks())
+
+
+async def _cancel_leftover_tasks() -> None:
+    from uuid import UUID
+
+    from prefect import get_client
+    from prefect.states import Cancelled
+
+    from biasbench.queue import gateway
+
+    async with get_client() as client:
+        for run in [*await gateway.unfinished_runs(client), *await gateway.crashed_runs(client)]:
+            await client.set_flow_run_state(
+                UUID(run.id), Cancelled(message="left by a finished test module"), force=True
+            )
