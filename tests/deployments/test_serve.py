@@ -10,25 +10,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from tests.support.ports import free_port
 from tests.support.stack import REPO
-
-
-def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if result := check():
-                return result
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
+from tests.support.waiting import until
 
 
 def test_serve_runs_tasks_submitted_over_the_queue_api_and_stops_cleanly(
@@ -52,7 +40,7 @@ def test_serve_runs_tasks_submitted_over_the_queue_api_and_stops_cleanly(
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        stats = _until(
+        stats = until(
             lambda: (
                 (r := httpx.get(f"{base}/queue/stats")).status_code == 200
                 and r.json()["executor_running"]
@@ -66,7 +54,7 @@ def test_serve_runs_tasks_submitted_over_the_queue_api_and_stops_cleanly(
             f"{base}/queue/add",
             json={"task_type": "pool_gen", "config": {"n": 20}, "label": "served"},
         ).json()
-        task = _until(
+        task = until(
             lambda: (
                 (t := httpx.get(f"{base}/queue/{added['task_id']}").json())["status"]
                 in {"done", "failed"}
@@ -86,7 +74,7 @@ def test_serve_runs_tasks_submitted_over_the_queue_api_and_stops_cleanly(
     output = log.read_text()
     assert serve.returncode == 0, output
     assert f"/queue API at http://127.0.0.1:{port}/queue" in output
-    _until(lambda: _refused(port), 30, "the API's port is closed")
+    until(lambda: _refused(port), 30, "the API's port is closed")
 
 
 def _refused(port: int) -> bool:

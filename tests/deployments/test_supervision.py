@@ -36,7 +36,7 @@ from tests.support.ports import free_port
 from tests.support.process_tree import command_line, descendants, port_open
 from tests.support.processes import alive, flow_process_pids
 from tests.support.stack import REPO
-from tests.support.waiting import read_runs, wait_final, wait_for
+from tests.support.waiting import read_runs, until, wait_final, wait_for
 
 # 4 personas x 15 traits = 60 questions, half a second each: half a minute of running.
 SLOW = {"llm": "fake", "model_name": "fake-model@slow=0.5", "batch_size": 1}
@@ -96,18 +96,6 @@ def wait_for_events(name: str, since: datetime, timeout: float = 120) -> list[di
             raise AssertionError(f"no {name} event within {timeout} s")
         time.sleep(1)
     return found
-
-
-def until(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if result := check():
-                return result
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 # --- a dead child is restarted and announced ------------------------------------------------

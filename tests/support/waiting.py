@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 
+import httpx
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 
@@ -37,3 +39,16 @@ async def wait_for(
 async def wait_final(ids: list[str], timeout: float = 150) -> list[FlowRun]:
     """The runs, once every one of them is in a final state."""
     return await wait_for(all_final, ids, timeout)
+
+
+def until(check: Callable[[], Any], timeout: float, what: str) -> Any:
+    """`check()`'s first truthy result, polled while a server may not answer yet."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if result := check():
+                return result
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"not within {timeout} s: {what}")
