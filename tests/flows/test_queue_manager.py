@@ -37,6 +37,13 @@ def stack(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
+@pytest.fixture(autouse=True)
+def queue_unpaused_after_each_test(stack: RunningStack) -> Iterator[None]:
+    """A test that fails while the queue is paused must not stall the tests after it."""
+    yield
+    asyncio.run(set_paused(False))
+
+
 async def set_paused(paused: bool) -> None:
     async with get_client() as client:
         await client.update_work_pool("gpu", WorkPoolUpdate(is_paused=paused))
@@ -306,22 +313,23 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(
                 upstream=[pool],
                 label="running-at-pause",
             )
-            after = await submit(client, "pool_gen", {"n": 10}, label="after-pause")
-            # Until it runs (or, on a loaded machine, already ran: the restart then still
-            # comes with two tasks queued).
             while (await client.read_flow_run(slow)).state_name not in {"Running", "Completed"}:  # type: ignore[arg-type]
                 await asyncio.sleep(0.2)
-            await control.set_paused(client, True)
+            try:
+                await control.set_paused(client, True)
+                # Submitted after the pause, so that it is queued while paused even when a
+                # loaded machine finished the slow task before the pause.
+                after = await submit(client, "pool_gen", {"n": 10}, label="after-pause")
 
-            (done,) = await wait_final([slow])
-            assert done.state_name == "Completed"  # the running task finished
-            state = await control.queue_state(client)
-            assert state.executor_paused and state.executor_running
-            for _ in range(30):  # nothing new starts while paused
-                assert (await client.read_flow_run(after)).state_name in {"Queued", "Released"}  # type: ignore[arg-type]
-                await asyncio.sleep(1)
-
-            await control.set_paused(client, False)
+                (done,) = await wait_final([slow])
+                assert done.state_name == "Completed"  # the running task finished
+                state = await control.queue_state(client)
+                assert state.executor_paused and state.executor_running
+                for _ in range(30):  # nothing new starts while paused
+                    assert (await client.read_flow_run(after)).state_name in {"Queued", "Released"}  # type: ignore[arg-type]
+                    await asyncio.sleep(1)
+            finally:  # a failed check must not leave the next tests a paused queue
+                await control.set_paused(client, False)
             (resumed,) = await wait_final([after])
             assert resumed.state_name == "Completed"
             assert not (await control.queue_state(client)).executor_paused
@@ -372,13 +380,13 @@ def test_stop_lets_the_current_task_finish_then_the_manager_ends_and_start_goes_
                 upstream=[pool],
                 label="running-at-stop",
             )
-            after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
-            # Until it runs (or, on a loaded machine, already ran: the restart then still
-            # comes with two tasks queued).
             while (await client.read_flow_run(slow)).state_name not in {"Running", "Completed"}:  # type: ignore[arg-type]
                 await asyncio.sleep(0.2)
             assert (await control.queue_state(client)).executor_running
             await control.stop()
+            # Submitted after the stop, so that it waits even when a loaded machine finished
+            # the slow task before the stop.
+            after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
 
             (done,) = await wait_final([slow])
             assert done.state_name == "Completed"  # the current task finished
