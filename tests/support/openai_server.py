@@ -366,12 +366,12 @@ def _reuseport_socket(port: int) -> socket.socket:
     return sock
 
 
-def _worker(port: int, models: list[str], latency: float, ready: Any) -> None:
+def _worker(port: int, models: list[str], latency: float, answer: Answer, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)  # clients hanging up are normal here
 
     async def main() -> None:
-        app = _App(models, _echo_answer, latency, api_key=None, record=False)
+        app = _App(models, answer, latency, api_key=None, record=False)
         runner = web.AppRunner(
             app.build(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
         )
@@ -393,7 +393,9 @@ def _echo_answer(messages: Sequence[dict[str, Any]], model: str) -> str:
     return "A"
 
 
-def serve_forever(port: int, latency: float, workers: int, models: list[str]) -> None:
+def serve_forever(
+    port: int, latency: float, workers: int, models: list[str], answer: Answer = _echo_answer
+) -> None:
     """Fork `workers` processes sharing `port` (0 = pick one); print READY; stop on SIGTERM/INT."""
     # The parent holds a bound (not listening) SO_REUSEPORT socket: it reserves the port number
     # that the workers then join, and never receives connections itself.
@@ -402,7 +404,7 @@ def serve_forever(port: int, latency: float, workers: int, models: list[str]) ->
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Semaphore(0)
     procs = [
-        ctx.Process(target=_worker, args=(port, models, latency, ready), daemon=True)
+        ctx.Process(target=_worker, args=(port, models, latency, answer, ready), daemon=True)
         for _ in range(workers)
     ]
     for proc in procs:
@@ -433,8 +435,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", action="append", dest="models")
+    parser.add_argument(
+        "--answers",
+        choices=["echo", "fake"],
+        default="echo",
+        help="echo: a cheap constant (throughput benchmarks); fake: the fake backend's answers",
+    )
     args = parser.parse_args(argv)
-    serve_forever(args.port, args.latency, args.workers, args.models or ["m"])
+    answer = _default_answer if args.answers == "fake" else _echo_answer
+    serve_forever(args.port, args.latency, args.workers, args.models or ["m"], answer)
 
 
 if __name__ == "__main__":
