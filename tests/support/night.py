@@ -104,6 +104,7 @@ class Night:
             **inherited,
             "PREFECT_HOME": str(self.home / "prefect"),
             "DB_URL": self.db_url,
+            "PREFECT_LOGGING_LEVEL": "INFO",  # the logs say what each process did
             "TELEGRAM_BOT_TOKEN": TOKEN,
             "TELEGRAM_CHAT_ID": CHAT_ID,
             "TELEGRAM_API_BASE": self.telegram.base_url,
@@ -116,6 +117,7 @@ class Night:
         log = (self.home / "serve.log").open("ab")
         command = [sys.executable, "-m", "deployments", "serve"]
         ports = ["--port", str(self.port), "--api-port", str(self.api_port)]
+        ports += ["--logs", str(self.home / "logs")]
         self.serve = subprocess.Popen(
             [*command, *ports],
             cwd=REPO,
