@@ -15,10 +15,11 @@ loopback syscalls and the first wave's connection set-up), so it is not a depend
 end-to-end numbers, driven through `in_window`, are in `perf/README.md`.
 
 Failure semantics (see `biasbench.errors`): connection errors, timeouts, 5xx and 429 are
-retried with exponential backoff and jitter (429/503 `Retry-After` honoured, capped). When the
-server has been unreachable for `unreachable_after` seconds in a row (shared by all requests
-of this client, so 64 stuck requests fail together rather than one by one), or a request runs
-out of retries on connection errors, `LLMUnreachable` (critical) is raised. Other 4xx raise
+retried with exponential backoff and jitter; a `Retry-After` (seconds or HTTP date) replaces the
+backoff, capped at the request timeout. When the server has been unreachable for
+`unreachable_after` seconds in a row (shared by all requests of this client, so 64 stuck
+requests fail together rather than one by one), or a request runs out of retries on connection
+errors, `LLMUnreachable` (critical) is raised. Other 4xx raise
 `LLMResponseError` at once; 5xx, 429 and 2xx bodies that are not a completion (malformed JSON)
 do after the retries. The API key is sent as a bearer token and kept out of logs and exception
 messages.
@@ -32,6 +33,8 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -68,14 +71,22 @@ def normalize_base_url(base_url: str) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """The `Retry-After` header in seconds; HTTP-date forms are ignored (backoff applies)."""
+    """The `Retry-After` header in seconds from now: either form of RFC 9110, delay-seconds or
+    an HTTP-date (a date in the past means "now"); None when absent or unreadable."""
     value = headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # RFC 850 / asctime forms carry no zone: HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _error_detail(body: bytes) -> str:
@@ -357,7 +368,9 @@ class OpenAICompatClient:
 
     def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.backoff_max)
+            # The server knows when it can take work again; only a wait longer than a request
+            # may take is cut short (it would look like a hang, and the server may be wrong).
+            return min(retry_after, self.request_timeout)
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)  # jitter: spread retries of a full window
 

@@ -142,6 +142,24 @@ def test_rate_limiting_waits_as_long_as_retry_after_says(server: OpenAIServer) -
     assert chats[0].finished is not None and chats[1].started - chats[0].finished >= 0.9
 
 
+def test_retry_after_as_an_http_date_is_honoured(server: OpenAIServer) -> None:
+    # The date has one-second resolution: "now + 3 s" means a wait of 2 to 3 s, far above the
+    # backoff of this client (at most 0.01 s), so a client ignoring the date fails here.
+    server.script([Status(429, retry_after_date=3), Reply("after the date")])
+    assert run(server.base_url, ask) == "after the date"
+    first, second = server.chat_records()
+    assert first.finished is not None and second.started - first.finished >= 1.5
+
+
+def test_a_retry_after_longer_than_a_request_may_take_is_capped_at_the_request_timeout(
+    server: OpenAIServer,
+) -> None:
+    server.script([Status(503, retry_after=3600), Reply("soon enough")])
+    assert run(server.base_url, ask, request_timeout=1.0) == "soon enough"
+    first, second = server.chat_records()
+    assert first.finished is not None and 0.9 <= second.started - first.finished < 10
+
+
 def test_a_malformed_body_is_retried(server: OpenAIServer) -> None:
     server.script([Malformed(), Reply("well formed")])
     assert run(server.base_url, ask) == "well formed"
