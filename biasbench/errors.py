@@ -10,6 +10,7 @@
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
     │   └── LLMResponseError   the server answered, but not usefully (4xx, 5xx after retries)
+    │       └── LLMOutOfMemory the server's GPU ran out of memory                  [critical]
     └── ParseError             an answer could not be read; recorded as a failure, never fatal
 
 Critical failures mean "the machine or its services are broken, a human should look now".
@@ -120,6 +121,13 @@ class LLMResponseError(LLMError):
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class LLMOutOfMemory(LLMResponseError):
+    """The server says its GPU ran out of memory (vLLM's CUDA OutOfMemoryError): every further
+    request would fail the same way, so the run stops rather than recording each item."""
+
+    critical = OUT_OF_MEMORY
 
 
 class ParseError(BiasBenchError):

@@ -21,8 +21,9 @@ backoff, capped at the request timeout. When the server has been unreachable for
 requests fail together rather than one by one), or a request runs out of retries on connection
 errors, `LLMUnreachable` (critical) is raised. Other 4xx raise
 `LLMResponseError` at once; 5xx, 429 and 2xx bodies that are not a completion (malformed JSON)
-do after the retries. The API key is sent as a bearer token and kept out of logs and exception
-messages.
+do after the retries. An error body naming CUDA out of memory raises `LLMOutOfMemory`
+(critical) at once, whatever its status. The API key is sent as a bearer token and kept out of
+logs and exception messages.
 """
 
 from __future__ import annotations
@@ -42,10 +43,12 @@ import aiohttp
 from biasbench.errors import (
     InvalidConfig,
     LLMModelNotServed,
+    LLMOutOfMemory,
     LLMResponseError,
     LLMUnreachable,
 )
 from biasbench.llm.base import Message
+from biasbench.llm.server_errors import error_detail, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -87,20 +90,6 @@ def _retry_after(headers: Any) -> float | None:
     if when.tzinfo is None:  # RFC 850 / asctime forms carry no zone: HTTP dates are GMT
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _error_detail(body: bytes) -> str:
-    """A short, readable excerpt of an error body (OpenAI and vLLM put it in `message`)."""
-    text = body.decode("utf-8", "replace")
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:300]
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"][:300]
-    return text[:300]
 
 
 class _Retryable(Exception):
@@ -313,8 +302,12 @@ class OpenAICompatClient:
         if 200 <= status < 300:
             return
         message = self._redact(
-            f"{what} on {self.base_url} returned HTTP {status}: {_error_detail(body)}"
+            f"{what} on {self.base_url} returned HTTP {status}: {error_detail(body)}"
         )
+        if is_out_of_memory(body):
+            # Not retried: the same requests would fill the same GPU again, and every item of
+            # the run would fail the same way; a human lowers batch_size or max_new_tokens.
+            raise LLMOutOfMemory(message, status)
         if status == 429 or status >= 500:
             raise _Retryable(message, status, retry_after)
         raise LLMResponseError(message, status)

@@ -134,6 +134,29 @@ def test_unreachable_server_fails_fast_with_a_critical_error(
     assert count(engine, BenchmarkRun) == 0  # nothing half-created
 
 
+def test_a_gpu_out_of_memory_fails_the_run_as_out_of_memory_at_once(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int
+) -> None:
+    import asyncio
+
+    llm_server.script([Reply('{"rating": 2}')] * 3)
+    llm_server.script([Status(500, message="CUDA out of memory. Tried to allocate 1.2 GiB")] * 50)
+    state = asyncio.run(
+        benchmark(
+            dataset_id=small_dataset,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=llm_server.base_url,
+            batch_size=1,
+            return_state=True,
+        )
+    )
+
+    assert state.is_failed() and state.name == "Out of memory"  # critical: the run's badge
+    assert len(llm_server.requests) == 4  # the first out-of-memory answer ends the run
+    assert count(engine, BenchmarkResult) == 3  # what was answered before is kept
+
+
 def test_attributes_of_another_dataset_are_refused_before_any_run_exists(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int
 ) -> None:

@@ -11,9 +11,12 @@ from typing import Any, TypeVar
 import pytest
 
 from biasbench.errors import (
+    OUT_OF_MEMORY,
     LLMModelNotServed,
+    LLMOutOfMemory,
     LLMResponseError,
     LLMUnreachable,
+    critical_kind,
     is_critical,
 )
 from biasbench.llm.base import ChatClient, Message
@@ -126,11 +129,35 @@ def test_a_server_error_is_retried(server: OpenAIServer) -> None:
 
 
 def test_server_errors_that_persist_raise_a_response_error(server: OpenAIServer) -> None:
-    server.script([Status(500, message="CUDA out of memory")] * 3)
-    with pytest.raises(LLMResponseError, match="CUDA out of memory") as info:
+    server.script([Status(500, message="engine step failed")] * 3)
+    with pytest.raises(LLMResponseError, match="engine step failed") as info:
         run(server.base_url, ask, max_retries=2)
     assert info.value.status_code == 500 and not is_critical(info.value)
     assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # vLLM before the OpenAI-style body: flat, the exception's text in `message`
+        Status(
+            500,
+            message="CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total)",
+            error_type="InternalServerError",
+        ),
+        # newer vLLM: nested under "error", the exception class named in `type`
+        Status(500, message="engine died", error_type="torch.OutOfMemoryError", nested=True),
+        Status(400, message="OutOfMemoryError: out of memory during prefill", nested=True),
+    ],
+)
+def test_a_gpu_out_of_memory_is_critical_and_not_retried(
+    server: OpenAIServer, error: Status
+) -> None:
+    server.script([error, Reply("never asked")])
+    with pytest.raises(LLMOutOfMemory) as info:
+        run(server.base_url, ask)
+    assert critical_kind(info.value) is OUT_OF_MEMORY
+    assert len(server.requests) == 1
 
 
 def test_rate_limiting_waits_as_long_as_retry_after_says(server: OpenAIServer) -> None:
