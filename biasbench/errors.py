@@ -9,6 +9,7 @@
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
+    │   ├── LLMErrorShareExceeded  too many items of a run failed on the server (not one item)
     │   └── LLMResponseError   the server answered, but not usefully (4xx, 5xx after retries)
     │       └── LLMOutOfMemory the server's GPU ran out of memory                  [critical]
     └── ParseError             an answer could not be read; recorded as a failure, never fatal
@@ -113,6 +114,11 @@ class LLMUnreachable(LLMError):
 
 class LLMModelNotServed(LLMError):
     """The LLM server is up, but the requested model is not among those it serves."""
+
+
+class LLMErrorShareExceeded(LLMError):
+    """More items of a task failed on the LLM server than LLM_MAX_ERROR_SHARE allows: the
+    server is broken, not flaky (see `biasbench.error_budget`)."""
 
 
 class LLMResponseError(LLMError):

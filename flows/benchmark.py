@@ -122,6 +122,7 @@ async def benchmark(
             progress=progress,
             already_done=len(job.plan) - len(job.todo),
             interval=interval,
+            max_error_share=ctx.settings.llm_max_error_share,
         )
 
     analysis, result = _finish(ctx, job)
