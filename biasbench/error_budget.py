@@ -1,4 +1,4 @@
-"""How many items of a pass may fail on the LLM server before the task fails as a whole.
+"""How many items of a task may fail on the LLM server before the task fails as a whole.
 
 One request that exhausts its retries (a lasting 429 or 5xx, a body without a completion, a
 prompt the server refuses) condemns that item, not the run: it is stored as a failure, counted
@@ -28,8 +28,10 @@ time before the run stops."""
 class ErrorBudget:
     """Counts the items of one pass as they finish and says when the server failed too many.
 
-    Exceeded when the failures are more than `max_share` of the whole pass (it can no longer
-    end within the share), or of the items finished so far once at least MIN_SAMPLE have."""
+    `total` is every item of the task (its plan, also those answered in earlier passes).
+    Exceeded when this pass's failures are more than `max_share` of the total (the task can no
+    longer end within the share), or of the items finished in this pass once at least
+    MIN_SAMPLE have."""
 
     total: int
     max_share: float
@@ -47,6 +49,6 @@ class ErrorBudget:
         ):
             raise LLMErrorShareExceeded(
                 f"{self.failed} of {self.finished} items asked so far failed on the LLM server "
-                f"({self.failed / self.finished:.0%}; this pass has {self.total}), more than "
+                f"({self.failed / self.finished:.0%}; the task has {self.total}), more than "
                 f"LLM_MAX_ERROR_SHARE={self.max_share:.0%}; last error: {detail}"
             )

@@ -34,10 +34,12 @@ async def answer_all(
     max_error_share: float,
 ) -> tuple[int, int]:
     """Returns (answered, unanswered) counts of this pass; raises LLMErrorShareExceeded when
-    more than `max_error_share` of the items failed on the server (what failed is saved)."""
+    more than `max_error_share` of the task's items failed on the server (what failed is saved)."""
     pending: list[tuple[Item, Outcome]] = []
     answered = unanswered = 0
-    budget = ErrorBudget(total=len(todo), max_share=max_error_share)
+    # The share is of the task's items, not of this pass's: a resume that asks only the items
+    # that failed before must not fail because they are all hard ones.
+    budget = ErrorBudget(total=already_done + len(todo), max_share=max_error_share)
     last_flush = time.monotonic()
 
     async def flush() -> None:

@@ -154,12 +154,37 @@ def test_requests_that_outlast_their_retries_become_failures_and_the_run_goes_on
     assert "unusable body" in snippets  # the empty choices
     assert first.summary["failures"] == 3 * 8
 
-    # Asked again on resume (here the server has recovered), and only they are.
+    # Asked again on resume; failing again, each item keeps one row, saying why this time.
+    asked_before = len(llm_server.requests)
+    run_benchmark(llm_server, small_dataset, scale_mode="in", resume_run_id=first.run_id)
+    assert len(llm_server.requests) - asked_before == 3 * 8 * 2  # 1 retry each
+    assert count(engine, Failure) == 3 * 8
+    with session_scope(engine) as session:
+        latest = session.scalars(select(Failure.created_at)).all()
+    assert min(latest) > max(f.created_at for f in failures)
+
+    # The server has recovered: only the failed items are asked, and no failure remains.
     with OpenAIServer(models=[MODEL]) as recovered:
         again = run_benchmark(recovered, small_dataset, scale_mode="in", resume_run_id=first.run_id)
         assert len(recovered.requests) == 3 * 8
     assert len(result_keys(engine, again.run_id)) == planned
-    assert again.summary["failures"] == 0
+    assert again.summary["failures"] == 0 and count(engine, Failure) == 0
+
+
+def test_the_analysis_of_a_resumed_run_counts_only_its_current_plan(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int
+) -> None:
+    first = run_benchmark(llm_server, small_dataset, scale_mode="in")
+    with session_scope(engine) as session:  # a trait is retired between the two passes
+        retired = session.scalars(select(Trait).where(Trait.active.is_(True))).first()
+        assert retired is not None
+        retired.active = False
+
+    again = run_benchmark(llm_server, small_dataset, scale_mode="in", resume_run_id=first.run_id)
+
+    planned = 8 * active_traits(engine)
+    assert len(result_keys(engine, first.run_id)) == planned + 8  # its answers stay stored
+    assert again.summary["planned"] == again.summary["results"] == planned
 
 
 def test_a_server_failing_more_items_than_the_error_share_fails_the_run(
