@@ -9,11 +9,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from biasbench.asking import Answered, Unanswered
 from biasbench.db.models import (
+    ATTRGEN_FAILURE,
+    ATTRGEN_FAILURE_KEY,
+    BENCHMARK_FAILURE,
+    BENCHMARK_FAILURE_KEY,
     AttrgenRun,
     BenchmarkResult,
     BenchmarkRun,
@@ -23,7 +27,7 @@ from biasbench.db.models import (
     Trait,
     utcnow,
 )
-from biasbench.db.upsert import insert_ignoring_duplicates
+from biasbench.db.upsert import insert_ignoring_duplicates, upsert
 from biasbench.errors import InvalidConfig, NotFound
 from biasbench.parsing import RatingAnswer
 from biasbench.plan import PlanItem
@@ -195,11 +199,9 @@ def save_attrgen_batch(
 ) -> None:
     """Answers by persona id as they arrive; the unanswered are recorded, and asked again on
     resume because they have no attributes."""
-    save_attributes(
-        session,
-        run_id,
-        [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)],
-    )
+    answered = [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)]
+    save_attributes(session, run_id, answered)
+    forget_failures(session, "attrgen", run_id, [{"persona_id": pid} for pid, _, _ in answered])
     save_failures(
         session,
         "attrgen",
@@ -242,21 +244,22 @@ def save_benchmark_batch(
 ) -> None:
     """Answers by plan item as they arrive; the unanswered are recorded, and asked again on
     resume because they have no result."""
+    answered = [(asdict(item), out) for item, out in batch if isinstance(out, Answered)]
     save_results(
         session,
         run_id,
         [
             {
-                **asdict(item),
+                **key,
                 "rating": out.value.rating,
                 "rationale": out.value.rationale,
                 "raw_answer": out.raw,
                 "attempt": out.attempt,
             }
-            for item, out in batch
-            if isinstance(out, Answered)
+            for key, out in answered
         ],
     )
+    forget_failures(session, "benchmark", run_id, [key for key, _ in answered])
     save_failures(
         session,
         "benchmark",
@@ -289,9 +292,40 @@ def rated_rows(session: Session, run_id: int) -> list[tuple[int, int, str, int]]
 def save_failures(
     session: Session, run_type: str, run_id: int, rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """rows: persona_id, trait_id?, scale_order?, kind, snippet, attempt."""
-    if rows:
-        session.add_all(Failure(run_type=run_type, run_id=run_id, **row) for row in rows)
+    """rows: persona_id, trait_id?, scale_order?, kind, snippet, attempt. An item that failed
+    in an earlier pass keeps one row, now saying why it failed this time."""
+    attrgen = run_type == "attrgen"
+    upsert(
+        session,
+        Failure.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "run_type": run_type,
+                "run_id": run_id,
+                "trait_id": None,
+                "scale_order": None,
+                **row,
+                "created_at": utcnow(),
+            }
+            for row in rows
+        ],
+        key=ATTRGEN_FAILURE_KEY if attrgen else BENCHMARK_FAILURE_KEY,
+        key_where=ATTRGEN_FAILURE if attrgen else BENCHMARK_FAILURE,
+    )
+
+
+def forget_failures(
+    session: Session, run_type: str, run_id: int, items: Sequence[Mapping[str, Any]]
+) -> None:
+    """The failure rows of items that now have an answer go: they are no longer missing.
+    items: persona_id (attrgen), or persona_id, trait_id, scale_order (benchmark)."""
+    if not items:
+        return
+    table: Table = Failure.__table__  # type: ignore[assignment]
+    stmt = delete(table).where(table.c.run_type == run_type, table.c.run_id == run_id)
+    for column in items[0]:
+        stmt = stmt.where(table.c[column] == bindparam(f"item_{column}"))
+    session.execute(stmt, [{f"item_{k}": v for k, v in item.items()} for item in items])
 
 
 def mark_finished(

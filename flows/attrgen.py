@@ -108,6 +108,7 @@ async def attrgen(
             progress=progress,
             already_done=len(done),
             interval=interval,
+            max_error_share=ctx.settings.llm_max_error_share,
         )
 
     with ctx.session() as session:

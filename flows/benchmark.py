@@ -122,6 +122,7 @@ async def benchmark(
             progress=progress,
             already_done=len(job.plan) - len(job.todo),
             interval=interval,
+            max_error_share=ctx.settings.llm_max_error_share,
         )
 
     analysis, result = _finish(ctx, job)
@@ -204,8 +205,11 @@ async def _ask_one(
 
 
 def _finish(ctx: TaskContext, job: Job) -> tuple[QuickAnalysis, TaskResult]:
-    """The quick analysis over everything stored for this run (all passes together)."""
+    """The quick analysis over what is stored for this run's current plan (all passes)."""
+    plan_keys = {(i.persona_id, i.trait_id, i.scale_order) for i in job.plan}
     with ctx.session() as session:
-        analysis = quick_analysis(runs.rated_rows(session, job.run_id), planned=len(job.plan))
+        analysis = quick_analysis(
+            runs.rated_rows(session, job.run_id), planned=len(job.plan), plan_keys=plan_keys
+        )
         runs.mark_finished(session, "benchmark", job.run_id, analysis=asdict(analysis))
         return analysis, benchmark_result(session, job.run_id)

@@ -11,9 +11,12 @@ from typing import Any, TypeVar
 import pytest
 
 from biasbench.errors import (
+    OUT_OF_MEMORY,
     LLMModelNotServed,
+    LLMOutOfMemory,
     LLMResponseError,
     LLMUnreachable,
+    critical_kind,
     is_critical,
 )
 from biasbench.llm.base import ChatClient, Message
@@ -126,11 +129,35 @@ def test_a_server_error_is_retried(server: OpenAIServer) -> None:
 
 
 def test_server_errors_that_persist_raise_a_response_error(server: OpenAIServer) -> None:
-    server.script([Status(500, message="CUDA out of memory")] * 3)
-    with pytest.raises(LLMResponseError, match="CUDA out of memory") as info:
+    server.script([Status(500, message="engine step failed")] * 3)
+    with pytest.raises(LLMResponseError, match="engine step failed") as info:
         run(server.base_url, ask, max_retries=2)
     assert info.value.status_code == 500 and not is_critical(info.value)
     assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # vLLM before the OpenAI-style body: flat, the exception's text in `message`
+        Status(
+            500,
+            message="CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total)",
+            error_type="InternalServerError",
+        ),
+        # newer vLLM: nested under "error", the exception class named in `type`
+        Status(500, message="engine died", error_type="torch.OutOfMemoryError", nested=True),
+        Status(400, message="OutOfMemoryError: out of memory during prefill", nested=True),
+    ],
+)
+def test_a_gpu_out_of_memory_is_critical_and_not_retried(
+    server: OpenAIServer, error: Status
+) -> None:
+    server.script([error, Reply("never asked")])
+    with pytest.raises(LLMOutOfMemory) as info:
+        run(server.base_url, ask)
+    assert critical_kind(info.value) is OUT_OF_MEMORY
+    assert len(server.requests) == 1
 
 
 def test_rate_limiting_waits_as_long_as_retry_after_says(server: OpenAIServer) -> None:
@@ -140,6 +167,24 @@ def test_rate_limiting_waits_as_long_as_retry_after_says(server: OpenAIServer) -
     assert time.monotonic() - started >= 1.0
     chats = [r for r in server.records if r.path.endswith("/completions")]
     assert chats[0].finished is not None and chats[1].started - chats[0].finished >= 0.9
+
+
+def test_retry_after_as_an_http_date_is_honoured(server: OpenAIServer) -> None:
+    # The date has one-second resolution: "now + 3 s" means a wait of 2 to 3 s, far above the
+    # backoff of this client (at most 0.01 s), so a client ignoring the date fails here.
+    server.script([Status(429, retry_after_date=3), Reply("after the date")])
+    assert run(server.base_url, ask) == "after the date"
+    first, second = server.chat_records()
+    assert first.finished is not None and second.started - first.finished >= 1.5
+
+
+def test_a_retry_after_longer_than_a_request_may_take_is_capped_at_the_request_timeout(
+    server: OpenAIServer,
+) -> None:
+    server.script([Status(503, retry_after=3600), Reply("soon enough")])
+    assert run(server.base_url, ask, request_timeout=1.0) == "soon enough"
+    first, second = server.chat_records()
+    assert first.finished is not None and 0.9 <= second.started - first.finished < 10
 
 
 def test_a_malformed_body_is_retried(server: OpenAIServer) -> None:
