@@ -100,7 +100,8 @@ def main() -> int:
                     raise
         print(f"The queue stopped: {stack.failure}", file=sys.stderr)
         return 1
-    options = {k: v for k, v in vars(args).items() if k in ("port", "api_port", "restart_delay", "logs")}
+    given = ("port", "api_port", "restart_delay", "logs")
+    options = {k: v for k, v in vars(args).items() if k in given}
     with Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set()) as stack:
         print(
             f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "
