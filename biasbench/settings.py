@@ -60,7 +60,9 @@ class Settings(BaseSettings):
         "A server failing one item in five is broken, not flaky.",
     )
     llm_unreachable_after: float = Field(
-        default=20.0,
+        # Long enough to ride out a vLLM restart mid-task; a server that is down when a task
+        # starts is caught by the start-up probe within seconds.
+        default=90.0,
         validation_alias="LLM_UNREACHABLE_AFTER",
         description="Seconds of failed connections after which the server counts as unreachable.",
     )

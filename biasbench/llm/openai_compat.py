@@ -18,8 +18,9 @@ Failure semantics (see `biasbench.errors`): connection errors, timeouts, 5xx and
 retried with exponential backoff and jitter; a `Retry-After` (seconds or HTTP date) replaces the
 backoff, capped at the request timeout. When the server has been unreachable for
 `unreachable_after` seconds in a row (shared by all requests of this client, so 64 stuck
-requests fail together rather than one by one), or a request runs out of retries on connection
-errors, `LLMUnreachable` (critical) is raised. Other 4xx raise
+requests fail together rather than one by one), `LLMUnreachable` (critical) is raised:
+connection errors are retried by time, never by count, so a server restarting mid-task is
+waited out. Other 4xx raise
 `LLMResponseError` at once; 5xx, 429 and 2xx bodies that are not a completion (malformed JSON)
 do after the retries. An error body naming CUDA out of memory raises `LLMOutOfMemory`
 (critical) at once, whatever its status. The API key is sent as a bearer token and kept out of
@@ -120,7 +121,7 @@ class OpenAICompatClient:
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30,
-        unreachable_after: float = 20,
+        unreachable_after: float = 90,
     ) -> None:
         if in_flight < 1:
             raise InvalidConfig("in_flight", f"must be at least 1, got {in_flight}")
@@ -186,7 +187,9 @@ class OpenAICompatClient:
                 return await self._chat_once(payload)
             except _TRANSPORT_ERRORS as exc:
                 reason = self._transport_failure(exc)
-                if attempt >= self.max_retries or self._unreachable_for() >= self.unreachable_after:
+                # By time, not by count: a server restarting for a minute (vLLM reloading a
+                # model) is waited out; one that stays away fails every request together.
+                if self._unreachable_for() >= self.unreachable_after:
                     raise LLMUnreachable(
                         f"LLM server at {self.base_url} unreachable after {attempt + 1} "
                         f"attempt(s): {reason}"
