@@ -53,13 +53,13 @@ async def submit(
     check_value(dict(config), "config")
     check_size(config)
     check_value(priority, "priority")
-    _check_label(label)
     ids = _upstream_ids(upstream, upstream_field)
     deployment = await gateway.task_deployment(client, kind)
     upstream_runs = await _upstream_runs(client, ids, upstream_field, upstream_names or {})
     parameters = {**config, "upstream": ids or None, "priority": priority}
     _check_parameters(parameters, deployment.parameter_schema)
     _check_task(kind, config, deployment.parameter_schema, upstream_runs, db)
+    _check_label(label)
     return await gateway.create_held_run(
         client,
         deployment,

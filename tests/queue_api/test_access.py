@@ -19,7 +19,7 @@ def call(api: ApiSettings, db_url: str, *requests: tuple[str, str, dict]) -> lis
     async def send() -> list[httpx.Response]:
         async with LifespanManager(app) as running:  # as uvicorn would: startup, then requests
             transport = httpx.ASGITransport(app=running.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://shim") as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
                 return [await client.request(m, path, **kw) for m, path, kw in requests]
 
     return asyncio.run(send())
