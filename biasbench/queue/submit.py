@@ -120,7 +120,9 @@ def _check_parameters(parameters: dict[str, Any], schema: dict[str, Any]) -> Non
         path = error.json_path.removeprefix("$").removeprefix(".")
         if error.validator == "required":
             path = str(error.message).split("'")[1]
-        raise InvalidSubmission(f"config.{path}" if path else "config", str(error.message))
+        # Cut: the message quotes the value, which may be large.
+        message = str(error.message)[:300]
+        raise InvalidSubmission(f"config.{path}" if path else "config", message)
 
 
 def _check_task(
