@@ -198,7 +198,7 @@ RAW: list[tuple[str, str, bytes, dict[str, str], str]] = [
         b"[" * 100_000 + b"]" * 100_000,
         {"Content-Type": "application/json"},
         "body",
-    ),  # fmt: skip
+    ),
     ("POST", "/queue/add", b"x" * 10_000_000, {"Content-Type": "application/json"}, "body"),
     (
         "POST",
@@ -206,28 +206,28 @@ RAW: list[tuple[str, str, bytes, dict[str, str], str]] = [
         b"task_type=pool_gen",
         {"Content-Type": "application/x-www-form-urlencoded"},
         "content-type",
-    ),  # fmt: skip
+    ),
     (
         "POST",
         "/queue/add",
         b'{"task_type": "pool_gen"}',
         {"Content-Type": "text/plain"},
         "content-type",
-    ),  # fmt: skip
+    ),
     (
         "POST",
         "/queue/add",
         b"{}",
         {"Content-Type": "application/json", "Origin": "http://evil.example"},
         "origin",
-    ),  # fmt: skip
+    ),
     (
         "POST",
         "/queue/add",
         b"{}",
         {"Content-Type": "application/json", "Host": "evil.example"},
         "Host",
-    ),  # fmt: skip
+    ),
 ]
 
 
