@@ -68,7 +68,7 @@ class BiasBenchError(Exception):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
+        self.field, self.message = field, message
 
 
 class InvalidConfig(BiasBenchError):

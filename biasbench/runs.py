@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
@@ -76,6 +76,29 @@ def _refuse_changes(run: Any, expected: Mapping[str, Any]) -> None:
             )
 
 
+def check_resumable(
+    session: Session,
+    run_class: type[AttrgenRun] | type[BenchmarkRun],
+    resume_run_id: int,
+    *,
+    model_name: str,
+    expected: Mapping[str, Any],
+) -> None:
+    """The run `resume_run_id` names exists and asks the same questions (what `open_*_run`
+    refuses when it resumes), checked without writing anything."""
+    run: Any = session.get(run_class, resume_run_id)
+    if run is None:
+        raise NotFound("resume_run_id", f"run {resume_run_id} does not exist")
+    stored_model = session.scalar(select(Model.name).where(Model.id == run.model_id))
+    if stored_model != model_name:
+        raise InvalidConfig(
+            "model_name",
+            f"run {run.id} was started with model_name={stored_model!r}; "
+            f"cannot resume with {model_name!r}",
+        )
+    _refuse_changes(run, expected)
+
+
 def open_attrgen_run(
     session: Session,
     *,
@@ -120,6 +143,16 @@ def check_attrgen_run_fits(session: Session, attrgen_run_id: int, dataset_id: in
         )
 
 
+# What a resumed benchmark run may not change: it would ask other questions.
+PLAN_DEFINING: Final = (
+    "dataset_id",
+    "attrgen_run_id",
+    "scale_mode",
+    "dual_fraction",
+    "include_rationale",
+)
+
+
 def open_benchmark_run(
     session: Session,
     *,
@@ -134,14 +167,7 @@ def open_benchmark_run(
         session, BenchmarkRun, resume_run_id=resume_run_id, flow_run_id=flow_run_id
     )
     if run is not None:
-        plan_defining = (
-            "dataset_id",
-            "attrgen_run_id",
-            "scale_mode",
-            "dual_fraction",
-            "include_rationale",
-        )
-        _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in plan_defining}})
+        _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in PLAN_DEFINING}})
         for tunable in ("batch_size", "max_new_tokens", "max_attempts", "vllm_base_url", "llm"):
             setattr(run, tunable, fields[tunable])
         run.prefect_flow_run_id = flow_run_id or run.prefect_flow_run_id
