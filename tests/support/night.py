@@ -247,13 +247,18 @@ def _parent(pid: int) -> int:
         return 0
 
 
+def _settled(run: FlowRun) -> bool:
+    """Final, and not Crashed: the queue puts a crashed task back, or fails it, within seconds."""
+    return run.state is not None and run.state.is_final() and run.state.type != StateType.CRASHED
+
+
 async def _wait_final(ids: list[str], timeout: float) -> list[FlowRun]:
     deadline = time.monotonic() + timeout
     while True:
         try:
             async with get_client() as client:
                 runs = [await client.read_flow_run(UUID(i)) for i in ids]
-            if all(r.state is not None and r.state.is_final() for r in runs):
+            if all(_settled(r) for r in runs):
                 return runs
         except httpx.HTTPError:  # the server may be down: that is the fault under test
             runs = []
