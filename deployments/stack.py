@@ -42,6 +42,7 @@ from deployments.process_tree import (
     start_time,
     stop_process_group,
 )
+from deployments.recovery import end_orphans, gpu_worker_name
 from deployments.settings import DeploymentSettings
 from deployments.setup import PROJECT_DIR, setup
 from deployments.supervisor import RESTART_DELAY, Supervisor
@@ -117,6 +118,7 @@ class Stack(Supervisor):
             if self.external_api is None:
                 self._start_server()
             setup(gpu_slots=self.gpu_slots)
+            asyncio.run(_end_orphans())  # what the last stack left running is over
             self._start_warm_starter()
             self.start_gpu_worker()
             self._start_manager_worker()
@@ -170,7 +172,8 @@ class Stack(Supervisor):
             if (worker := self.processes.get("gpu-worker")) is not None and worker.poll() is None:
                 return
             pool = ["--pool", GPU_POOL, "--limit", str(self.gpu_slots), "--type", "process"]
-            self._start("gpu-worker", ["prefect", "worker", "start", *pool])
+            name = ["--name", gpu_worker_name()]  # recovery.py knows its runs by it
+            self._start("gpu-worker", ["prefect", "worker", "start", *pool, *name])
 
     def _start_manager_worker(self, *, restart: bool = False) -> None:
         """The manager's worker, and a manager run. On a restart, only if the manager was
@@ -244,6 +247,7 @@ class Stack(Supervisor):
             self._start_warm_starter()
         elif name == "gpu-worker":
             self.start_gpu_worker()
+            asyncio.run(_end_orphans())  # the runs it had started died with it
         elif name == "manager-worker":
             self._start_manager_worker(restart=True)
         elif name == "queue-api":
@@ -293,6 +297,12 @@ async def wind_down(timeout: float | None = None) -> None:
     resumes, and what a user did meanwhile (cancel) stays done."""
     async with get_client() as client:
         await gateway.wind_down(client, timeout)
+
+
+async def _end_orphans() -> None:
+    async with get_client() as client:
+        if ended := await end_orphans(client):
+            print(f"stack: {len(ended)} task(s) lost their process; the queue puts them back")
 
 
 async def _finish_silent_runs() -> None:

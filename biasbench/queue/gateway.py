@@ -34,7 +34,7 @@ from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import Event
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.states import Cancelled, Cancelling, Failed, Paused, Scheduled
+from prefect.states import Cancelled, Cancelling, Crashed, Failed, Paused, Scheduled
 from prefect.variables import Variable
 
 from biasbench.errors import CRASHED, NotFound, QueueError
@@ -589,3 +589,45 @@ async def publish_events(client: PrefectClient, events: Sequence[Event]) -> None
     events again after a reconnect, and a restarted server forwards those again.)"""
     if events:
         await client.request("POST", "/events", json=[e.model_dump(mode="json") for e in events])
+
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """A task run that a worker started: which worker, and the process it recorded."""
+
+    run_id: str
+    state_type: str
+    worker: str | None  # the worker's name (Prefect labels each run it submits)
+    pid: int | None
+
+
+async def started_runs(client: PrefectClient) -> list[Started]:
+    """Task runs Prefect shows as executing (Pending, Running, Cancelling)."""
+    runs = await _read_all(client, _task_filter(set(EXECUTING_TYPES)))
+    return [
+        Started(
+            run_id=str(run.id),
+            state_type=run.state_type.value if run.state_type else "",
+            worker=str(run.labels.get("prefect.worker.name", "")) or None,
+            pid=_pid(run.infrastructure_pid),
+        )
+        for run in runs
+    ]
+
+
+def _pid(infrastructure_pid: str | None) -> int | None:
+    """The process worker records `pid` (older versions `host:pid`)."""
+    tail = (infrastructure_pid or "").rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+async def end_orphan(client: PrefectClient, run: Started, why: str) -> None:
+    """A run whose process is gone: Crashed, which the manager judges (requeues once, see
+    QUEUE_CRASH_RETRIES); one the user was cancelling ends Cancelled, as asked."""
+    if run.state_type == "CANCELLING":
+        await client.set_flow_run_state(UUID(run.run_id), Cancelled(message=why))
+    else:
+        await client.set_flow_run_state(UUID(run.run_id), Crashed(message=why))

@@ -1,0 +1,48 @@
+"""Runs whose process is gone, found on the stack's own host without waiting for heartbeats.
+
+When the GPU worker dies, or the whole stack (`serve` SIGKILLed, host rebooted), Prefect still
+shows its runs as Running. The heartbeat watchdog would crash them after its timeout (45 s and
+up to 30 s more); the stack knows better at once: its GPU worker has a fixed name per host, the
+worker labels every run it starts with that name and records the process id, and the flow's
+process carries the run's id in its environment. A run of this host's worker with no such
+process is over, and is ended (Crashed, so that the manager puts it back; Cancelled if the user
+was cancelling it) as soon as the stack starts or restarts its worker. Runs of other hosts'
+workers are left to their heartbeats."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from prefect.client.orchestration import PrefectClient
+
+from biasbench.queue import gateway
+from biasbench.queue.model import GPU_POOL
+
+GONE = "Its process is gone: the GPU worker or the whole stack died (found when it restarted)."
+
+
+def gpu_worker_name() -> str:
+    """The name of this host's GPU worker: the same across restarts, different per host."""
+    return f"{GPU_POOL}@{socket.gethostname()}"
+
+
+def runs_process(pid: int, run_id: str) -> bool:
+    """Whether the process `pid` on this host is one of the run's (not a reused pid)."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone (or not ours to read: then it is not the run's either)
+        return False
+    return f"PREFECT__FLOW_RUN_ID={run_id}".encode() in environ.split(b"\0")
+
+
+async def end_orphans(client: PrefectClient, worker: str | None = None) -> list[str]:
+    """End the runs of this host's GPU worker whose process is gone; returns their ids."""
+    worker = worker or gpu_worker_name()
+    ended = []
+    for run in await gateway.started_runs(client):
+        if run.worker != worker or run.pid is None or runs_process(run.pid, run.run_id):
+            continue
+        await gateway.end_orphan(client, run, GONE)
+        ended.append(run.run_id)
+    return ended
