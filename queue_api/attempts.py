@@ -25,7 +25,7 @@ class Attempts:
         self._known: dict[_StateKey, Attempt] = {}
 
     async def of(self, client: PrefectClient, runs: Sequence[QueueRun]) -> dict[str, Attempt]:
-        found = {r.id: NOT_STARTED for r in runs if r.status in _HELD}
+        found = {r.id: a for r in runs if (a := _without_history(r)) is not None}
         unknown = [r for r in runs if r.id not in found and _key(r) not in self._known]
         limit = asyncio.Semaphore(_READS_AT_ONCE)
 
@@ -46,6 +46,17 @@ class Attempts:
         if len(self._known) >= _REMEMBERED:
             del self._known[next(iter(self._known))]  # the oldest entry
         self._known[key] = attempt
+
+
+def _without_history(run: QueueRun) -> Attempt | None:
+    """The attempt, where the run alone tells it: held runs have not started, and a cascade
+    (skip or cancel naming its upstream) ends only held runs, so often hundreds at once."""
+    if run.status in _HELD:
+        return NOT_STARTED
+    if run.ended_by is not None and run.state_type == "CANCELLED":
+        reason = None if run.status is QueueStatus.SKIPPED else run.state_message
+        return Attempt(started_at=None, finished_at=run.state_since, cancel_reason=reason)
+    return None
 
 
 def _key(run: QueueRun) -> _StateKey:
