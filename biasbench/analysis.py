@@ -13,7 +13,7 @@ Definitions (ratings are *normalized* first: `in` stays r, `rev` becomes 6 - r):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 
@@ -73,12 +73,19 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def quick_analysis(rows: Iterable[tuple[int, int, str, int]], *, planned: int) -> QuickAnalysis:
+def quick_analysis(
+    rows: Iterable[tuple[int, int, str, int]],
+    *,
+    planned: int,
+    plan_keys: Collection[tuple[int, int, str]] | None = None,
+) -> QuickAnalysis:
     """Summarise raw result rows (persona_id, trait_id, scale_order, raw_rating).
 
     A repeated (persona, trait, order) key counts once, the last row winning, so a re-run
-    of a request cannot inflate the figures. Raises ValueError on an unknown scale order or a
-    rating outside 1..5, which would mean the stored data is corrupt.
+    of a request cannot inflate the figures. With `plan_keys`, only rows of those keys count:
+    a run resumed after a trait was deactivated keeps the answers outside its current plan,
+    and they must not make up for planned questions still unanswered. Raises ValueError on an
+    unknown scale order or a rating outside 1..5, which would mean the stored data is corrupt.
     """
     if planned < 0:
         raise ValueError(f"planned must be >= 0, got {planned}")
@@ -88,7 +95,9 @@ def quick_analysis(rows: Iterable[tuple[int, int, str, int]], *, planned: int) -
             raise ValueError(f"unknown scale order {order!r}")
         if not 1 <= rating <= 5:
             raise ValueError(f"rating out of range 1..5: {rating}")
-        latest[(persona_id, trait_id, order)] = rating
+        key = (persona_id, trait_id, order)
+        if plan_keys is None or key in plan_keys:
+            latest[key] = rating
 
     results = len(latest)
     failures = max(planned - results, 0)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
-from biasbench.errors import LLMResponseError, ParseError
+from biasbench.errors import LLMResponseError, ParseError, is_critical
 from biasbench.llm.base import ChatClient, Message
 from biasbench.parsing import snippet
 
 T = TypeVar("T")
 
-# Status codes that condemn one prompt (e.g. longer than the context), not the server.
-PROMPT_REJECTED = frozenset({400, 413, 422})
+PARSE: Final = "parse"
+"""Failure kind: the model answered, but never in the expected shape."""
+LLM_ERROR: Final = "llm_error"
+"""Failure kind: the server gave no usable answer to this request (after the client's retries)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +29,7 @@ class Answered(Generic[T]):
 class Unanswered:
     """No usable answer after every attempt; stored as a failure and asked again on resume."""
 
-    kind: str  # "parse" | "llm_error"
+    kind: str  # PARSE | LLM_ERROR
     snippet: str
     attempt: int
 
@@ -42,18 +44,21 @@ async def ask(
 ) -> Answered[T] | Unanswered:
     """Later attempts get a stricter prompt (build_messages receives the attempt number).
 
-    Server-level errors (unreachable, 5xx after the client's retries) propagate: they end the run;
-    a prompt the server refuses becomes an Unanswered item."""
-    failure = Unanswered("parse", "", 0)
+    An error that condemns this request only (a refused prompt; a 429, 5xx or unusable body that
+    outlasted the client's retries) makes an Unanswered item: the run goes on, and the caller's
+    error budget decides when too many items failed. Critical errors (unreachable server, GPU
+    out of memory) propagate: they end the run."""
+    failure = Unanswered(PARSE, "", 0)
     for attempt in range(1, max_attempts + 1):
         try:
             raw = await client.chat(build_messages(attempt), max_tokens=max_tokens)
         except LLMResponseError as exc:
-            if exc.status_code not in PROMPT_REJECTED:
+            if is_critical(exc):
                 raise
-            return Unanswered("llm_error", snippet(str(exc)), attempt)
+            # Not asked again here: the client has already retried what retrying may cure.
+            return Unanswered(LLM_ERROR, snippet(str(exc)), attempt)
         try:
             return Answered(parse(raw), raw, attempt)
         except ParseError as exc:
-            failure = Unanswered("parse", snippet(f"{exc} | {raw}"), attempt)
+            failure = Unanswered(PARSE, snippet(f"{exc} | {raw}"), attempt)
     return failure

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
@@ -84,6 +84,23 @@ def require_dataset(session: Session, dataset_id: int, *, field: str = "dataset_
     if dataset.size == 0:
         raise InvalidConfig(field, f"dataset {dataset_id} has no personas")
     return dataset
+
+
+# Every attribute `balancing_rows` gives a persona, which a balanced draw may balance.
+BALANCING_AXES: Final = (
+    "age",
+    "age_bin",
+    "gender",
+    "education",
+    "occupation",
+    "marriage_status",
+    "migration_status",
+    "origin",
+    "region",
+    "subregion",
+    "religion",
+    "sexuality",
+)
 
 
 def balancing_rows(session: Session, dataset_id: int) -> list[dict[str, object]]:

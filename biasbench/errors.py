@@ -9,7 +9,9 @@
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
+    │   ├── LLMErrorShareExceeded  too many items of a run failed on the server (not one item)
     │   └── LLMResponseError   the server answered, but not usefully (4xx, 5xx after retries)
+    │       └── LLMOutOfMemory the server's GPU ran out of memory                  [critical]
     └── ParseError             an answer could not be read; recorded as a failure, never fatal
 
 Critical failures mean "the machine or its services are broken, a human should look now".
@@ -66,7 +68,7 @@ class BiasBenchError(Exception):
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(f"{field}: {message}" if field else message)
-        self.field = field
+        self.field, self.message = field, message
 
 
 class InvalidConfig(BiasBenchError):
@@ -114,12 +116,24 @@ class LLMModelNotServed(LLMError):
     """The LLM server is up, but the requested model is not among those it serves."""
 
 
+class LLMErrorShareExceeded(LLMError):
+    """More items of a task failed on the LLM server than LLM_MAX_ERROR_SHARE allows: the
+    server is broken, not flaky (see `biasbench.error_budget`)."""
+
+
 class LLMResponseError(LLMError):
     """The LLM server answered with an error that retrying did not cure."""
 
     def __init__(self, message: str, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class LLMOutOfMemory(LLMResponseError):
+    """The server says its GPU ran out of memory (vLLM's CUDA OutOfMemoryError): every further
+    request would fail the same way, so the run stops rather than recording each item."""
+
+    critical = OUT_OF_MEMORY
 
 
 class ParseError(BiasBenchError):

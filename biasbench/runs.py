@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Final
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from biasbench.asking import Answered, Unanswered
 from biasbench.db.models import (
+    ATTRGEN_FAILURE,
+    ATTRGEN_FAILURE_KEY,
+    BENCHMARK_FAILURE,
+    BENCHMARK_FAILURE_KEY,
     AttrgenRun,
     BenchmarkResult,
     BenchmarkRun,
@@ -23,7 +27,7 @@ from biasbench.db.models import (
     Trait,
     utcnow,
 )
-from biasbench.db.upsert import insert_ignoring_duplicates
+from biasbench.db.upsert import insert_ignoring_duplicates, upsert
 from biasbench.errors import InvalidConfig, NotFound
 from biasbench.parsing import RatingAnswer
 from biasbench.plan import PlanItem
@@ -72,6 +76,29 @@ def _refuse_changes(run: Any, expected: Mapping[str, Any]) -> None:
             )
 
 
+def check_resumable(
+    session: Session,
+    run_class: type[AttrgenRun] | type[BenchmarkRun],
+    resume_run_id: int,
+    *,
+    model_name: str,
+    expected: Mapping[str, Any],
+) -> None:
+    """The run `resume_run_id` names exists and asks the same questions (what `open_*_run`
+    refuses when it resumes), checked without writing anything."""
+    run: Any = session.get(run_class, resume_run_id)
+    if run is None:
+        raise NotFound("resume_run_id", f"run {resume_run_id} does not exist")
+    stored_model = session.scalar(select(Model.name).where(Model.id == run.model_id))
+    if stored_model != model_name:
+        raise InvalidConfig(
+            "model_name",
+            f"run {run.id} was started with model_name={stored_model!r}; "
+            f"cannot resume with {model_name!r}",
+        )
+    _refuse_changes(run, expected)
+
+
 def open_attrgen_run(
     session: Session,
     *,
@@ -116,6 +143,16 @@ def check_attrgen_run_fits(session: Session, attrgen_run_id: int, dataset_id: in
         )
 
 
+# What a resumed benchmark run may not change: it would ask other questions.
+PLAN_DEFINING: Final = (
+    "dataset_id",
+    "attrgen_run_id",
+    "scale_mode",
+    "dual_fraction",
+    "include_rationale",
+)
+
+
 def open_benchmark_run(
     session: Session,
     *,
@@ -130,14 +167,7 @@ def open_benchmark_run(
         session, BenchmarkRun, resume_run_id=resume_run_id, flow_run_id=flow_run_id
     )
     if run is not None:
-        plan_defining = (
-            "dataset_id",
-            "attrgen_run_id",
-            "scale_mode",
-            "dual_fraction",
-            "include_rationale",
-        )
-        _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in plan_defining}})
+        _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in PLAN_DEFINING}})
         for tunable in ("batch_size", "max_new_tokens", "max_attempts", "vllm_base_url", "llm"):
             setattr(run, tunable, fields[tunable])
         run.prefect_flow_run_id = flow_run_id or run.prefect_flow_run_id
@@ -195,11 +225,9 @@ def save_attrgen_batch(
 ) -> None:
     """Answers by persona id as they arrive; the unanswered are recorded, and asked again on
     resume because they have no attributes."""
-    save_attributes(
-        session,
-        run_id,
-        [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)],
-    )
+    answered = [(pid, out.value, out.attempt) for pid, out in batch if isinstance(out, Answered)]
+    save_attributes(session, run_id, answered)
+    forget_failures(session, "attrgen", run_id, [{"persona_id": pid} for pid, _, _ in answered])
     save_failures(
         session,
         "attrgen",
@@ -242,21 +270,22 @@ def save_benchmark_batch(
 ) -> None:
     """Answers by plan item as they arrive; the unanswered are recorded, and asked again on
     resume because they have no result."""
+    answered = [(asdict(item), out) for item, out in batch if isinstance(out, Answered)]
     save_results(
         session,
         run_id,
         [
             {
-                **asdict(item),
+                **key,
                 "rating": out.value.rating,
                 "rationale": out.value.rationale,
                 "raw_answer": out.raw,
                 "attempt": out.attempt,
             }
-            for item, out in batch
-            if isinstance(out, Answered)
+            for key, out in answered
         ],
     )
+    forget_failures(session, "benchmark", run_id, [key for key, _ in answered])
     save_failures(
         session,
         "benchmark",
@@ -289,9 +318,40 @@ def rated_rows(session: Session, run_id: int) -> list[tuple[int, int, str, int]]
 def save_failures(
     session: Session, run_type: str, run_id: int, rows: Sequence[Mapping[str, Any]]
 ) -> None:
-    """rows: persona_id, trait_id?, scale_order?, kind, snippet, attempt."""
-    if rows:
-        session.add_all(Failure(run_type=run_type, run_id=run_id, **row) for row in rows)
+    """rows: persona_id, trait_id?, scale_order?, kind, snippet, attempt. An item that failed
+    in an earlier pass keeps one row, now saying why it failed this time."""
+    attrgen = run_type == "attrgen"
+    upsert(
+        session,
+        Failure.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "run_type": run_type,
+                "run_id": run_id,
+                "trait_id": None,
+                "scale_order": None,
+                **row,
+                "created_at": utcnow(),
+            }
+            for row in rows
+        ],
+        key=ATTRGEN_FAILURE_KEY if attrgen else BENCHMARK_FAILURE_KEY,
+        key_where=ATTRGEN_FAILURE if attrgen else BENCHMARK_FAILURE,
+    )
+
+
+def forget_failures(
+    session: Session, run_type: str, run_id: int, items: Sequence[Mapping[str, Any]]
+) -> None:
+    """The failure rows of items that now have an answer go: they are no longer missing.
+    items: persona_id (attrgen), or persona_id, trait_id, scale_order (benchmark)."""
+    if not items:
+        return
+    table: Table = Failure.__table__  # type: ignore[assignment]
+    stmt = delete(table).where(table.c.run_type == run_type, table.c.run_id == run_id)
+    for column in items[0]:
+        stmt = stmt.where(table.c[column] == bindparam(f"item_{column}"))
+    session.execute(stmt, [{f"item_{k}": v for k, v in item.items()} for item in items])
 
 
 def mark_finished(

@@ -58,8 +58,19 @@ class Settings(BaseSettings):
         validation_alias="LLM_MAX_RETRIES",
         description="Retries per request on connection errors, timeouts, 5xx and 429.",
     )
+    llm_max_error_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        validation_alias="LLM_MAX_ERROR_SHARE",
+        description="Share of a task's items that may fail on the LLM server (after retries) "
+        "before the task fails; below it they are stored as failures and asked again on resume. "
+        "A server failing one item in five is broken, not flaky.",
+    )
     llm_unreachable_after: float = Field(
-        default=20.0,
+        # Long enough to ride out a vLLM restart mid-task; a server that is down when a task
+        # starts is caught by the start-up probe within seconds.
+        default=90.0,
         validation_alias="LLM_UNREACHABLE_AFTER",
         description="Seconds of failed connections after which the server counts as unreachable.",
     )

@@ -2,6 +2,7 @@
 
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
 python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
+                            [--logs .stack-logs]
                                               run the stack in the foreground until Ctrl-C,
                                               restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
@@ -17,6 +18,7 @@ import contextlib
 import signal
 import sys
 import threading
+from pathlib import Path
 
 
 def main() -> int:
@@ -48,6 +50,9 @@ def main() -> int:
                 type=float,
                 default=unset,
                 help="seconds before a dead process is restarted; doubles while it keeps dying",
+            )
+            command.add_argument(
+                "--logs", type=Path, default=unset, help="where each process logs (.stack-logs)"
             )
     commands.add_parser("notify-test", help="send a test message through each channel")
     reaper = commands.add_parser("reap", help="internal: kill a stack's leftovers once it is gone")
@@ -95,7 +100,8 @@ def main() -> int:
                     raise
         print(f"The queue stopped: {stack.failure}", file=sys.stderr)
         return 1
-    options = {k: v for k, v in vars(args).items() if k in ("port", "api_port", "restart_delay")}
+    given = ("port", "api_port", "restart_delay", "logs")
+    options = {k: v for k, v in vars(args).items() if k in given}
     with Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set()) as stack:
         print(
             f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "

@@ -27,6 +27,7 @@ from pathlib import Path
 from prefect import get_client
 from prefect.events import Event
 
+from biasbench.queue import gateway
 from biasbench.queue.messages import (
     STACK_GAVE_UP,
     STACK_RESOURCE,
@@ -222,4 +223,4 @@ async def _post_event(event: str, text: str) -> None:
     payload = {"text": text, "subject": subject(text), "critical": "Process died"}
     body = Event(event=event, resource=STACK_RESOURCE, payload=payload)
     async with get_client() as client:
-        await client.request("POST", "/events", json=[body.model_dump(mode="json")])
+        await gateway.publish_events(client, [body])

@@ -1,7 +1,9 @@
 """Drive a task's questions through the LLM in a continuous window and save as answers arrive.
 
 Answers are flushed in batches every `interval` seconds (and before any error propagates), so a
-killed process loses at most the last few seconds of answers and never a stored one."""
+killed process loses at most the last few seconds of answers and never a stored one. An item the
+server could not answer is stored as a failure and the run goes on, until the error budget
+(`biasbench.error_budget`) says the server fails too many to be merely flaky."""
 
 from __future__ import annotations
 
@@ -11,7 +13,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import TypeVar
 
-from biasbench.asking import Answered, Unanswered
+from biasbench.asking import LLM_ERROR, Answered, Unanswered
+from biasbench.error_budget import ErrorBudget
 from biasbench.llm.window import in_window
 from flows.progress import Progress
 
@@ -28,10 +31,15 @@ async def answer_all(
     progress: Progress,
     already_done: int,
     interval: float,
+    max_error_share: float,
 ) -> tuple[int, int]:
-    """Returns (answered, unanswered) counts of this pass."""
+    """Returns (answered, unanswered) counts of this pass; raises LLMErrorShareExceeded when
+    more than `max_error_share` of the task's items failed on the server (what failed is saved)."""
     pending: list[tuple[Item, Outcome]] = []
     answered = unanswered = 0
+    # The share is of the task's items, not of this pass's: a resume that asks only the items
+    # that failed before must not fail because they are all hard ones.
+    budget = ErrorBudget(total=already_done + len(todo), max_share=max_error_share)
     last_flush = time.monotonic()
 
     async def flush() -> None:
@@ -50,8 +58,10 @@ async def answer_all(
                 pending.append((item, outcome))
                 if isinstance(outcome, Answered):
                     answered += 1
+                    budget.record(server_failed=False)
                 else:
                     unanswered += 1
+                    budget.record(server_failed=outcome.kind == LLM_ERROR, detail=outcome.snippet)
                 if time.monotonic() - last_flush >= interval:
                     await flush()
                     await progress.update(already_done + answered)

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from biasbench import runs
 from biasbench.asking import ask
-from biasbench.datasets import persona_profiles, require_dataset
+from biasbench.datasets import persona_profiles
 from biasbench.parsing import parse_attributes
 from biasbench.prompts import attrgen_messages
 from biasbench.results import TaskResult, attrgen_result
@@ -53,8 +53,8 @@ async def attrgen(
     }
 
     # Nothing is created while an input or the LLM server is wrong.
-    with ctx.session() as session:
-        require_dataset(session, dataset_id)
+    given = {"model_name": model_name, "dataset_id": dataset_id, "resume_run_id": resume_run_id}
+    ctx.check("attrgen", {**config, **given, "llm": llm})
     async with ready_chat_client(
         ctx.settings,
         llm=llm,
@@ -108,6 +108,7 @@ async def attrgen(
             progress=progress,
             already_done=len(done),
             interval=interval,
+            max_error_share=ctx.settings.llm_max_error_share,
         )
 
     with ctx.session() as session:

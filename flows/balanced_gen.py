@@ -42,8 +42,9 @@ def _draw(
     dataset_id: int | None, n: int, seed: int, axes: list[str] | None
 ) -> tuple[TaskResult, str | None]:
     """The dataset, and its marginals report for the UI (None if this run had already made it)."""
-    dataset_id = given_dataset(dataset_id, "the pool dataset to draw from")
     ctx = task_context()
+    ctx.check("balanced_gen", {"dataset_id": dataset_id, "n": n, "seed": seed, "axes": axes})
+    dataset_id = given_dataset(dataset_id, "the pool dataset to draw from")
     chosen_axes = list(axes) if axes else list(DEFAULT_AXES)
     with ctx.session() as session:
         if (done := dataset_made_by(session, ctx.flow_run_id)) is not None:

@@ -12,8 +12,7 @@ from pydantic import Field
 from biasbench import runs
 from biasbench.analysis import QuickAnalysis, quick_analysis
 from biasbench.asking import ask
-from biasbench.datasets import persona_profiles, require_dataset
-from biasbench.errors import InvalidConfig
+from biasbench.datasets import persona_profiles
 from biasbench.llm.base import ChatClient
 from biasbench.parsing import parse_rating
 from biasbench.plan import PlanItem, benchmark_plan
@@ -87,7 +86,7 @@ async def benchmark(
     }
 
     # Nothing is created while an input or the LLM server is wrong.
-    _check_references(ctx, dataset_id, attrgen_run_id)
+    ctx.check("benchmark", {**fields, "model_name": model_name, "resume_run_id": resume_run_id})
     async with ready_chat_client(
         ctx.settings,
         llm=llm,
@@ -122,6 +121,7 @@ async def benchmark(
             progress=progress,
             already_done=len(job.plan) - len(job.todo),
             interval=interval,
+            max_error_share=ctx.settings.llm_max_error_share,
         )
 
     analysis, result = _finish(ctx, job)
@@ -133,15 +133,6 @@ async def benchmark(
         description=f"Benchmark run {job.run_id}: quick analysis",
     )
     return result
-
-
-def _check_references(ctx: TaskContext, dataset_id: int, attrgen_run_id: int | None) -> None:
-    with ctx.session() as session:
-        require_dataset(session, dataset_id)
-        if attrgen_run_id is not None:
-            runs.check_attrgen_run_fits(session, attrgen_run_id, dataset_id)
-        if not runs.active_traits(session):
-            raise InvalidConfig("traits", "no active traits: activate at least one trait to rate")
 
 
 def _open_job(
@@ -204,8 +195,11 @@ async def _ask_one(
 
 
 def _finish(ctx: TaskContext, job: Job) -> tuple[QuickAnalysis, TaskResult]:
-    """The quick analysis over everything stored for this run (all passes together)."""
+    """The quick analysis over what is stored for this run's current plan (all passes)."""
+    plan_keys = {(i.persona_id, i.trait_id, i.scale_order) for i in job.plan}
     with ctx.session() as session:
-        analysis = quick_analysis(runs.rated_rows(session, job.run_id), planned=len(job.plan))
+        analysis = quick_analysis(
+            runs.rated_rows(session, job.run_id), planned=len(job.plan), plan_keys=plan_keys
+        )
         runs.mark_finished(session, "benchmark", job.run_id, analysis=asdict(analysis))
         return analysis, benchmark_result(session, job.run_id)

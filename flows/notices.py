@@ -2,9 +2,13 @@
 
 The manager sees every task end (it reacts to them anyway) and knows what a message needs and a
 Prefect state does not: how many dependents will be skipped, the result run, the quick analysis.
-So it writes each message here and emits it as a Prefect event with the text in its payload;
+So it writes each message here and posts it as a Prefect event with the text in its payload;
 server-side automations (deployments/notifications.py) send those events to Telegram and e-mail.
 Every message is also logged, so with no channel configured it is still in the manager's log.
+
+Messages wait in an outbox until the server has taken them (`send`, at every look): a server
+that is down delays them, never loses them, and a task end counts as announced (the domain
+database's ledger) only once its message is with the server.
 
 No message for a cancellation or a skipped dependent: the user did the one, and the failure's
 message counts the other."""
@@ -18,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prefect.client.orchestration import PrefectClient
-from prefect.events import emit_event
+from prefect.events import Event, Resource
 from prefect.utilities.urls import url_for
 from sqlalchemy import Engine
 
@@ -44,6 +48,8 @@ class Notices:
         self._engine = engine
         self._unfinished: dict[str, QueueRun] = {}  # task runs not yet finished at the last look
         self._tally: Counter[str] = Counter()  # outcomes since the queue last drained
+        # Messages not yet taken by the server, each with the task end it announces (if any).
+        self._outbox: list[tuple[Event, tuple[str, datetime] | None]] = []
 
     def queue(self, what: str, *, waiting: int = 0) -> None:
         """started, paused, resumed, drained or stopped."""
@@ -88,13 +94,27 @@ class Notices:
 
     def _announce_once(self, run: QueueRun, runs: Mapping[str, QueueRun]) -> None:
         try:
-            self._announce(run, runs)
-            with session_scope(self._engine) as session:
-                record_announced(session, run.id, run.ended_at or datetime.now(UTC))
+            self._announce(run, runs, ended=(run.id, run.ended_at or datetime.now(UTC)))
         except Exception:  # a message must never stop the queue
             self._logger.exception("No message for task %s: writing it failed", run.id)
 
-    def _announce(self, run: QueueRun, runs: Mapping[str, QueueRun]) -> None:
+    async def send(self, client: PrefectClient) -> None:
+        """Hand the outbox to the server, then note the task ends it announced. Raises (the
+        outbox kept) while the server does not take them."""
+        if not self._outbox:
+            return
+        sending = list(self._outbox)
+        await gateway.publish_events(client, [event for event, _ in sending])
+        del self._outbox[: len(sending)]
+        ended = [end for _, end in sending if end is not None]
+        if ended:
+            with session_scope(self._engine) as session:
+                for run_id, ended_at in ended:
+                    record_announced(session, run_id, ended_at)
+
+    def _announce(
+        self, run: QueueRun, runs: Mapping[str, QueueRun], *, ended: tuple[str, datetime]
+    ) -> None:
         task = TaskSeen(run.task_type, run.name, url_for("flow-run", obj_id=run.id))
         resource = {
             "prefect.resource.id": f"prefect.flow-run.{run.id}",
@@ -104,7 +124,7 @@ class Notices:
             with session_scope(self._engine) as session:
                 result = result_of_flow_run(session, run.id)
             text = completion_text(task, duration=run.run_time, result=result)
-            self._emit("biasbench.task.completed", resource, text)
+            self._emit("biasbench.task.completed", resource, text, ended=ended)
         elif run.status is QueueStatus.FAILED:
             critical = critical_of_state(run.state_type, run.state_name)
             text = failure_text(
@@ -118,10 +138,20 @@ class Notices:
                 resource,
                 text,
                 critical=critical.name if critical else None,
+                ended=ended,
             )
 
-    def _emit(self, event: str, resource: dict[str, str], text: str, **facts: Any) -> None:
+    def _emit(
+        self,
+        event: str,
+        resource: dict[str, str],
+        text: str,
+        *,
+        ended: tuple[str, datetime] | None = None,
+        **facts: Any,
+    ) -> None:
         level = logging.WARNING if event == "biasbench.task.failed" else logging.INFO
         self._logger.log(level, "Message: %s", text.replace("\n", " | "))
         payload = {"text": text, "subject": subject(text), **facts}
-        emit_event(event=event, resource=resource, payload=payload)
+        message = Event(event=event, resource=Resource(resource), payload=payload)
+        self._outbox.append((message, ended))

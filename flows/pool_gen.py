@@ -39,6 +39,10 @@ def _make_pool(
 ) -> tuple[TaskResult, str | None]:
     """The dataset, and its report for the UI (None if this run had already made it)."""
     ctx = task_context()
+    ctx.check(
+        "pool_gen",
+        {"n": n, "temperature": temperature, "age_from": age_from, "age_to": age_to, "seed": seed},
+    )
     with ctx.session() as session:
         if (done := dataset_made_by(session, ctx.flow_run_id)) is not None:
             ctx.logger.info("This flow run already produced dataset %s; returning it.", done.id)

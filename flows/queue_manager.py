@@ -133,6 +133,7 @@ class Manager:
 
     async def look(self, client: PrefectClient) -> bool:
         """Returns True when the queue has stopped (a stop was asked for and nothing runs)."""
+        await self.notices.send(client)  # what a failed look could not send
         pool = await gateway.read_pool(client)
         stopping = await gateway.stop_requested()
         await self.judge_crashes(client)
@@ -168,11 +169,13 @@ class Manager:
         if stopping and not any(r.occupies_slot for r in runs.values()):
             await gateway.clear_stop()
             self.notices.queue("stopped")
+            await self.notices.send(client)
             self.logger.info(
                 "Queue stopped: the current task has finished; queued tasks stay queued."
             )
             return True
         self.watch_drain(runs)
+        await self.notices.send(client)
         return False
 
     async def judge_crashes(self, client: PrefectClient) -> None:

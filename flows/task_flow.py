@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, ParamSpec, TypeVar
@@ -34,6 +34,7 @@ from biasbench.errors import InvalidConfig
 from biasbench.queue.model import QUEUE_PARAMETERS
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
+from biasbench.task_checks import check_task
 from flows.failures import critical_failure
 from flows.queue_turn import Priority, Upstream, wait_for_turn
 from flows.runtime import current_flow_run_id, database
@@ -93,6 +94,12 @@ class TaskContext:
     def session(self) -> AbstractContextManager[Session]:
         """One transaction in the domain database."""
         return session_scope(self.engine)
+
+    def check(self, task_type: str, parameters: Mapping[str, Any]) -> None:
+        """Refuse what the submission refused (biasbench.task_checks), now that upstream
+        results are filled in and the database may have changed."""
+        with self.session() as session:
+            check_task(task_type, parameters, session=session)
 
     def saving(
         self, save: Callable[[Session, int, Batch], None], run_id: int

@@ -7,11 +7,13 @@ requests create nothing: every check runs before the one Prefect call that creat
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prefect import get_client
@@ -20,12 +22,15 @@ from prefect.settings import PREFECT_API_URL
 from biasbench.db.engine import ready_engine
 from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound
 from biasbench.settings import Settings
+from queue_api.guard import RequestGuard
 from queue_api.health import PrefectHealth
 from queue_api.ids import TaskIds
 from queue_api.page_config import router as page_config_router
 from queue_api.routes import router
 from queue_api.settings import ApiSettings
 from queue_api.tasks import TaskViews
+
+log = logging.getLogger("queue_api")
 
 
 def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -> FastAPI:
@@ -52,13 +57,21 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
     )
     app.state.settings = api = api or ApiSettings()
     app.state.views = TaskViews(engine, TaskIds(engine))
+    app.add_exception_handler(BiasBenchError, _refused)
+    app.add_exception_handler(RequestValidationError, _malformed)
+    app.add_exception_handler(httpx.TransportError, _prefect_down)
+    app.middleware("http")(_while_prefect_answers)
+    # Outermost but for CORS: nothing reads a request the guard refuses.
+    app.add_middleware(
+        RequestGuard,
+        hosts=api.host_names,
+        origins=api.cors_origins,
+        max_body=api.max_body_bytes,
+    )
     if api.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
-    app.add_exception_handler(BiasBenchError, _refused)
-    app.add_exception_handler(httpx.TransportError, _prefect_down)
-    app.middleware("http")(_while_prefect_answers)
     app.include_router(router)
     app.include_router(page_config_router)
     return app
@@ -95,6 +108,20 @@ async def _prefect_down(request: Request, exc: Exception) -> JSONResponse:
 
 def _unavailable(reason: str) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": reason}, headers={"Retry-After": "5"})
+
+
+async def _malformed(request: Request, exc: Exception) -> JSONResponse:
+    """422 naming each field, without echoing what was sent (it may be megabytes, or a
+    secret), and one log line."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": e["loc"], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    log.info(
+        "refused %s %s (422): %s",
+        request.method,
+        request.url.path,
+        "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'][:200]}" for e in errors[:5]),
+    )
+    return JSONResponse(status_code=422, content={"detail": errors})
 
 
 async def _refused(_: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -42,7 +43,9 @@ def _authorised(
     settings: ApiSettings = request.app.state.settings
     if settings.token is None:
         return
-    if credentials is None or credentials.credentials != settings.token.get_secret_value():
+    given = credentials.credentials.encode() if credentials else b""
+    # In constant time: how long a refusal takes tells nothing about the token.
+    if not hmac.compare_digest(given, settings.token.get_secret_value().encode()):
         raise HTTPException(401, "a bearer token is required (QUEUE_API_TOKEN)")
 
 

@@ -43,6 +43,17 @@ class TaskIds:
             raise NotFound(None, f"task {task_id} does not exist")
         return flow_run_id
 
+    def flow_runs_for(self, task_ids: Iterable[int]) -> dict[int, str]:
+        """task id -> flow-run id of those that exist, in one query."""
+        wanted = list(task_ids)
+        if not wanted:
+            return {}
+        with session_scope(self.engine) as session:
+            rows = session.execute(
+                select(QueueTaskId.id, QueueTaskId.flow_run_id).where(QueueTaskId.id.in_(wanted))
+            )
+            return {task_id: flow_run_id for task_id, flow_run_id in rows}
+
     def flow_run_for(self, task_id: int) -> str | None:
         with session_scope(self.engine) as session:
             return session.scalar(select(QueueTaskId.flow_run_id).where(QueueTaskId.id == task_id))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
+from biasbench.queue.payload import MAX_LABEL_LENGTH
 from biasbench.queue.submit import submit
 from queue_api.deps import DomainDb, FlowRunId, Ids, Mutating, Prefect, TaskId, Views
 from queue_api.labels import default_label
@@ -18,19 +19,21 @@ router = APIRouter(prefix="/queue")
 
 
 @router.post("/add", response_model=TaskCreated, dependencies=[Mutating])
-async def add(body: TaskSubmit, client: Prefect, ids: Ids) -> TaskCreated:
-    upstream = []
+async def add(body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb) -> TaskCreated:
+    upstream = ids.flow_runs_for(body.upstream_ids)
     for task_id in body.upstream_ids:
-        if (flow_run_id := ids.flow_run_for(task_id)) is None:
+        if task_id not in upstream:
             raise InvalidSubmission("depends_on", f"task {task_id} does not exist")
-        upstream.append(flow_run_id)
     flow_run_id = await submit(
         client,
         body.task_type,
         body.config,
-        upstream=upstream,
+        upstream=[upstream[task_id] for task_id in body.upstream_ids],
         priority=body.priority,
-        label=body.label or default_label(body.task_type, body.config),
+        label=body.label or default_label(body.task_type, body.config)[:MAX_LABEL_LENGTH],
+        db=db,
+        upstream_field="depends_on",
+        upstream_names={run: str(task_id) for task_id, run in upstream.items()},
     )
     return TaskCreated(task_id=ids.id_for(flow_run_id))
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from biasbench.queue.model import QueueStatus, TaskType
+from biasbench.errors import InvalidSubmission
+from biasbench.queue.model import MAX_UPSTREAM, QueueStatus, TaskType
+from biasbench.queue.payload import check_size, check_value
 
 # Ids are stored as 64-bit integers; anything larger cannot name a task.
 TaskIdValue = Annotated[int, Field(ge=1, le=2**63 - 1)]
@@ -24,17 +26,63 @@ class TaskSubmit(BaseModel):
     config: dict[str, Any] = Field(default_factory=dict)
     label: str | None = Field(default=None, max_length=200)
     depends_on: TaskIdValue | list[TaskIdValue] | None = Field(
-        default=None, description="Upstream task id, or several (an extension)."
+        default=None,
+        description=f"Upstream task id, or several (an extension; at most {MAX_UPSTREAM}).",
     )
     priority: int = Field(
         default=0, ge=-1_000_000, le=1_000_000, description="Higher runs first (an extension)."
     )
 
+    @field_validator("depends_on", "priority", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        """JSON true/false would pass as 1/0."""
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(item, bool) for item in items):
+            raise ValueError("true/false is not a number")
+        return value
+
+    @field_validator("depends_on", mode="before")
+    @classmethod
+    def _few_upstreams(cls, value: Any) -> Any:
+        """Capped before anything is looked up: duplicates count once."""
+        if isinstance(value, list):
+            try:
+                distinct = len(set(value))
+            except TypeError:  # unhashable items: their type check refuses them
+                return value
+            if distinct > MAX_UPSTREAM:
+                raise ValueError(f"at most {MAX_UPSTREAM} upstream tasks, got {distinct}")
+        return value
+
+    @field_validator("config")
+    @classmethod
+    def _travels_as_json(cls, config: dict[str, Any]) -> dict[str, Any]:
+        return _payload(config, "config")
+
+    @field_validator("label")
+    @classmethod
+    def _valid_text(cls, label: str | None) -> str | None:
+        return _payload(label, "label")
+
     @property
     def upstream_ids(self) -> list[int]:
+        """Distinct, in the order given."""
         if self.depends_on is None:
             return []
-        return self.depends_on if isinstance(self.depends_on, list) else [self.depends_on]
+        ids = self.depends_on if isinstance(self.depends_on, list) else [self.depends_on]
+        return list(dict.fromkeys(ids))
+
+
+def _payload(value: Any, field: str) -> Any:
+    """What Prefect cannot store is a 422 here, as a bad type is (biasbench.queue.payload)."""
+    try:
+        check_value(value, field)
+        if isinstance(value, dict):
+            check_size(value, field)
+    except InvalidSubmission as exc:
+        raise ValueError(str(exc)) from None
+    return value
 
 
 class TaskCreated(BaseModel):

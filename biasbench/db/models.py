@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 from sqlalchemy import (
     JSON,
@@ -13,11 +13,13 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -186,11 +188,38 @@ class BenchmarkResult(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+ATTRGEN_FAILURE: Final = "run_type = 'attrgen'"
+BENCHMARK_FAILURE: Final = "run_type = 'benchmark'"
+ATTRGEN_FAILURE_KEY: Final = ("run_type", "run_id", "persona_id")
+BENCHMARK_FAILURE_KEY: Final = ("run_type", "run_id", "persona_id", "trait_id", "scale_order")
+
+
 class Failure(Base):
-    """An item that could not be answered usably after all attempts (kept for diagnosis)."""
+    """An item of a run that has no usable answer yet, and why (its latest failed pass).
+
+    One row per item: a later failure overwrites it, an answer deletes it, so the table always
+    says what a resume will ask again. An attrgen item is a persona, a benchmark item a
+    (persona, trait, scale order); two partial unique indexes, because a unique key never
+    collides on the NULL trait of an attrgen row (on SQLite or PostgreSQL)."""
 
     __tablename__ = "failures"
-    __table_args__ = (CheckConstraint("run_type IN ('attrgen', 'benchmark')", name="run_type"),)
+    __table_args__ = (
+        CheckConstraint("run_type IN ('attrgen', 'benchmark')", name="run_type"),
+        Index(
+            "uq_failures_attrgen_item",
+            *ATTRGEN_FAILURE_KEY,
+            unique=True,
+            sqlite_where=text(ATTRGEN_FAILURE),
+            postgresql_where=text(ATTRGEN_FAILURE),
+        ),
+        Index(
+            "uq_failures_benchmark_item",
+            *BENCHMARK_FAILURE_KEY,
+            unique=True,
+            sqlite_where=text(BENCHMARK_FAILURE),
+            postgresql_where=text(BENCHMARK_FAILURE),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     run_type: Mapped[str] = mapped_column(String(16))

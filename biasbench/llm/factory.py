@@ -19,7 +19,7 @@ def make_chat_client(
     api_key: str | None,
     in_flight: int,
     request_timeout: float = 600.0,
-    unreachable_after: float = 20.0,
+    unreachable_after: float = 90.0,
     max_retries: int = 6,
 ) -> ChatClient:
     if llm == "fake":

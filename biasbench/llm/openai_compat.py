@@ -15,13 +15,16 @@ loopback syscalls and the first wave's connection set-up), so it is not a depend
 end-to-end numbers, driven through `in_window`, are in `perf/README.md`.
 
 Failure semantics (see `biasbench.errors`): connection errors, timeouts, 5xx and 429 are
-retried with exponential backoff and jitter (429/503 `Retry-After` honoured, capped). When the
-server has been unreachable for `unreachable_after` seconds in a row (shared by all requests
-of this client, so 64 stuck requests fail together rather than one by one), or a request runs
-out of retries on connection errors, `LLMUnreachable` (critical) is raised. Other 4xx raise
+retried with exponential backoff and jitter; a `Retry-After` (seconds or HTTP date) replaces the
+backoff, capped at the request timeout. When the server has been unreachable for
+`unreachable_after` seconds in a row (shared by all requests of this client, so 64 stuck
+requests fail together rather than one by one), `LLMUnreachable` (critical) is raised:
+connection errors are retried by time, never by count, so a server restarting mid-task is
+waited out. Other 4xx raise
 `LLMResponseError` at once; 5xx, 429 and 2xx bodies that are not a completion (malformed JSON)
-do after the retries. The API key is sent as a bearer token and kept out of logs and exception
-messages.
+do after the retries. An error body naming CUDA out of memory raises `LLMOutOfMemory`
+(critical) at once, whatever its status. The API key is sent as a bearer token and kept out of
+logs and exception messages.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -39,10 +44,12 @@ import aiohttp
 from biasbench.errors import (
     InvalidConfig,
     LLMModelNotServed,
+    LLMOutOfMemory,
     LLMResponseError,
     LLMUnreachable,
 )
 from biasbench.llm.base import Message
+from biasbench.llm.server_errors import error_detail, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +75,22 @@ def normalize_base_url(base_url: str) -> str:
 
 
 def _retry_after(headers: Any) -> float | None:
-    """The `Retry-After` header in seconds; HTTP-date forms are ignored (backoff applies)."""
+    """The `Retry-After` header in seconds from now: either form of RFC 9110, delay-seconds or
+    an HTTP-date (a date in the past means "now"); None when absent or unreadable."""
     value = headers.get("Retry-After")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None
-
-
-def _error_detail(body: bytes) -> str:
-    """A short, readable excerpt of an error body (OpenAI and vLLM put it in `message`)."""
-    text = body.decode("utf-8", "replace")
+        pass
     try:
-        data = json.loads(text)
-    except ValueError:
-        return text[:300]
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"][:300]
-    return text[:300]
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # RFC 850 / asctime forms carry no zone: HTTP dates are GMT
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class _Retryable(Exception):
@@ -120,7 +121,7 @@ class OpenAICompatClient:
         max_retries: int = 6,
         backoff_base: float = 0.5,
         backoff_max: float = 30,
-        unreachable_after: float = 20,
+        unreachable_after: float = 90,
     ) -> None:
         if in_flight < 1:
             raise InvalidConfig("in_flight", f"must be at least 1, got {in_flight}")
@@ -186,7 +187,9 @@ class OpenAICompatClient:
                 return await self._chat_once(payload)
             except _TRANSPORT_ERRORS as exc:
                 reason = self._transport_failure(exc)
-                if attempt >= self.max_retries or self._unreachable_for() >= self.unreachable_after:
+                # By time, not by count: a server restarting for a minute (vLLM reloading a
+                # model) is waited out; one that stays away fails every request together.
+                if self._unreachable_for() >= self.unreachable_after:
                     raise LLMUnreachable(
                         f"LLM server at {self.base_url} unreachable after {attempt + 1} "
                         f"attempt(s): {reason}"
@@ -302,8 +305,12 @@ class OpenAICompatClient:
         if 200 <= status < 300:
             return
         message = self._redact(
-            f"{what} on {self.base_url} returned HTTP {status}: {_error_detail(body)}"
+            f"{what} on {self.base_url} returned HTTP {status}: {error_detail(body)}"
         )
+        if is_out_of_memory(body):
+            # Not retried: the same requests would fill the same GPU again, and every item of
+            # the run would fail the same way; a human lowers batch_size or max_new_tokens.
+            raise LLMOutOfMemory(message, status)
         if status == 429 or status >= 500:
             raise _Retryable(message, status, retry_after)
         raise LLMResponseError(message, status)
@@ -357,7 +364,9 @@ class OpenAICompatClient:
 
     def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
         if retry_after is not None:
-            return min(retry_after, self.backoff_max)
+            # The server knows when it can take work again; only a wait longer than a request
+            # may take is cut short (it would look like a hang, and the server may be wrong).
+            return min(retry_after, self.request_timeout)
         ceiling = min(self.backoff_max, self.backoff_base * 2**attempt)
         return random.uniform(ceiling / 2, ceiling)  # jitter: spread retries of a full window
 

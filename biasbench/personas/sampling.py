@@ -44,6 +44,7 @@ __all__ = [
     "MIN_TEMPERATURE",
     "PersonaDraft",
     "age_bin",
+    "check_pool_arguments",
     "choose_seed",
     "flatten",
     "sample_pool",
@@ -195,6 +196,14 @@ def _validate(
         raise InvalidConfig("seed", f"must be an integer or empty, got {seed!r}")
 
 
+def check_pool_arguments(
+    n: int, temperature: float, age_from: int | None, age_to: int | None, seed: int | None
+) -> None:
+    """What `sample_pool` refuses, without sampling: a submission checks it up front."""
+    _validate(n, temperature, age_from, age_to, seed)
+    _age_model(float(temperature), age_from, age_to)
+
+
 def sample_pool(
     n: int,
     *,
@@ -208,7 +217,7 @@ def sample_pool(
     Raises InvalidConfig naming the field: n < 1, temperature outside [0, 10], age_from >
     age_to, or an age range in which no persona can fall.
     """
-    _validate(n, temperature, age_from, age_to, seed)
+    check_pool_arguments(n, temperature, age_from, age_to, seed)
     ages, age_ranges = _age_model(float(temperature), age_from, age_to)
     model = _model(float(temperature))
     rnd = random.Random(choose_seed() if seed is None else seed).random

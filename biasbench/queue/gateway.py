@@ -32,6 +32,7 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import FlowRun, State, StateType, WorkerStatus
 from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
+from prefect.events import Event
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 from prefect.states import Cancelled, Cancelling, Failed, Paused, Scheduled
 from prefect.variables import Variable
@@ -585,3 +586,14 @@ async def _stopped_only_by(client: PrefectClient, run_id: str, cancelling_id: UU
         return False  # it completed, failed or crashed on its own
     cancels = [s.id for s in attempt if s.type == StateType.CANCELLING]
     return cancels == [cancelling_id]
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+async def publish_events(client: PrefectClient, events: Sequence[Event]) -> None:
+    """Hand events to the server's automations over HTTP: once this returns, the server has
+    taken them. (`emit_event` buffers them in a websocket client that sends the last 30 s of
+    events again after a reconnect, and a restarted server forwards those again.)"""
+    if events:
+        await client.request("POST", "/events", json=[e.model_dump(mode="json") for e in events])

@@ -52,6 +52,7 @@ STOP_VARIABLE: Final = "biasbench-queue-stop"  # set: the manager ends once no t
 
 # The parameters every task flow takes on top of its config: the queue's, not the task's.
 QUEUE_PARAMETERS: Final = ("upstream", "priority")
+MAX_UPSTREAM: Final = 100  # upstream tasks one task may wait for (duplicates counted once)
 
 # State names the queue uses on top of Prefect's state types.
 HELD_QUEUED: Final = "Queued"  # PAUSED: held until the manager gives it its turn

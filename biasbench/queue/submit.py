@@ -11,10 +11,23 @@ from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 from prefect.utilities.schema_tools.validation import validate
+from sqlalchemy import Engine
 
-from biasbench.errors import InvalidSubmission
+from biasbench.db.engine import session_scope
+from biasbench.errors import BiasBenchError, InvalidSubmission
 from biasbench.queue import gateway
-from biasbench.queue.model import HELD_QUEUED, HELD_WAITING, QUEUE_PARAMETERS, TASK_TYPES, TaskType
+from biasbench.queue.model import (
+    HELD_QUEUED,
+    HELD_WAITING,
+    MAX_UPSTREAM,
+    QUEUE_PARAMETERS,
+    RESULT_WIRING,
+    TASK_TYPES,
+    QueueRun,
+    TaskType,
+)
+from biasbench.queue.payload import MAX_LABEL_LENGTH, check_size, check_value
+from biasbench.task_checks import check_task
 
 
 async def submit(
@@ -25,43 +38,75 @@ async def submit(
     upstream: Sequence[str] = (),
     priority: int = 0,
     label: str | None = None,
+    db: Engine | None = None,
+    upstream_field: str = "upstream",
+    upstream_names: Mapping[str, str] | None = None,
 ) -> str:
     """Queue one task; returns its flow-run id. Refused input raises InvalidSubmission naming
-    the field, and leaves nothing behind."""
-    if task_type not in TASK_TYPES:
-        raise InvalidSubmission(
-            "task_type", f"unknown task type {task_type!r}; one of {', '.join(TASK_TYPES)}"
-        )
-    kind = TaskType(task_type)
+    the field, and leaves nothing behind. With `db` (the domain database) the datasets and runs
+    the config names are looked up too, as the task's flow will when it starts. Errors about
+    upstream tasks name them `upstream_field` and `upstream_names` (e.g. the API's task ids)."""
+    kind = _task_type(task_type)
     for key in QUEUE_PARAMETERS:
         if key in config:
             raise InvalidSubmission(f"config.{key}", f"give {key} as the submission's own field")
+    check_value(dict(config), "config")
+    check_size(config)
+    check_value(priority, "priority")
+    ids = _upstream_ids(upstream, upstream_field)
     deployment = await gateway.task_deployment(client, kind)
-    await _check_upstream(client, upstream)
-    parameters = {**config, "upstream": list(upstream) or None, "priority": priority}
+    upstream_runs = await _upstream_runs(client, ids, upstream_field, upstream_names or {})
+    parameters = {**config, "upstream": ids or None, "priority": priority}
     _check_parameters(parameters, deployment.parameter_schema)
+    _check_task(kind, config, deployment.parameter_schema, upstream_runs, db)
+    _check_label(label)
     return await gateway.create_held_run(
         client,
         deployment,
         parameters,
         label=label,
-        held_as=HELD_WAITING if upstream else HELD_QUEUED,
+        held_as=HELD_WAITING if ids else HELD_QUEUED,
     )
 
 
-async def _check_upstream(client: PrefectClient, upstream: Sequence[str]) -> None:
+def _task_type(task_type: str) -> TaskType:
+    if task_type not in TASK_TYPES:
+        raise InvalidSubmission(
+            "task_type", f"unknown task type {task_type!r}; one of {', '.join(TASK_TYPES)}"
+        )
+    return TaskType(task_type)
+
+
+def _check_label(label: str | None) -> None:
+    check_value(label, "label")
+    if label is not None and len(label) > MAX_LABEL_LENGTH:
+        raise InvalidSubmission("label", f"at most {MAX_LABEL_LENGTH} characters")
+
+
+def _upstream_ids(upstream: Sequence[str], field: str) -> list[str]:
+    """Distinct upstream ids, capped before anything is looked up."""
+    distinct = list(dict.fromkeys(str(value) for value in upstream))
+    if len(distinct) > MAX_UPSTREAM:
+        raise InvalidSubmission(
+            field, f"names {len(distinct)} tasks; a task may wait for at most {MAX_UPSTREAM}"
+        )
     ids: list[str] = []
-    for value in upstream:
+    for value in distinct:
         try:
-            ids.append(str(UUID(str(value))))
+            ids.append(str(UUID(value)))
         except ValueError:
-            raise InvalidSubmission("upstream", f"{value!r} is not a task id") from None
-    if len(set(ids)) != len(ids):
-        raise InvalidSubmission("upstream", "names the same task twice")
+            raise InvalidSubmission(field, f"{value[:60]!r} is not a task id") from None
+    return list(dict.fromkeys(ids))
+
+
+async def _upstream_runs(
+    client: PrefectClient, ids: list[str], field: str, names: Mapping[str, str]
+) -> list[QueueRun]:
     known = await gateway.runs_by_id(client, ids)
     for run_id in ids:
         if run_id not in known:
-            raise InvalidSubmission("upstream", f"task {run_id} does not exist")
+            raise InvalidSubmission(field, f"task {names.get(run_id, run_id)} does not exist")
+    return [known[run_id] for run_id in ids]
 
 
 def _check_parameters(parameters: dict[str, Any], schema: dict[str, Any]) -> None:
@@ -75,4 +120,35 @@ def _check_parameters(parameters: dict[str, Any], schema: dict[str, Any]) -> Non
         path = error.json_path.removeprefix("$").removeprefix(".")
         if error.validator == "required":
             path = str(error.message).split("'")[1]
-        raise InvalidSubmission(f"config.{path}" if path else "config", str(error.message))
+        # Cut: the message quotes the value, which may be large.
+        message = str(error.message)[:300]
+        raise InvalidSubmission(f"config.{path}" if path else "config", message)
+
+
+def _check_task(
+    kind: TaskType,
+    config: Mapping[str, Any],
+    schema: dict[str, Any],
+    upstream_runs: Sequence[QueueRun],
+    db: Engine | None,
+) -> None:
+    """What the task's flow would refuse when it starts (biasbench.task_checks), on the config
+    with its defaults, knowing which parameters the upstream tasks will fill in."""
+    defaults = {
+        name: spec["default"]
+        for name, spec in schema.get("properties", {}).items()
+        if "default" in spec and name not in QUEUE_PARAMETERS
+    }
+    filled = {
+        parameter
+        for run in upstream_runs
+        for parameter in RESULT_WIRING.get((run.task_type, kind), {})
+    }
+    try:
+        if db is None:
+            check_task(kind, {**defaults, **config}, session=None, filled_by_upstream=filled)
+            return
+        with session_scope(db) as session:
+            check_task(kind, {**defaults, **config}, session=session, filled_by_upstream=filled)
+    except BiasBenchError as exc:
+        raise InvalidSubmission(f"config.{exc.field}", exc.message) from None

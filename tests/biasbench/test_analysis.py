@@ -40,6 +40,15 @@ def test_repeated_key_counts_once_last_wins() -> None:
     assert result.mae == 0.0
 
 
+def test_only_the_keys_of_the_current_plan_count() -> None:
+    # Trait 2 was deactivated before the run was resumed: its answers stay stored, but the plan
+    # now has 4 questions, of which (2, 1, "in") is still unanswered.
+    plan = {(1, 1, "in"), (1, 1, "rev"), (2, 1, "rev"), (2, 1, "in")}
+    result = quick_analysis(ROWS, planned=4, plan_keys=plan)
+    assert (result.results, result.failures, result.error_share) == (3, 1, 0.25)
+    assert result.dual_pairs == 1 and result.rma == 1.0
+
+
 def test_no_rows() -> None:
     result = quick_analysis([], planned=0)
     assert result.error_share == 0.0

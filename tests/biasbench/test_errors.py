@@ -13,6 +13,7 @@ from biasbench.errors import (
     OUT_OF_MEMORY,
     STALLED,
     InvalidConfig,
+    LLMOutOfMemory,
     LLMResponseError,
     LLMUnreachable,
     critical_kind,
@@ -35,6 +36,7 @@ def _raised_from(cause: BaseException) -> BaseException:
     [
         (LLMUnreachable("connection refused"), LLM_UNREACHABLE),
         (MemoryError(), OUT_OF_MEMORY),
+        (LLMOutOfMemory("CUDA out of memory", 500), OUT_OF_MEMORY),
         (sql.TimeoutError("QueuePool limit of size 5 overflow 10 reached"), DATABASE_DOWN),
         (sql.OperationalError("SELECT 1", {}, Exception("server closed")), DATABASE_DOWN),
         (_raised_from(LLMUnreachable("timeout")), LLM_UNREACHABLE),

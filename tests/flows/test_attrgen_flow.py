@@ -80,6 +80,7 @@ def test_unparseable_answers_are_retried_stricter_then_recorded_and_asked_again_
     assert again.run_id == first.run_id and again.summary["missing"] == 0
     assert len(llm_server.requests) - asked_before == 1
     assert count(engine, PersonaAttribute) == 8 * 3
+    assert count(engine, Failure) == 0  # answered now: nothing is missing any more
 
 
 def test_a_server_that_keeps_failing_fails_the_flow_and_keeps_what_was_stored(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -9,15 +10,22 @@ from sqlalchemy import Engine, delete, select
 
 from biasbench.db.engine import session_scope
 from biasbench.db.models import BenchmarkResult, BenchmarkRun, Failure, PersonaAttribute, Trait
-from biasbench.errors import InvalidConfig, LLMUnreachable, is_critical
+from biasbench.errors import InvalidConfig, LLMErrorShareExceeded, LLMUnreachable, is_critical
 from biasbench.parsing import extract_json_object
-from biasbench.prompts import scale_lines
+from biasbench.prompts import QUESTION_PREFIX, scale_lines
 from flows.attrgen import attrgen
 from flows.balanced_gen import balanced_gen
 from flows.benchmark import benchmark
 from flows.pool_gen import pool_gen
 from tests.flows.conftest import MODEL
-from tests.support.openai_server import Malformed, OpenAIServer, Reply, Status, closed_port_url
+from tests.support.openai_server import (
+    EmptyChoices,
+    Malformed,
+    OpenAIServer,
+    Reply,
+    Status,
+    closed_port_url,
+)
 from tests.support.rows import count, result_keys
 
 
@@ -83,13 +91,12 @@ def test_bad_answers_and_server_errors_are_retried_and_recorded(
         [
             Malformed(),  # 1st request: body is not JSON -> client retries
             Status(500),  # server error -> retried with backoff
-            Status(429, retry_after=1),  # rate limited -> waits as told, then retried
+            Status(429, retry_after=3),  # rate limited -> waits as told, then retried
             Reply('{"rating": 9}'),  # out of range -> asked again, stricter
             Reply("I would rather not say."),  # no JSON -> asked again, stricter
             Reply('{"rating": 0}'),  # out of range a third time -> recorded as failure
         ]
     )
-    started = time.monotonic()
     result = run_benchmark(llm_server, small_dataset, scale_mode="in", batch_size=1, max_attempts=3)
 
     planned = 8 * active_traits(engine)
@@ -99,13 +106,117 @@ def test_bad_answers_and_server_errors_are_retried_and_recorded(
         attempts = session.scalars(
             select(BenchmarkResult.attempt).where(BenchmarkResult.run_id == result.run_id)
         ).all()
-    assert time.monotonic() - started >= 1.0  # Retry-After was honoured
+    # Retry-After was honoured: the retry came 3 s after the 429, where the backoff alone
+    # (1-2 s at that retry) would have sent it sooner.
+    chats = llm_server.chat_records()
+    assert chats[2].finished is not None and chats[3].started - chats[2].finished >= 2.9
     assert len(keys) == planned - 1 and len(failures) == 1
     assert (
         failures[0].kind == "parse" and failures[0].attempt == 3 and "rating" in failures[0].snippet
     )
     assert result.summary["error_share"] == pytest.approx(1 / planned)
     assert max(attempts) == 1  # the one failed item is not in the results
+
+
+def active_adjectives(engine: Engine) -> list[str]:
+    with session_scope(engine) as session:
+        return list(
+            session.scalars(
+                select(Trait.adjective).where(Trait.active.is_(True)).order_by(Trait.id)
+            )
+        )
+
+
+def question_about(adjective: str) -> str:
+    """Text only the rating prompts of this adjective contain."""
+    return f"{QUESTION_PREFIX}{adjective} does "
+
+
+def test_requests_that_outlast_their_retries_become_failures_and_the_run_goes_on(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM_MAX_RETRIES", "1")
+    monkeypatch.setenv("LLM_MAX_ERROR_SHARE", "0.3")  # 3 of 15 traits fail: 20 % of the items
+    lasting_500, lasting_429, no_choices = active_adjectives(engine)[:3]
+    llm_server.on_prompt(question_about(lasting_500), Status(500, message="engine hiccup"))
+    llm_server.on_prompt(question_about(lasting_429), Status(429, retry_after=0))
+    llm_server.on_prompt(question_about(no_choices), EmptyChoices())
+
+    first = run_benchmark(llm_server, small_dataset, scale_mode="in", batch_size=4)
+
+    planned = 8 * active_traits(engine)
+    with session_scope(engine) as session:
+        failures = session.scalars(select(Failure).where(Failure.run_id == first.run_id)).all()
+    assert len(result_keys(engine, first.run_id)) == planned - 3 * 8
+    assert len(failures) == 3 * 8 and {f.kind for f in failures} == {"llm_error"}
+    snippets = " ".join(f.snippet for f in failures)
+    assert "HTTP 500: engine hiccup" in snippets and "HTTP 429" in snippets
+    assert "unusable body" in snippets  # the empty choices
+    assert first.summary["failures"] == 3 * 8
+
+    # Asked again on resume; failing again, each item keeps one row, saying why this time.
+    asked_before = len(llm_server.requests)
+    run_benchmark(llm_server, small_dataset, scale_mode="in", resume_run_id=first.run_id)
+    assert len(llm_server.requests) - asked_before == 3 * 8 * 2  # 1 retry each
+    assert count(engine, Failure) == 3 * 8
+    with session_scope(engine) as session:
+        latest = session.scalars(select(Failure.created_at)).all()
+    assert min(latest) > max(f.created_at for f in failures)
+
+    # The server has recovered: only the failed items are asked, and no failure remains.
+    with OpenAIServer(models=[MODEL]) as recovered:
+        again = run_benchmark(recovered, small_dataset, scale_mode="in", resume_run_id=first.run_id)
+        assert len(recovered.requests) == 3 * 8
+    assert len(result_keys(engine, again.run_id)) == planned
+    assert again.summary["failures"] == 0 and count(engine, Failure) == 0
+
+
+def test_the_analysis_of_a_resumed_run_counts_only_its_current_plan(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int
+) -> None:
+    first = run_benchmark(llm_server, small_dataset, scale_mode="in")
+    with session_scope(engine) as session:  # a trait is retired between the two passes
+        retired = session.scalars(select(Trait).where(Trait.active.is_(True))).first()
+        assert retired is not None
+        retired.active = False
+
+    again = run_benchmark(llm_server, small_dataset, scale_mode="in", resume_run_id=first.run_id)
+
+    planned = 8 * active_traits(engine)
+    assert len(result_keys(engine, first.run_id)) == planned + 8  # its answers stay stored
+    assert again.summary["planned"] == again.summary["results"] == planned
+
+
+def test_a_server_failing_more_items_than_the_error_share_fails_the_run(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+
+    monkeypatch.setenv("LLM_MAX_RETRIES", "0")
+    for adjective in active_adjectives(engine)[:4]:  # 4 of 15 traits: 27 % of the items
+        llm_server.on_prompt(question_about(adjective), Status(503, message="overloaded"))
+
+    state = asyncio.run(
+        benchmark(
+            dataset_id=small_dataset,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=llm_server.base_url,
+            batch_size=4,
+            return_state=True,
+        )
+    )
+
+    assert state.is_failed() and state.name == "Failed"  # broken, but not critical
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, LLMErrorShareExceeded) and not is_critical(error)
+    assert "LLM_MAX_ERROR_SHARE=20%" in str(error) and "HTTP 503: overloaded" in str(error)
+    # Everything asked before the run stopped is stored: what failed (asked again on resume)
+    # and what was answered.
+    found = re.match(r"(\d+) of (\d+) items asked so far", str(error))
+    assert found is not None
+    failed, asked = int(found[1]), int(found[2])
+    assert count(engine, Failure) == failed and count(engine, BenchmarkResult) == asked - failed
 
 
 def test_unreachable_server_fails_fast_with_a_critical_error(
@@ -130,6 +241,29 @@ def test_unreachable_server_fails_fast_with_a_critical_error(
     assert isinstance(error, LLMUnreachable) and is_critical(error)
     assert elapsed < 30
     assert count(engine, BenchmarkRun) == 0  # nothing half-created
+
+
+def test_a_gpu_out_of_memory_fails_the_run_as_out_of_memory_at_once(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int
+) -> None:
+    import asyncio
+
+    llm_server.script([Reply('{"rating": 2}')] * 3)
+    llm_server.script([Status(500, message="CUDA out of memory. Tried to allocate 1.2 GiB")] * 50)
+    state = asyncio.run(
+        benchmark(
+            dataset_id=small_dataset,
+            model_name=MODEL,
+            llm="vllm",
+            vllm_base_url=llm_server.base_url,
+            batch_size=1,
+            return_state=True,
+        )
+    )
+
+    assert state.is_failed() and state.name == "Out of memory"  # critical: the run's badge
+    assert len(llm_server.requests) == 4  # the first out-of-memory answer ends the run
+    assert count(engine, BenchmarkResult) == 3  # what was answered before is kept
 
 
 def test_attributes_of_another_dataset_are_refused_before_any_run_exists(

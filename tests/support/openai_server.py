@@ -6,8 +6,10 @@ not JSON. Only a real socket exercises those paths the way vLLM will.
 
 The server runs in a background thread with its own event loop, so a sync pytest test (or a test
 blocked in `asyncio.run`) and other processes can talk to it. Behaviour per request comes from a
-queue of scripted steps (`Reply`, `Status`, `Malformed`, `Delay`, `Disconnect`) consumed in
-arrival order; when the queue is empty, the `answer` callable produces the reply.
+queue of scripted steps (`Reply`, `Status`, `Malformed`, `EmptyChoices`, `Delay`, `Disconnect`)
+consumed in arrival order; when the queue is empty, the `answer` callable produces the reply.
+`on_prompt(text, step)` answers every request whose messages contain `text` with `step`, however
+many arrive and in whatever order (a window of concurrent requests has no fixed order).
 
 Standalone (for `perf/`): `python -m tests.support.openai_server --port 0 --latency 0.2
 --workers 2` forks worker processes that share the port through SO_REUSEPORT (one event loop
@@ -30,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 from aiohttp import web
@@ -48,11 +51,17 @@ class Reply:
 
 @dataclass(frozen=True)
 class Status:
-    """Answer with an OpenAI-style error body and this HTTP status (e.g. 500, 429)."""
+    """Answer with a vLLM-style error body and this HTTP status (e.g. 500, 429).
+
+    `retry_after` is sent in seconds, `retry_after_date` as an HTTP date that many seconds after
+    the response. `nested` sends the newer `{"error": {...}}` shape instead of the flat one."""
 
     code: int
     retry_after: float | None = None
     message: str = "scripted error"
+    error_type: str = "BadRequestError"
+    retry_after_date: float | None = None
+    nested: bool = False
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,16 @@ class Malformed:
 
 
 @dataclass(frozen=True)
+class EmptyChoices:
+    """Answer 200 with a well-formed completion whose `choices` list is empty."""
+
+
+@dataclass(frozen=True)
 class Delay:
     """Wait `seconds`, then answer normally (or with `then`, if given)."""
 
     seconds: float
-    then: Reply | Status | Malformed | None = None
+    then: Reply | Status | Malformed | EmptyChoices | None = None
 
 
 @dataclass(frozen=True)
@@ -73,7 +87,7 @@ class Disconnect:
     """Close the connection without sending any response."""
 
 
-Step = Reply | Status | Malformed | Delay | Disconnect
+Step = Reply | Status | Malformed | EmptyChoices | Delay | Disconnect
 
 
 @dataclass
@@ -96,8 +110,13 @@ def _default_answer(messages: Sequence[dict[str, Any]], model: str) -> str:
     return answer_for(messages, model)  # type: ignore[arg-type]
 
 
-def _error_body(message: str, code: int) -> dict[str, Any]:
-    return {"object": "error", "message": message, "type": "BadRequestError", "code": code}
+def _error_body(
+    message: str, code: int, error_type: str = "BadRequestError", *, nested: bool = False
+) -> dict[str, Any]:
+    """vLLM's error shapes: flat `{"object": "error", ...}` (older), `{"error": {...}}` (newer)."""
+    if nested:
+        return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+    return {"object": "error", "message": message, "type": error_type, "param": None, "code": code}
 
 
 def _completion(model: str, text: str | None, messages: Sequence[dict[str, Any]], n: int) -> dict:
@@ -142,6 +161,7 @@ class _App:
         self.record = record
         self.lock = threading.Lock()
         self.steps: collections.deque[Step] = collections.deque()
+        self.prompt_steps: list[tuple[str, Step]] = []
         self.records: list[Record] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -192,7 +212,9 @@ class _App:
         rec = self._start(request, body)
         try:
             with self.lock:
-                step = self.steps.popleft() if self.steps else None
+                step = self._prompt_step(body)
+                if step is None and self.steps:
+                    step = self.steps.popleft()
             if isinstance(step, Delay):
                 await asyncio.sleep(step.seconds)
                 step = step.then
@@ -201,6 +223,12 @@ class _App:
             return self._respond(request, body, step, rec)
         finally:
             self._finish(rec)
+
+    def _prompt_step(self, body: Any) -> Step | None:
+        if not self.prompt_steps or not isinstance(body, dict):
+            return None
+        text = json.dumps(body.get("messages"), ensure_ascii=False)
+        return next((step for part, step in self.prompt_steps if part in text), None)
 
     def _respond(
         self, request: web.Request, body: Any, step: Step | None, rec: Record
@@ -213,8 +241,14 @@ class _App:
             headers = {}
             if step.retry_after is not None:
                 headers["Retry-After"] = f"{step.retry_after:g}"
-            err = _error_body(step.message, step.code)
+            if step.retry_after_date is not None:
+                when = time.time() + step.retry_after_date
+                headers["Retry-After"] = formatdate(when, usegmt=True)
+            err = _error_body(step.message, step.code, step.error_type, nested=step.nested)
             return web.json_response(err, status=step.code, headers=headers)
+        if isinstance(step, EmptyChoices):
+            empty = {**_completion(str(body.get("model")), "", [], self.count), "choices": []}
+            return web.json_response(empty)
         if isinstance(step, Malformed):
             return web.Response(
                 status=200, body=b'{"choices": [ not json', content_type="application/json"
@@ -291,6 +325,15 @@ class OpenAIServer:
         with self._app.lock:
             self._app.steps.extend(steps)
 
+    def on_prompt(self, text: str, step: Step) -> None:
+        """Answer every request whose messages contain `text` with `step` (before the script)."""
+        with self._app.lock:
+            self._app.prompt_steps.append((text, step))
+
+    def chat_records(self) -> list[Record]:
+        """The chat requests received so far, in arrival order, with their times."""
+        return [r for r in self.records if r.path == "/v1/chat/completions"]
+
     def start(self) -> OpenAIServer:
         self._thread = threading.Thread(target=self._serve, name="openai-test-server", daemon=True)
         self._thread.start()
@@ -366,12 +409,12 @@ def _reuseport_socket(port: int) -> socket.socket:
     return sock
 
 
-def _worker(port: int, models: list[str], latency: float, ready: Any) -> None:
+def _worker(port: int, models: list[str], latency: float, answer: Answer, ready: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when workers stop
     logging.getLogger("aiohttp").setLevel(logging.CRITICAL)  # clients hanging up are normal here
 
     async def main() -> None:
-        app = _App(models, _echo_answer, latency, api_key=None, record=False)
+        app = _App(models, answer, latency, api_key=None, record=False)
         runner = web.AppRunner(
             app.build(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
         )
@@ -393,7 +436,9 @@ def _echo_answer(messages: Sequence[dict[str, Any]], model: str) -> str:
     return "A"
 
 
-def serve_forever(port: int, latency: float, workers: int, models: list[str]) -> None:
+def serve_forever(
+    port: int, latency: float, workers: int, models: list[str], answer: Answer = _echo_answer
+) -> None:
     """Fork `workers` processes sharing `port` (0 = pick one); print READY; stop on SIGTERM/INT."""
     # The parent holds a bound (not listening) SO_REUSEPORT socket: it reserves the port number
     # that the workers then join, and never receives connections itself.
@@ -402,7 +447,7 @@ def serve_forever(port: int, latency: float, workers: int, models: list[str]) ->
     ctx = multiprocessing.get_context("fork")
     ready = ctx.Semaphore(0)
     procs = [
-        ctx.Process(target=_worker, args=(port, models, latency, ready), daemon=True)
+        ctx.Process(target=_worker, args=(port, models, latency, answer, ready), daemon=True)
         for _ in range(workers)
     ]
     for proc in procs:
@@ -433,8 +478,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--model", action="append", dest="models")
+    parser.add_argument(
+        "--answers",
+        choices=["echo", "fake"],
+        default="echo",
+        help="echo: a cheap constant (throughput benchmarks); fake: the fake backend's answers",
+    )
     args = parser.parse_args(argv)
-    serve_forever(args.port, args.latency, args.workers, args.models or ["m"])
+    answer = _default_answer if args.answers == "fake" else _echo_answer
+    serve_forever(args.port, args.latency, args.workers, args.models or ["m"], answer)
 
 
 if __name__ == "__main__":

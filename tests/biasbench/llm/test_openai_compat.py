@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
@@ -11,9 +12,12 @@ from typing import Any, TypeVar
 import pytest
 
 from biasbench.errors import (
+    OUT_OF_MEMORY,
     LLMModelNotServed,
+    LLMOutOfMemory,
     LLMResponseError,
     LLMUnreachable,
+    critical_kind,
     is_critical,
 )
 from biasbench.llm.base import ChatClient, Message
@@ -114,9 +118,12 @@ def test_chat_to_a_closed_port_gives_up_after_unreachable_after() -> None:
     assert is_critical(info.value)
 
 
-def test_chat_to_a_closed_port_gives_up_after_max_retries() -> None:
-    with pytest.raises(LLMUnreachable, match="after 3 attempt"):
-        run(closed_port_url(), ask, max_retries=2)
+def test_a_refused_connection_is_retried_past_max_retries_until_unreachable_after() -> None:
+    """A server restarting mid-task is waited out by time, not by a count of attempts."""
+    with pytest.raises(LLMUnreachable, match=r"after (\d+) attempt") as info:
+        run(closed_port_url(), ask, max_retries=0, backoff_base=0.05, unreachable_after=1.0)
+    attempts = int(re.search(r"after (\d+) attempt", str(info.value)).group(1))  # type: ignore[union-attr]
+    assert attempts > 1
 
 
 def test_a_server_error_is_retried(server: OpenAIServer) -> None:
@@ -126,11 +133,35 @@ def test_a_server_error_is_retried(server: OpenAIServer) -> None:
 
 
 def test_server_errors_that_persist_raise_a_response_error(server: OpenAIServer) -> None:
-    server.script([Status(500, message="CUDA out of memory")] * 3)
-    with pytest.raises(LLMResponseError, match="CUDA out of memory") as info:
+    server.script([Status(500, message="engine step failed")] * 3)
+    with pytest.raises(LLMResponseError, match="engine step failed") as info:
         run(server.base_url, ask, max_retries=2)
     assert info.value.status_code == 500 and not is_critical(info.value)
     assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        # vLLM before the OpenAI-style body: flat, the exception's text in `message`
+        Status(
+            500,
+            message="CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.15 GiB total)",
+            error_type="InternalServerError",
+        ),
+        # newer vLLM: nested under "error", the exception class named in `type`
+        Status(500, message="engine died", error_type="torch.OutOfMemoryError", nested=True),
+        Status(400, message="OutOfMemoryError: out of memory during prefill", nested=True),
+    ],
+)
+def test_a_gpu_out_of_memory_is_critical_and_not_retried(
+    server: OpenAIServer, error: Status
+) -> None:
+    server.script([error, Reply("never asked")])
+    with pytest.raises(LLMOutOfMemory) as info:
+        run(server.base_url, ask)
+    assert critical_kind(info.value) is OUT_OF_MEMORY
+    assert len(server.requests) == 1
 
 
 def test_rate_limiting_waits_as_long_as_retry_after_says(server: OpenAIServer) -> None:
@@ -140,6 +171,24 @@ def test_rate_limiting_waits_as_long_as_retry_after_says(server: OpenAIServer) -
     assert time.monotonic() - started >= 1.0
     chats = [r for r in server.records if r.path.endswith("/completions")]
     assert chats[0].finished is not None and chats[1].started - chats[0].finished >= 0.9
+
+
+def test_retry_after_as_an_http_date_is_honoured(server: OpenAIServer) -> None:
+    # The date has one-second resolution: "now + 3 s" means a wait of 2 to 3 s, far above the
+    # backoff of this client (at most 0.01 s), so a client ignoring the date fails here.
+    server.script([Status(429, retry_after_date=3), Reply("after the date")])
+    assert run(server.base_url, ask) == "after the date"
+    first, second = server.chat_records()
+    assert first.finished is not None and second.started - first.finished >= 1.5
+
+
+def test_a_retry_after_longer_than_a_request_may_take_is_capped_at_the_request_timeout(
+    server: OpenAIServer,
+) -> None:
+    server.script([Status(503, retry_after=3600), Reply("soon enough")])
+    assert run(server.base_url, ask, request_timeout=1.0) == "soon enough"
+    first, second = server.chat_records()
+    assert first.finished is not None and 0.9 <= second.started - first.finished < 10
 
 
 def test_a_malformed_body_is_retried(server: OpenAIServer) -> None:
@@ -201,7 +250,7 @@ def test_the_api_key_is_sent_as_bearer_and_never_shown(caplog: pytest.LogCapture
             run(srv.base_url, ask, api_key=SECRET + "-wrong")
         headers = [r.headers.get("Authorization") for r in srv.records]
     with pytest.raises(LLMUnreachable) as unreachable:
-        run(closed_port_url(), ask, api_key=SECRET, max_retries=1)
+        run(closed_port_url(), ask, api_key=SECRET, max_retries=1, unreachable_after=0.5)
 
     assert headers[:3] == [f"Bearer {SECRET}"] * 3
     assert wrong.value.status_code == 401

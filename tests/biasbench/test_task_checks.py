@@ -1,0 +1,75 @@
+"""Each task type's refusals, as submissions and flows both run them, against a real database."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from biasbench.datasets import ensure_reference_data, store_pool
+from biasbench.db.engine import session_scope
+from biasbench.errors import BiasBenchError
+from biasbench.personas.sampling import sample_pool
+from biasbench.task_checks import check_task
+
+
+@pytest.fixture
+def pool_id(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        ensure_reference_data(session)
+        pool = store_pool(session, sample_pool(5, seed=1), seed=1, config={}, flow_run_id=None)
+        return pool.id
+
+
+M = {"model_name": "m"}
+
+
+@pytest.mark.parametrize(
+    ("task_type", "parameters", "field"),
+    [
+        ("pool_gen", {"n": 5, "temperature": 0.1, "age_from": 60, "age_to": 30}, "age_from"),
+        ("pool_gen", {"n": 5, "temperature": float("nan")}, "temperature"),
+        ("pool_gen", {"n": 5, "temperature": 0.1, "seed": 2**64}, "seed"),
+        ("pool_gen", {"n": 5, "temperature": 0.1, "age_to": 10}, "age_to"),
+        ("balanced_gen", {"n": 2, "seed": 1}, "dataset_id"),
+        ("balanced_gen", {"dataset_id": "POOL", "n": 2, "axes": ["shoe_size"]}, "axes"),
+        ("balanced_gen", {"dataset_id": "POOL", "n": 2, "axes": []}, "axes"),
+        ("balanced_gen", {"dataset_id": "POOL", "n": 6}, "n"),
+        ("balanced_gen", {"dataset_id": 2**64, "n": 1}, "dataset_id"),
+        ("balanced_gen", {"dataset_id": 999, "n": 1}, "dataset_id"),
+        ("attrgen", {**M}, "dataset_id"),
+        ("attrgen", {**M, "dataset_id": "POOL", "vllm_base_url": "not a url"}, "vllm_base_url"),
+        ("attrgen", {**M, "dataset_id": "POOL", "vllm_base_url": "ftp://x/v1"}, "vllm_base_url"),
+        ("attrgen", {**M, "dataset_id": "POOL", "resume_run_id": 5}, "resume_run_id"),
+        ("benchmark", {**M, "dataset_id": "POOL", "attrgen_run_id": 7}, "attrgen_run_id"),
+        ("benchmark", {**M, "dataset_id": "POOL", "model_name": "x" * 201}, "model_name"),
+    ],
+)
+def test_refusals_name_the_parameter(
+    engine: Engine, pool_id: int, task_type: str, parameters: dict[str, Any], field: str
+) -> None:
+    given = {k: pool_id if v == "POOL" else v for k, v in parameters.items()}
+    with session_scope(engine) as session, pytest.raises(BiasBenchError) as refused:
+        check_task(task_type, given, session=session)
+    assert refused.value.field == field
+
+
+def test_what_an_upstream_fills_in_is_neither_required_nor_looked_up(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        check_task("benchmark", M, session=session, filled_by_upstream={"dataset_id"})
+        check_task(
+            "balanced_gen", {"n": 10, "seed": 1}, session=session, filled_by_upstream={"dataset_id"}
+        )
+
+
+def test_good_parameters_pass(engine: Engine, pool_id: int) -> None:
+    with session_scope(engine) as session:
+        check_task(
+            "balanced_gen", {"dataset_id": pool_id, "n": 5, "axes": ["gender"]}, session=session
+        )
+        check_task(
+            "benchmark",
+            {**M, "dataset_id": pool_id, "vllm_base_url": "http://127.0.0.1:8000/v1"},
+            session=session,
+        )
