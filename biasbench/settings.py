@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DB_PATH = Path.home() / ".biasbench" / "biasbench.db"
 
@@ -40,6 +42,12 @@ class Settings(BaseSettings):
         validation_alias="LLM_API_KEY_BLOCK",
         description="Name of the Prefect Secret block holding the LLM API key, if any.",
     )
+    llm_allowed_base_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="LLM_ALLOWED_BASE_URLS",
+        description="Servers besides VLLM_BASE_URL that may receive the API key, comma-separated "
+        "or as JSON. A task naming another server calls it without the key.",
+    )
     llm_request_timeout: float = Field(
         default=600.0,
         validation_alias="LLM_REQUEST_TIMEOUT",
@@ -66,6 +74,24 @@ class Settings(BaseSettings):
         validation_alias="LLM_UNREACHABLE_AFTER",
         description="Seconds of failed connections after which the server counts as unreachable.",
     )
+
+    @field_validator("llm_allowed_base_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: Any) -> Any:
+        """`http://a:8000,http://b:8000` or `["http://a:8000"]`."""
+        if isinstance(value, str):
+            text = value.strip()
+            return (
+                json.loads(text)
+                if text.startswith("[")
+                else [u.strip() for u in text.split(",") if u.strip()]
+            )
+        return value
+
+    @property
+    def llm_key_servers(self) -> list[str]:
+        """Where the LLM API key may go: the default server and the allowed ones."""
+        return [self.vllm_base_url, *self.llm_allowed_base_urls]
 
     # --- queue ---
     queue_crash_retries: int = Field(

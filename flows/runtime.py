@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prefect import get_run_logger
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.blocks.system import Secret
 from prefect.runtime import flow_run
@@ -15,6 +16,7 @@ from sqlalchemy import Engine
 from biasbench.db.engine import ready_engine
 from biasbench.llm.base import ChatClient
 from biasbench.llm.factory import Backend, make_chat_client
+from biasbench.llm.key_scope import may_receive_key, shown
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
 
@@ -39,17 +41,32 @@ async def llm_api_key(settings: Settings) -> str | None:
     return settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
 
 
+async def llm_api_key_for(settings: Settings, base_url: str) -> str | None:
+    """The key, if this server may have it (VLLM_BASE_URL or LLM_ALLOWED_BASE_URLS); else None,
+    said once in the run's log (naming the server, never the key)."""
+    key = await llm_api_key(settings)
+    if key is None or may_receive_key(base_url, settings.llm_key_servers):
+        return key
+    get_run_logger().warning(
+        "Calling %s without the LLM API key: only VLLM_BASE_URL and LLM_ALLOWED_BASE_URLS "
+        "receive it.",
+        shown(base_url),
+    )
+    return None
+
+
 @asynccontextmanager
 async def ready_chat_client(
     settings: Settings, *, llm: Backend, model_name: str, vllm_base_url: str | None, in_flight: int
 ) -> AsyncIterator[ChatClient]:
     """A client that has already proven the server is up and serves the model (fail fast),
     closed however the block ends."""
+    base_url = vllm_base_url or settings.vllm_base_url
     client = make_chat_client(
         llm,
         model_name=model_name,
-        base_url=vllm_base_url or settings.vllm_base_url,
-        api_key=await llm_api_key(settings) if llm == "vllm" else None,
+        base_url=base_url,
+        api_key=await llm_api_key_for(settings, base_url) if llm == "vllm" else None,
         in_flight=in_flight,
         request_timeout=settings.llm_request_timeout,
         unreachable_after=settings.llm_unreachable_after,

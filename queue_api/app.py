@@ -25,6 +25,7 @@ from biasbench.settings import Settings
 from queue_api.guard import RequestGuard
 from queue_api.health import PrefectHealth
 from queue_api.ids import TaskIds
+from queue_api.page_config import router as page_config_router
 from queue_api.routes import router
 from queue_api.settings import ApiSettings
 from queue_api.tasks import TaskViews
@@ -72,6 +73,7 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
             CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["*"], allow_headers=["*"]
         )
     app.include_router(router)
+    app.include_router(page_config_router)
     return app
 
 
@@ -95,7 +97,7 @@ async def _while_prefect_answers(
             return _unavailable(health.reason())
 
 
-_NEEDS_NO_PREFECT = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+_NEEDS_NO_PREFECT = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/config"}
 
 
 async def _prefect_down(request: Request, exc: Exception) -> JSONResponse:

@@ -11,13 +11,15 @@ from sqlalchemy.orm import Session
 
 from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
+from biasbench.queue.attempt import Attempt
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
+from queue_api.attempts import Attempts
 from queue_api.ids import TaskIds
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
-_SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.CANCELLED, QueueStatus.SKIPPED}
+_SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.SKIPPED}  # their state's message; cancelled: why
 
 
 class TaskViews:
@@ -25,6 +27,7 @@ class TaskViews:
 
     def __init__(self, engine: Engine, ids: TaskIds) -> None:
         self.engine, self.ids = engine, ids
+        self.attempts = Attempts()
 
     async def listing(
         self, client: PrefectClient, *, include_done: bool, limit: int
@@ -34,11 +37,11 @@ class TaskViews:
         done = await gateway.newest_finished_runs(
             client, limit - len(active) if include_done else 0
         )
-        tasks = in_contract_order(self.public([*active, *done]))[:limit]
+        tasks = in_contract_order(await self.public(client, [*active, *done]))[:limit]
         return await self._with_blockers(client, tasks)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
-        (task,) = self.public([await self.run_of(client, task_id)])
+        (task,) = await self.public(client, [await self.run_of(client, task_id)])
         (task,) = await self._with_blockers(client, [task])
         return task
 
@@ -80,14 +83,15 @@ class TaskViews:
             gpu_workers_alive=state.gpu_workers_alive,
         )
 
-    def public(self, runs: Sequence[QueueRun]) -> list[TaskPublic]:
+    async def public(self, client: PrefectClient, runs: Sequence[QueueRun]) -> list[TaskPublic]:
+        attempts = await self.attempts.of(client, runs)
         # Ids are handed out in submission order to runs the API has not seen before.
         by_submission = sorted(runs, key=lambda r: (r.submitted_at or r.created, r.id))
         ids = self.ids.ids_for(r.id for r in by_submission)
         with session_scope(self.engine) as session:
-            return [self._task(session, run, ids[run.id]) for run in runs]
+            return [self._task(session, run, ids[run.id], attempts[run.id]) for run in runs]
 
-    def _task(self, session: Session, run: QueueRun, task_id: int) -> TaskPublic:
+    def _task(self, session: Session, run: QueueRun, task_id: int, attempt: Attempt) -> TaskPublic:
         upstream_ids = list(self.ids.ids_for(run.upstream).values())
         status = run.status
         result = result_of_flow_run(session, run.id) if status is QueueStatus.DONE else None
@@ -99,9 +103,11 @@ class TaskViews:
             position=task_id,
             label=run.name,
             created_at=run.submitted_at,
-            started_at=run.started_at,
-            finished_at=run.ended_at,
-            error=(run.state_message or run.state_name) if status in _SHOWS_ERROR else None,
+            started_at=attempt.started_at,
+            finished_at=attempt.finished_at,
+            error=(run.state_message or run.state_name)
+            if status in _SHOWS_ERROR
+            else attempt.cancel_reason,
             depends_on=upstream_ids[0] if len(upstream_ids) == 1 else (upstream_ids or None),
             result_run_id=result.run_id if result else None,
             result_run_type=result.run_type if result else None,
@@ -117,11 +123,8 @@ def _progress(count: ProgressCount) -> Progress:
 
 
 def in_contract_order(tasks: list[TaskPublic]) -> list[TaskPublic]:
-    """Active tasks first by position, then finished ones, newest first."""
+    """Active tasks first by position, then finished ones, newest (highest position) first, as
+    the original listed them."""
     active = sorted((t for t in tasks if t.status in ACTIVE), key=lambda t: t.position)
-    done = sorted(
-        (t for t in tasks if t.status not in ACTIVE),
-        key=lambda t: (t.finished_at or t.created_at, t.id),
-        reverse=True,
-    )
+    done = sorted((t for t in tasks if t.status not in ACTIVE), key=lambda t: -t.position)
     return active + done

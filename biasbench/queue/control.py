@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from biasbench.db.engine import session_scope
 from biasbench.errors import NotAllowedNow
 from biasbench.queue import gateway
+from biasbench.queue.attempt import USER_CANCEL
 from biasbench.queue.model import (
     HELD_QUEUED,
     HELD_WAITING,
@@ -29,7 +30,7 @@ async def cancel(client: PrefectClient, run_id: str) -> QueueRun:
     run = await gateway.run_by_id(client, run_id)
     if run.is_final:
         raise NotAllowedNow(f"task {run_id} has already finished", field="status")
-    await gateway.request_cancel(client, run_id, "cancelled by a user")
+    await gateway.request_cancel(client, run_id, USER_CANCEL)
     return run
 
 

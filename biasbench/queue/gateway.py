@@ -38,6 +38,7 @@ from prefect.states import Cancelled, Cancelling, Crashed, Failed, Paused, Sched
 from prefect.variables import Variable
 
 from biasbench.errors import CRASHED, NotFound, QueueError
+from biasbench.queue.attempt import StateRecord
 from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
@@ -193,10 +194,12 @@ async def read_queue(client: PrefectClient) -> dict[str, QueueRun]:
 
 
 async def newest_finished_runs(client: PrefectClient, limit: int) -> list[QueueRun]:
+    """The finished runs that joined the queue last (a run's first state, its submission, sets
+    its expected start time; releases keep it), as the /queue listing shows them."""
     if limit <= 0:
         return []
     flow_runs = await _read_all(
-        client, _task_filter(FINAL_TYPES), sort=FlowRunSort.END_TIME_DESC, limit=limit
+        client, _task_filter(FINAL_TYPES), sort=FlowRunSort.EXPECTED_START_TIME_DESC, limit=limit
     )
     return await _as_queue_runs(client, flow_runs)
 
@@ -246,6 +249,11 @@ async def fail_crashed(client: PrefectClient, run: QueueRun, message: str) -> No
     await client.set_flow_run_state(
         UUID(run.id), Failed(name=CRASHED.name, message=message), force=True
     )
+
+
+async def state_history(client: PrefectClient, run_id: str) -> list[StateRecord]:
+    states = await client.read_flow_run_states(UUID(run_id))
+    return [StateRecord(s.type.value, s.name, s.message, s.timestamp) for s in states]
 
 
 async def count_by_status(client: PrefectClient) -> dict[QueueStatus, int]:

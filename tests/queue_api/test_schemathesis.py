@@ -24,7 +24,7 @@ def test_no_server_error_and_every_response_matches_the_schema(api: httpx.Client
     try:
         schema = schemathesis.openapi.from_url(f"{api.base_url}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]
-        assert len(operations) == 11  # every endpoint of the contract
+        assert len(operations) == 12  # every endpoint of the contract, and GET /config
 
         for operation in operations:
 
