@@ -91,6 +91,7 @@ class Fault:
     name: str
     inject: Callable[[Night], str]  # does it, while the slow benchmark runs; says what it did
     llm: dict[str, Any] = field(default_factory=lambda: dict(FAKE_SLOW))
+    says: str | None = None  # the critical message the supervisor sends about it
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,8 @@ def live_through(night: Night, fault: Fault) -> Morning:
     assert all(n > 0 for n in result.planned.values())
     assert (result.attrgen_runs, result.attributes) == (1, 4 * 3)  # name, appearance, biography
     texts = night.telegram.texts()
+    if fault.says is not None:
+        assert [t for t in texts if fault.says in t], f"no message saying {fault.says!r}"
     for task in tasks:
         announced = [t for t in texts if f"“{task.label}”" in t]
         assert len(announced) == 1, f"{task.label} announced {len(announced)} times: {texts}"
@@ -219,13 +222,17 @@ def kill_serve_and_serve_again(night: Night) -> str:
     return "serve SIGKILLed (its whole stack went with it), then a new serve started"
 
 
+def restarted(process: str) -> str:
+    return f"⚠️ <b>CRITICAL</b>: the {process} died (exit -9, SIGKILL) and was restarted."
+
+
 FAULTS = [
-    Fault("Prefect server SIGKILLed", kill_server),
+    Fault("Prefect server SIGKILLed", kill_server, says=restarted("Prefect server")),
     Fault("Prefect server SIGSTOPped", stop_server_for_two_minutes),
-    Fault("GPU worker and flow SIGKILLed", kill_worker_and_flow),
+    Fault("GPU worker and flow SIGKILLed", kill_worker_and_flow, says=restarted("GPU worker")),
     Fault("flow process SIGKILLed", kill_flow_process),
-    Fault("queue manager SIGKILLed", kill_manager),
-    Fault("/queue API SIGKILLed", kill_queue_api),
+    Fault("queue manager SIGKILLed", kill_manager, says="CRITICAL: queue manager Crashed"),
+    Fault("/queue API SIGKILLed", kill_queue_api, says=restarted("/queue API")),
     Fault("serve SIGKILLed, then served again", kill_serve_and_serve_again),
 ]
 
