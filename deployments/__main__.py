@@ -34,7 +34,12 @@ def main() -> int:
         ("demo", "run the demo pipeline through the queue"),
     ):
         command = commands.add_parser(name, help=text)
-        command.add_argument("--gpu-slots", type=int, default=1, help="tasks that may run at once")
+        command.add_argument(
+            "--gpu-slots",
+            type=int,
+            default=None,
+            help="tasks that may run at once (default: as the GPU pool is set; 1 for a new one)",
+        )
         if name == "serve":
             # Left out unless given, for Stack's defaults: importing them here would cost the
             # reaper (`reap`, below) Prefect's import.
@@ -62,8 +67,9 @@ def main() -> int:
     if args.command == "setup":
         from deployments.setup import setup
 
-        on = setup(gpu_slots=args.gpu_slots)
-        print(f"Work pools and deployments are set up ({args.gpu_slots} GPU slot(s)).")
+        done = setup(gpu_slots=args.gpu_slots)
+        print(f"Work pools and deployments are set up ({done.gpu_slots} GPU slot(s)).")
+        on = done.channels
         print(f"Messages go to: {', '.join(on)}." if on else "Messages are only logged.")
         return 0
     if args.command == "notify-test":

@@ -7,6 +7,7 @@ import os
 import shlex
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_client
@@ -23,23 +24,25 @@ from deployments.settings import DeploymentSettings
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 
 
-async def ensure_pool(name: str, *, concurrency_limit: int, description: str) -> None:
-    """Create the process work pool, or bring its limit in line; never touches its paused flag."""
+async def ensure_pool(name: str, *, concurrency_limit: int | None, description: str) -> int:
+    """Create the process work pool (limit 1 unless given), or set the limit when one is given:
+    a set-up made for several GPUs stays as it is until its user asks for a change. Never
+    touches the paused flag. Returns the pool's limit."""
     async with get_client() as client:
         try:
             pool = await client.read_work_pool(name)
         except ObjectNotFound:
+            limit = concurrency_limit or 1
             await client.create_work_pool(
                 WorkPoolCreate(
-                    name=name,
-                    type="process",
-                    concurrency_limit=concurrency_limit,
-                    description=description,
+                    name=name, type="process", concurrency_limit=limit, description=description
                 )
             )
-            return
-        if pool.concurrency_limit != concurrency_limit:
+            return limit
+        if concurrency_limit is not None and pool.concurrency_limit != concurrency_limit:
             await client.update_work_pool(name, WorkPoolUpdate(concurrency_limit=concurrency_limit))
+            return concurrency_limit
+        return pool.concurrency_limit or 1
 
 
 def deploy_all() -> None:
@@ -61,16 +64,22 @@ def deploy_all() -> None:
     )
 
 
-def setup(gpu_slots: int = 1) -> list[str]:
-    """Returns the notification channels that are on."""
-    asyncio.run(
+@dataclass(frozen=True)
+class SetUp:
+    gpu_slots: int  # the GPU pool's limit, as given or as it was
+    channels: list[str]  # the notification channels that are on
+
+
+def setup(gpu_slots: int | None = None) -> SetUp:
+    """gpu_slots: None keeps the GPU pool's limit (1 for a new pool)."""
+    slots = asyncio.run(
         ensure_pool(
             GPU_POOL, concurrency_limit=gpu_slots, description="Task flows, one per GPU slot."
         )
     )
     asyncio.run(ensure_pool(MANAGER_POOL, concurrency_limit=1, description="The queue manager."))
     deploy_all()
-    return asyncio.run(ensure_automations(DeploymentSettings()))
+    return SetUp(slots, asyncio.run(ensure_automations(DeploymentSettings())))
 
 
 async def ensure_automations(settings: DeploymentSettings) -> list[str]:

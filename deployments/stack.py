@@ -62,7 +62,7 @@ class Stack(Supervisor):
     def __init__(
         self,
         *,
-        gpu_slots: int = 1,
+        gpu_slots: int | None = None,
         port: int = DEFAULT_PORT,
         api_port: int | None = DEFAULT_API_PORT,
         logs: Path | None = None,
@@ -117,7 +117,8 @@ class Stack(Supervisor):
             self._start_reaper()
             if self.external_api is None:
                 self._start_server()
-            setup(gpu_slots=self.gpu_slots)
+            # The worker's --limit follows the pool's, kept as set unless given here.
+            self.gpu_slots = setup(gpu_slots=self.gpu_slots).gpu_slots
             asyncio.run(_end_orphans())  # what the last stack left running is over
             self._start_warm_starter()
             self.start_gpu_worker()
