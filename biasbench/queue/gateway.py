@@ -140,6 +140,7 @@ def as_queue_run(flow_run: FlowRun, task_type: TaskType) -> QueueRun:
         parameters=parameters,
         state_message=state.message if state else None,
         state_since=state.timestamp if state else None,
+        state_id=str(state.id) if state else None,
         ended_by=ended_by[0] if ended_by else None,
         tags=tuple(flow_run.tags),
         submitted_at=flow_run.created,
@@ -357,34 +358,64 @@ async def create_held_run(
 async def apply(
     client: PrefectClient, runs: Mapping[str, QueueRun], actions: Sequence[Action]
 ) -> None:
-    """Carry out the manager's decisions. A state the server refuses (the user cancelled the run
-    a moment ago) is simply not applied: the next snapshot shows the truth."""
+    """Carry out the manager's decisions, each only on the state it was decided on: a run that
+    moved on meanwhile (the user cancelled it) is left as it is, and the next look decides
+    again from the truth."""
     for action in actions:
-        run_id = UUID(action.run_id)
+        run = runs[action.run_id]
         match action:
             case Release(parameters=parameters):
-                # Prefect replaces the whole parameter dict: `parameters` is already merged.
-                await client.update_flow_run(run_id, parameters=parameters)
                 # Via a blocking pause: leaving a *rescheduling* pause marks the run as
                 # "resuming", which keeps its run count at 0, and Prefect then retries a
                 # failure once more than it should. Leaving a blocking pause for Scheduled
                 # starts a fresh attempt (Prefect's core_policy says so).
-                await client.set_flow_run_state(
-                    run_id, Paused(name=RELEASING, reschedule=False), force=True
+                releasing = await _write_unless_moved(
+                    client, run.id, run.state_id, Paused(name=RELEASING, reschedule=False)
                 )
-                await client.set_flow_run_state(
-                    run_id, Scheduled(name=RELEASED, scheduled_time=runs[action.run_id].created)
-                )
+                if releasing is None:
+                    continue
+                # Prefect replaces the whole parameter dict: `parameters` is already merged.
+                await client.update_flow_run(UUID(run.id), parameters=parameters)
+                released: State[Any] = Scheduled(name=RELEASED, scheduled_time=run.created)
+                await _write_unless_moved(client, run.id, releasing, released)
             case Skip(reason=reason, upstream=upstream):
-                await _mark_ended_by(client, runs[action.run_id], upstream)
-                await client.set_flow_run_state(
-                    run_id, Cancelled(name=SKIPPED, message=reason), force=True
-                )
+                skipped: State[Any] = Cancelled(name=SKIPPED, message=reason)
+                if await _write_unless_moved(client, run.id, run.state_id, skipped):
+                    await _mark_ended_by(client, run, upstream)
             case Cancel(reason=reason, upstream=upstream):
-                await _mark_ended_by(client, runs[action.run_id], upstream)
-                await client.set_flow_run_state(run_id, Cancelled(message=reason), force=True)
+                cancelled: State[Any] = Cancelled(message=reason)
+                if await _write_unless_moved(client, run.id, run.state_id, cancelled):
+                    await _mark_ended_by(client, run, upstream)
             case Relabel(name=name):
-                await client.set_flow_run_state(run_id, held_state(name), force=True)
+                await _write_unless_moved(client, run.id, run.state_id, held_state(name))
+
+
+async def _write_unless_moved(
+    client: PrefectClient, run_id: str, decided_on: str | None, state: State
+) -> str | None:
+    """Write `state` (forced: the queue's own transitions are not in Prefect's policy) only if
+    the run is still in the state `decided_on`. Prefect has no compare-and-set, so the check
+    is made before and after: a state written by someone else between the two (a user's
+    cancel) is put back on top, as it was. Returns the id of the state written, or None."""
+    flow_run_id = UUID(run_id)
+    current = (await client.read_flow_run(flow_run_id)).state
+    if decided_on is not None and (current is None or str(current.id) != decided_on):
+        return None
+    written = await client.set_flow_run_state(flow_run_id, state, force=True)
+    if written.state is None:
+        return None
+    history = sorted(await client.read_flow_run_states(flow_run_id), key=lambda s: s.timestamp)
+    ids = [str(s.id) for s in history]
+    mine = ids.index(str(written.state.id)) if str(written.state.id) in ids else -1
+    before = history[mine - 1] if mine > 0 else None
+    if decided_on is not None and before is not None and str(before.id) != decided_on:
+        await client.set_flow_run_state(
+            flow_run_id,
+            State(type=before.type, name=before.name, message=before.message),
+            force=True,
+        )
+        return None
+    return str(written.state.id)
 
 
 async def _mark_ended_by(client: PrefectClient, run: QueueRun, upstream: str | None) -> None:

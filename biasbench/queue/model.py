@@ -110,6 +110,7 @@ class QueueRun:
     parameters: dict[str, Any] = field(default_factory=dict)
     state_message: str | None = None
     state_since: datetime | None = None  # when it entered its current state
+    state_id: str | None = None  # that state's id: a write decided on it checks it still holds
     ended_by: str | None = None  # the upstream whose end skipped or cancelled it (a cascade)
     tags: tuple[str, ...] = ()
     submitted_at: datetime | None = None  # when the flow run was created

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +15,6 @@ from biasbench.queue.model import QUEUE_TAG
 from biasbench.queue.submit import submit
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def deployed(prefect_server: str) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "deployments", "setup"],
-        cwd=REPO,
-        check=True,
-        capture_output=True,
-        env={**os.environ, "PREFECT_API_URL": prefect_server},
-    )
 
 
 async def task_runs() -> int:
