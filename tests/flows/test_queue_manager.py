@@ -178,8 +178,13 @@ def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(
                     label="broken-attrgen",
                 )
                 bench = await submit(client, "benchmark", FAKE, upstream=[attrs], label="bench-a")
+                # A benchmark produces no dataset: this one names its own (it never runs).
                 below = await submit(
-                    client, "benchmark", FAKE, upstream=[bench], label="bench-below"
+                    client,
+                    "benchmark",
+                    {**FAKE, "dataset_id": 1},
+                    upstream=[bench],
+                    label="bench-below",
                 )
                 other = await submit(client, "pool_gen", {"n": 30, "seed": 5}, label="unrelated")
         finally:
