@@ -30,7 +30,7 @@ async def cancel(client: PrefectClient, run_id: str) -> QueueRun:
     run = await gateway.run_by_id(client, run_id)
     if run.is_final:
         raise NotAllowedNow(f"task {run_id} has already finished", field="status")
-    await gateway.request_cancel(client, run_id, USER_CANCEL)
+    await gateway.request_cancel(client, run, USER_CANCEL)
     return run
 
 

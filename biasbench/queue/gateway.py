@@ -433,9 +433,16 @@ async def requeue(client: PrefectClient, run: QueueRun, held_as: str) -> None:
     await client.set_flow_run_state(UUID(run.id), held_state(held_as), force=True)
 
 
-async def request_cancel(client: PrefectClient, run_id: str, message: str) -> None:
-    """Held → Cancelled at once; running → its worker stops the process, then Cancelled."""
-    await client.set_flow_run_state(UUID(run_id), Cancelling(message=message))
+async def request_cancel(client: PrefectClient, run: QueueRun, message: str) -> None:
+    """Held or released (no process of this attempt yet) → Cancelled at once; executing → its
+    worker stops the process, then Cancelled. Prefect itself ends a waiting run at once only
+    if it never had a process: a released run that ran before (retried, requeued) would stay
+    Cancelling, shown as running and holding its slot, until the watchdog."""
+    if run.is_held or run.is_released:
+        cancelled: State[Any] = Cancelled(message=message)
+        if await _write_unless_moved(client, run.id, run.state_id, cancelled):
+            return
+    await client.set_flow_run_state(UUID(run.id), Cancelling(message=message))
 
 
 async def delete_run(client: PrefectClient, run_id: str) -> None:

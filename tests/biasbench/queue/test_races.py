@@ -75,3 +75,26 @@ def test_a_cancel_between_the_managers_check_and_its_write_still_wins() -> None:
 
     assert run.state is not None
     assert (run.state.type.value, run.state.name) == ("CANCELLED", "Cancelled")
+
+
+def test_cancelling_a_released_task_that_ran_before_ends_it_at_once() -> None:
+    """Issue 13, item 2: a task put back after an earlier attempt (retried, requeued, parked)
+    still carries that attempt's process id; released again and cancelled before a worker
+    takes it, Prefect would leave it Cancelling ("running") until the watchdog's timeout."""
+
+    async def scenario() -> FlowRun:
+        async with get_client() as client:
+            run_id = await submit(client, "pool_gen", {"n": 10}, label="race-released-cancel")
+            # What an earlier attempt leaves behind: the worker's record of its process.
+            await client.update_flow_run(UUID(run_id), infrastructure_pid="4194000")
+            snapshot = await gateway.read_queue(client)
+            release = Release(run_id, parameters=dict(snapshot[run_id].parameters))
+            await gateway.apply(client, snapshot, [release])
+            assert (await client.read_flow_run(UUID(run_id))).state_name == "Released"
+            await control.cancel(client, run_id)
+            return await client.read_flow_run(UUID(run_id))
+
+    run = asyncio.run(scenario())
+
+    assert run.state is not None
+    assert (run.state.type.value, run.state.name) == ("CANCELLED", "Cancelled")
