@@ -23,9 +23,9 @@ from tests.support.rows import count, result_keys
 def test_retrying_a_failed_flow_run_resumes_its_benchmark_run(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLM_MAX_RETRIES", "1")
-    # 40 answers, then the server fails twice in a row (one request and its retry): run fails.
-    llm_server.script([Delay(0)] * 40 + [Status(500)] * 2)
+    # 40 answers, then the GPU runs out of memory: the run fails at once (a critical kind).
+    oom = "CUDA out of memory. Tried to allocate 2.00 GiB"
+    llm_server.script([Delay(0)] * 40 + [Status(500, message=oom)])
     parameters = {
         "dataset_id": small_dataset,
         "model_name": MODEL,
@@ -59,6 +59,6 @@ def test_retrying_a_failed_flow_run_resumes_its_benchmark_run(
     keys = result_keys(engine, run.id)
     assert len(keys) == len(set(keys)) == run.planned
     asked = len(llm_server.requests)
-    assert asked == run.planned + 2  # every question once, plus the two failed tries
+    assert asked == run.planned + 1  # every question once, plus the one that failed
     assert found is not None and (found.run_type, found.run_id) == ("benchmark", run.id)
     assert found.summary["results"] == run.planned
