@@ -7,6 +7,12 @@ backoff: under 50 concurrent clients that made a 34 s tail, and 2-3 % of the req
 failed (perf/README.md). Taking turns removes the collisions between the shim's own writes; reads
 (GETs and the POST filters) stay concurrent.
 
+What is left are collisions with the server's own writers (its event persister, triggers, worker
+heartbeats): with one writer alone, 50 concurrent creates still had a 34 s tail (perf/README.md),
+because the client backs off 2, 4, 8, 16 s. A write the server answers 503 (its transaction was rolled back, nothing
+was written) is therefore sent again within its turn after a short pause (`RETRY_PAUSES`), before
+the next write goes; only if that fails too does the Prefect client's own backoff take over.
+
 The turn is taken per HTTP request, below the Prefect client's retries, so that a retry's backoff
 never holds the queue. A request that waits longer than `max_wait` for its turn raises
 `WritesBusy`, which the app answers with a 503 and Retry-After: the shim says it is full instead
@@ -18,6 +24,10 @@ import asyncio
 import time
 
 import httpx
+
+# Pauses before sending a write again that the server refused with a 503 (SQLite was locked by
+# one of its own writers): short, because such a collision lasts one transaction.
+RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 # POST routes of the Prefect API that only read.
 _READ_SUFFIXES = ("/filter", "/count", "/history", "/paginate")
@@ -56,21 +66,30 @@ class OneWriterTransport(httpx.AsyncBaseTransport):
         except TimeoutError:
             raise WritesBusy(time.monotonic() - began) from None
         try:
-            response = await self.inner.handle_async_request(request)
-            # Read whole inside the turn: the server has answered (committed) before the next
-            # write goes. The bytes are passed on as they came (still encoded, if they were).
-            try:
-                body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
-            finally:
-                await response.aclose()
-            return httpx.Response(
-                response.status_code,
-                headers=response.headers,
-                stream=httpx.ByteStream(body),
-                extensions=response.extensions,
-            )
+            response = await self._send(request)
+            for pause in RETRY_PAUSES:
+                if response.status_code != 503:
+                    break
+                await asyncio.sleep(pause)
+                response = await self._send(request)
+            return response
         finally:
             self._turn.release()
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """The answer read whole: the server has answered (committed) before the next write goes.
+        The bytes are passed on as they came (still encoded, if they were)."""
+        response = await self.inner.handle_async_request(request)
+        try:
+            body = b"".join([chunk async for chunk in response.stream])  # type: ignore[union-attr]
+        finally:
+            await response.aclose()
+        return httpx.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=httpx.ByteStream(body),
+            extensions=response.extensions,
+        )
 
     async def aclose(self) -> None:
         await self.inner.aclose()
