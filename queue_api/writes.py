@@ -9,9 +9,10 @@ failed (perf/README.md). Taking turns removes the collisions between the shim's 
 
 What is left are collisions with the server's own writers (its event persister, triggers, worker
 heartbeats): with one writer alone, 50 concurrent creates still had a 34 s tail (perf/README.md),
-because the client backs off 2, 4, 8, 16 s. A write the server answers 503 (its transaction was rolled back, nothing
-was written) is therefore sent again within its turn after a short pause (`RETRY_PAUSES`), before
-the next write goes; only if that fails too does the Prefect client's own backoff take over.
+because the client backs off 2, 4, 8, 16 s. A write the server answers 503 (its transaction was
+rolled back, nothing was written) is therefore sent again within its turn after a short pause
+(`RETRY_PAUSES`), before the next write goes; only if that fails too does the Prefect client's
+own backoff take over.
 
 The turn is taken per HTTP request, below the Prefect client's retries, so that a retry's backoff
 never holds the queue. A request that waits longer than `max_wait` for its turn raises
