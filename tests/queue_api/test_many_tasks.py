@@ -37,6 +37,9 @@ def test_listing_retry_and_messages_see_more_than_a_page_of_tasks(
     api: httpx.Client, stack: RunningStack
 ) -> None:
     api.post("/queue/pause")  # nothing starts: the test watches the held tasks only
+    # The manager must see the upstream's cancel to count it: on a loaded machine its process
+    # took 50 s to start, and one started after the cancel summed up 205 cancellations, not 206.
+    wait_until(lambda: api.get("/queue/stats").json()["executor_running"], timeout=180)
     # Unfinished runs of earlier tests would keep the queue from draining; deleted runs are
     # neither run nor counted.
     asyncio.run(delete_unfinished_runs())
