@@ -195,8 +195,12 @@ def main() -> int:
                 took = time.monotonic() - began
             finally:
                 for _, process in apis.values():
-                    process.terminate()
-                    process.wait(10)
+                    process.terminate()  # uvicorn waits for open requests: then it is killed
+                    try:
+                        process.wait(10)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait(10)
     print(f"\n{args.tasks} adds then deletes per API from {args.clients} concurrent clients")
     report(tallies, per_round * args.rounds)
     print(
