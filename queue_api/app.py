@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from prefect import get_client
-from prefect.settings import PREFECT_API_URL
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_ENABLE_HTTP2, PREFECT_API_URL
 
 from biasbench.db.engine import ready_engine
 from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound
@@ -29,18 +30,20 @@ from queue_api.page_config import router as page_config_router
 from queue_api.routes import router
 from queue_api.settings import ApiSettings
 from queue_api.tasks import TaskViews
+from queue_api.writes import WritesBusy, one_writer_transport
 
 log = logging.getLogger("queue_api")
 
 
 def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -> FastAPI:
     engine = ready_engine((domain or Settings()).db_url)
+    settings = api or ApiSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One Prefect client for the app's life: a client per request costs a new connection
         # and an SSL context, which was half of a request's time (perf/README.md).
-        async with get_client() as client:
+        async with get_client(httpx_settings=_transport(settings)) as client:
             app.state.prefect = client
             app.state.health = health = PrefectHealth(PREFECT_API_URL.value())
             watching = asyncio.create_task(health.watch())
@@ -55,22 +58,27 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
         version="1.0",
         description="The original /queue API, served over the Prefect-based queue.",
     )
-    app.state.settings = api = api or ApiSettings()
+    app.state.settings = settings
     app.state.views = TaskViews(engine, TaskIds(engine))
     app.add_exception_handler(BiasBenchError, _refused)
     app.add_exception_handler(RequestValidationError, _malformed)
     app.add_exception_handler(httpx.TransportError, _prefect_down)
+    app.add_exception_handler(WritesBusy, _busy)
+    app.add_exception_handler(PrefectHTTPStatusError, _prefect_refused)
     app.middleware("http")(_while_prefect_answers)
     # Outermost but for CORS: nothing reads a request the guard refuses.
     app.add_middleware(
         RequestGuard,
-        hosts=api.host_names,
-        origins=api.cors_origins,
-        max_body=api.max_body_bytes,
+        hosts=settings.host_names,
+        origins=settings.cors_origins,
+        max_body=settings.max_body_bytes,
     )
-    if api.cors_origins:
+    if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=api.cors_origins, allow_methods=["*"], allow_headers=["*"]
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
         )
     app.include_router(router)
     app.include_router(page_config_router)
@@ -103,6 +111,40 @@ _NEEDS_NO_PREFECT = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"
 async def _prefect_down(request: Request, exc: Exception) -> JSONResponse:
     return _unavailable(
         f"the Prefect server does not answer ({type(exc).__name__}); no task is lost"
+    )
+
+
+def _transport(api: ApiSettings) -> dict[str, object] | None:
+    """The Prefect client's transport: writes one at a time (writes.py), when the server is
+    remote (an in-process one gets the client's own ASGI transport)."""
+    if not api.one_writer or PREFECT_API_URL.value() is None:
+        return None
+    return {
+        "transport": one_writer_transport(
+            max_wait=api.write_wait_seconds, http2=bool(PREFECT_API_ENABLE_HTTP2.value())
+        )
+    }
+
+
+async def _busy(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("refused %s %s (503): %s", request.method, request.url.path, exc)
+    return _unavailable(str(exc))
+
+
+async def _prefect_refused(request: Request, exc: Exception) -> JSONResponse:
+    """Prefect still answered 5xx after its client's retries (e.g. 503 "database is locked"
+    from another writer): the change was not made; say so, never a bare 500. Any other status
+    is a bug of ours and stays a 500."""
+    assert isinstance(exc, PrefectHTTPStatusError)
+    status = exc.response.status_code
+    if status < 500:
+        raise exc
+    log.warning(
+        "%s %s: Prefect answered %s after retries", request.method, request.url.path, status
+    )
+    return _unavailable(
+        f"the Prefect server is overloaded (it answered {status}); the request was not carried "
+        "out, try again in a few seconds"
     )
 
 

@@ -38,6 +38,21 @@ class ApiSettings(BaseSettings):
         description="Larger request bodies are refused (413) before they are read whole.",
     )
 
+    # --- load
+    one_writer: bool = Field(
+        default=True,
+        validation_alias="QUEUE_API_ONE_WRITER",
+        description="Send the API's changes to Prefect one at a time (queue_api/writes.py): "
+        "the Prefect server on SQLite fails colliding writes. `false` only to measure it.",
+    )
+    write_wait_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        validation_alias="QUEUE_API_WRITE_WAIT_SECONDS",
+        description="A change that waits longer than this for its turn is refused with a 503 "
+        "and Retry-After (the API is saturated), not made.",
+    )
+
     @field_validator("token", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -26,6 +26,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterEndTime,
     FlowRunFilterId,
     FlowRunFilterState,
+    FlowRunFilterStateName,
     FlowRunFilterStateType,
     FlowRunFilterTags,
 )
@@ -47,6 +48,7 @@ from biasbench.queue.model import (
     FINAL_TYPES,
     GPU_POOL,
     HELD_QUEUED,
+    HELD_WAITING,
     MANAGER_ACTIVE_TYPES,
     MANAGER_DEPLOYMENT,
     MANAGER_FLOW,
@@ -168,6 +170,17 @@ async def _as_queue_runs(client: PrefectClient, flow_runs: Iterable[FlowRun]) ->
 async def unfinished_runs(client: PrefectClient) -> list[QueueRun]:
     """Every unfinished task: few, however long the history is."""
     return await _as_queue_runs(client, await _read_all(client, _task_filter(UNFINISHED_TYPES)))
+
+
+async def waiting_runs(client: PrefectClient) -> list[QueueRun]:
+    """Tasks held until their upstream tasks complete: the only ones that can depend on a task
+    that has not started (submission and every requeue hold a dependent as Waiting; the manager
+    relabels it Queued only once its upstream tasks are done)."""
+    held = FlowRunFilterState(
+        type=FlowRunFilterStateType(any_=[StateType.PAUSED]),
+        name=FlowRunFilterStateName(any_=[HELD_WAITING]),
+    )
+    return await _as_queue_runs(client, await _read_all(client, _task_filter(state=held)))
 
 
 async def runs_by_id(client: PrefectClient, run_ids: Iterable[str]) -> dict[str, QueueRun]:

@@ -28,6 +28,11 @@ def wait_until(check: Callable[[], bool], timeout: float = 600) -> None:
         time.sleep(1)
 
 
+def task_id(answer: httpx.Response) -> int:
+    assert answer.is_success, f"{answer.status_code}: {answer.text[:300]}"
+    return int(answer.json()["task_id"])
+
+
 def statuses(api: httpx.Client) -> dict[int, str]:
     listed = api.get("/queue", params={"include_done": True, "limit": 10_000}).json()
     return {t["id"]: t["status"] for t in listed}
@@ -37,24 +42,31 @@ def test_listing_retry_and_messages_see_more_than_a_page_of_tasks(
     api: httpx.Client, stack: RunningStack
 ) -> None:
     api.post("/queue/pause")  # nothing starts: the test watches the held tasks only
+    # The manager must see the upstream's cancel to count it: on a loaded machine its process
+    # took 50 s to start, and one started after the cancel summed up 205 cancellations, not 206.
+    wait_until(lambda: api.get("/queue/stats").json()["executor_running"], timeout=180)
     # Unfinished runs of earlier tests would keep the queue from draining; deleted runs are
     # neither run nor counted.
     asyncio.run(delete_unfinished_runs())
     try:
-        upstream = api.post(
-            "/queue/add",
-            json={"task_type": "pool_gen", "config": {"n": 10}, "label": "page-upstream"},
-        ).json()["task_id"]
-        dependents = [
+        upstream = task_id(
             api.post(
                 "/queue/add",
-                json={
-                    "task_type": "balanced_gen",
-                    "config": {"n": 5},
-                    "depends_on": upstream,
-                    "label": "page-dependent",
-                },
-            ).json()["task_id"]
+                json={"task_type": "pool_gen", "config": {"n": 10}, "label": "page-upstream"},
+            )
+        )
+        dependents = [
+            task_id(
+                api.post(
+                    "/queue/add",
+                    json={
+                        "task_type": "balanced_gen",
+                        "config": {"n": 5},
+                        "depends_on": upstream,
+                        "label": "page-dependent",
+                    },
+                )
+            )
             for _ in range(MANY)
         ]
         listed = api.get("/queue", params={"include_done": False, "limit": 10_000}).json()

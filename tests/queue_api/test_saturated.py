@@ -1,0 +1,71 @@
+"""Beyond what the API can write in time, a change is refused with a 503, a Retry-After and a
+message, never a bare 500, and a refused add leaves nothing behind. Saturation is made cheap here:
+a change may wait only 10 ms for its turn to be written to Prefect."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from biasbench.settings import Settings
+from queue_api.app import create_app
+from queue_api.settings import ApiSettings
+from tests.support.ports import free_port
+from tests.support.stack import RunningStack
+
+CONCURRENT = 20
+
+
+@pytest.fixture
+def impatient_api(stack: RunningStack, home: Path) -> Iterator[str]:
+    settings = ApiSettings(write_wait_seconds=0.01)
+    app = create_app(settings, Settings(db_url=f"sqlite:///{home / 'queue.db'}"))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    # The thread sees the test session's Prefect server (a context variable, not os.environ).
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(server.run,))
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+async def _adds(base: str) -> tuple[list[httpx.Response], list[dict[str, object]]]:
+    async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+        assert (await http.post("/queue/pause")).is_success
+        answers = await asyncio.gather(
+            *(
+                http.post(
+                    "/queue/add",
+                    json={"task_type": "pool_gen", "config": {"n": 10}, "label": f"busy-{i}"},
+                )
+                for i in range(CONCURRENT)
+            )
+        )
+        listed = (await http.get("/queue", params={"limit": 10_000})).json()
+        for answer in answers:
+            if answer.is_success:
+                await http.delete(f"/queue/{answer.json()['task_id']}")
+    return list(answers), listed
+
+
+def test_a_saturated_api_answers_503_with_retry_after(impatient_api: str) -> None:
+    answers, listed = asyncio.run(_adds(impatient_api))
+    assert {a.status_code for a in answers} <= {200, 503}
+    busy = [a for a in answers if a.status_code == 503]
+    assert busy, "20 adds at once, each allowed 10 ms of waiting: some must have been refused"
+    for answer in busy:
+        assert answer.headers["Retry-After"].isdigit()
+        assert "busy" in answer.json()["detail"]
+    made = {t["label"] for t in listed if str(t["label"]).startswith("busy-")}
+    assert len(made) == CONCURRENT - len(busy)  # a refused add created nothing
