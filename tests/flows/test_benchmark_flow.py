@@ -190,22 +190,12 @@ def test_the_analysis_of_a_resumed_run_counts_only_its_current_plan(
 def test_a_server_failing_more_items_than_the_error_share_fails_the_run(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import asyncio
 
     monkeypatch.setenv("LLM_MAX_RETRIES", "0")
     for adjective in active_adjectives(engine)[:4]:  # 4 of 15 traits: 27 % of the items
         llm_server.on_prompt(question_about(adjective), Status(503, message="overloaded"))
 
-    state = asyncio.run(
-        benchmark(
-            dataset_id=small_dataset,
-            model_name=MODEL,
-            llm="vllm",
-            vllm_base_url=llm_server.base_url,
-            batch_size=4,
-            return_state=True,
-        )
-    )
+    state = run_benchmark(llm_server, small_dataset, batch_size=4, return_state=True)
 
     assert state.is_failed() and state.name == "Failed"  # broken, but not critical
     error = state.result(raise_on_failure=False)
@@ -246,20 +236,10 @@ def test_unreachable_server_fails_fast_with_a_critical_error(
 def test_a_gpu_out_of_memory_fails_the_run_as_out_of_memory_at_once(
     engine: Engine, llm_server: OpenAIServer, small_dataset: int
 ) -> None:
-    import asyncio
 
     llm_server.script([Reply('{"rating": 2}')] * 3)
     llm_server.script([Status(500, message="CUDA out of memory. Tried to allocate 1.2 GiB")] * 50)
-    state = asyncio.run(
-        benchmark(
-            dataset_id=small_dataset,
-            model_name=MODEL,
-            llm="vllm",
-            vllm_base_url=llm_server.base_url,
-            batch_size=1,
-            return_state=True,
-        )
-    )
+    state = run_benchmark(llm_server, small_dataset, batch_size=1, return_state=True)
 
     assert state.is_failed() and state.name == "Out of memory"  # critical: the run's badge
     assert len(llm_server.requests) == 4  # the first out-of-memory answer ends the run
