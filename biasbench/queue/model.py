@@ -142,6 +142,11 @@ class QueueRun:
         may start it on its own (it then parks itself in the queue)."""
         return self.state_type == "SCHEDULED" and self.state_name != RELEASED
 
+    def is_scheduled_later(self, now: datetime) -> bool:
+        """Made by a deployment schedule or `--start-in` for a time still to come: not queue
+        work yet (not listed, not counted as queued, and the queue can drain before it)."""
+        return self.is_unreleased and self.created > now
+
     @property
     def is_running(self) -> bool:
         return self.status is QueueStatus.RUNNING

@@ -186,3 +186,30 @@ def test_a_task_made_with_the_cli_appears_with_an_id_and_keeps_it(
     assert len(cli) == 1 and cli[0]["task_type"] == "pool_gen"
     again = api.get(f"/queue/{cli[0]['id']}").json()
     assert again["id"] == cli[0]["id"] and again["config"]["n"] == 30
+
+
+def test_a_run_a_schedule_made_for_later_is_not_queue_work_until_its_time(
+    api: httpx.Client, prefect_server: str
+) -> None:
+    seed = random.randrange(10**9)
+    before = api.get("/queue/stats").json()
+    command = [
+        *(sys.executable, "-m", "prefect", "deployment", "run", "pool_gen/gpu"),
+        *("--param", "n=30", "--param", f"seed={seed}", "--start-in", "1 hour"),
+    ]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    out = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    run_id = out.stdout.split("UUID: ")[1].split()[0]
+    try:
+        stats = api.get("/queue/stats").json()
+        assert stats["scheduled"] == before["scheduled"] + 1
+        assert (stats["queued"], stats["total"]) == (before["queued"], before["total"])
+        listed = api.get("/queue", params={"limit": 1000}).json()
+        assert not [t for t in listed if t["config"].get("seed") == seed]
+    finally:
+        asyncio.run(_delete(run_id))
+
+
+async def _delete(run_id: str) -> None:
+    async with get_client() as client:
+        await client.delete_flow_run(run_id)  # type: ignore[arg-type]
