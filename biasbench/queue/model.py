@@ -198,17 +198,3 @@ def held_dependents(run_id: str, runs: Mapping[str, QueueRun]) -> set[str]:
         }
         found |= frontier
     return found
-
-
-# Which result of an upstream becomes which parameter of a dependent (design.md §3.5).
-RESULT_WIRING: dict[tuple[TaskType, TaskType], dict[str, str]] = {
-    (TaskType.POOL_GEN, TaskType.BALANCED_GEN): {"dataset_id": "dataset_id"},
-    (TaskType.BALANCED_GEN, TaskType.ATTRGEN): {"dataset_id": "dataset_id"},
-    (TaskType.BALANCED_GEN, TaskType.BENCHMARK): {"dataset_id": "dataset_id"},
-    (TaskType.POOL_GEN, TaskType.ATTRGEN): {"dataset_id": "dataset_id"},
-    (TaskType.POOL_GEN, TaskType.BENCHMARK): {"dataset_id": "dataset_id"},
-    (TaskType.ATTRGEN, TaskType.BENCHMARK): {
-        "attrgen_run_id": "run_id",
-        "dataset_id": "dataset_id",
-    },
-}

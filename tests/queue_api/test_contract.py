@@ -47,6 +47,7 @@ STATS_FIELDS = {
     "executor_running": bool,
     "executor_paused": bool,
     "gpu_workers_alive": int,  # an extension
+    "scheduled": int,  # an extension
 }
 
 
@@ -154,6 +155,33 @@ def test_a_refused_submission_is_400_with_a_message_and_creates_nothing(
     assert response.status_code == 400 and says in response.json()["detail"]
     assert "s3cret" not in response.text  # a secret is never echoed back
     assert task_count() == before
+
+
+def test_a_config_value_a_completed_upstream_contradicts_is_refused_and_one_it_confirms_is_not(
+    api: httpx.Client,
+) -> None:
+    pool = api.post("/queue/add", json={"task_type": "pool_gen", "config": {"n": 30}}).json()
+    deadline = time.monotonic() + 120
+    while (task := api.get(f"/queue/{pool['task_id']}").json())["status"] != "done":
+        assert time.monotonic() < deadline and task["status"] in {"queued", "running"}, task
+        time.sleep(0.5)
+    dataset = task["result_run_id"]
+
+    def balanced(dataset_id: int) -> httpx.Response:
+        config = {"n": 4, "dataset_id": dataset_id}
+        body = {"task_type": "balanced_gen", "config": config, "depends_on": pool["task_id"]}
+        return api.post("/queue/add", json=body)
+
+    before = task_count()
+    refused = balanced(dataset + 1000)
+    assert refused.status_code == 400 and task_count() == before
+    assert refused.json()["detail"] == (
+        f"config.dataset_id: dataset_id={dataset + 1000} was given, but upstream "
+        f"task {pool['task_id']} (pool_gen) gives dataset_id={dataset}"
+    )
+    confirmed = balanced(dataset)
+    assert confirmed.status_code == 200, confirmed.text
+    api.delete(f"/queue/{confirmed.json()['task_id']}")
 
 
 def test_unknown_ids_are_404(api: httpx.Client) -> None:
