@@ -5,7 +5,8 @@
     ├── NotFound               a task, dataset or run that is named does not exist      (404)
     ├── QueueError             a queue operation cannot be done                         (400)
     │   ├── InvalidSubmission  a task's type, config or upstream is wrong               (400)
-    │   └── NotAllowedNow      the task's status does not allow it (retry a running task) (409)
+    │   ├── NotAllowedNow      the task's status does not allow it (retry a running task) (409)
+    │   └── QueueBusy          Prefect could not make the change now; try again         (503)
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
@@ -100,6 +101,11 @@ class InvalidSubmission(QueueError):
 class NotAllowedNow(QueueError):
     """What the task's status (or its dependents) does not allow now: cancel a finished task,
     retry a running one, remove one that others wait for."""
+
+
+class QueueBusy(QueueError):
+    """Prefect could not carry the change out now (its database was busy); nothing was made.
+    Worth trying again in a few seconds."""
 
 
 class LLMError(BiasBenchError):

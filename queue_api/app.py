@@ -21,7 +21,7 @@ from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_ENABLE_HTTP2, PREFECT_API_URL
 
 from biasbench.db.engine import ready_engine
-from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound
+from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound, QueueBusy
 from biasbench.settings import Settings
 from queue_api.guard import RequestGuard
 from queue_api.health import PrefectHealth
@@ -166,7 +166,10 @@ async def _malformed(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(status_code=422, content={"detail": errors})
 
 
-async def _refused(_: Request, exc: Exception) -> JSONResponse:
-    """Unknown ids are 404, what a task's status forbids now is 409, other refusals 400."""
+async def _refused(request: Request, exc: Exception) -> JSONResponse:
+    """Unknown ids are 404, what a task's status forbids now is 409, a busy Prefect 503, other
+    refusals 400."""
+    if isinstance(exc, QueueBusy):
+        return await _busy(request, exc)
     status = 404 if isinstance(exc, NotFound) else 409 if isinstance(exc, NotAllowedNow) else 400
     return JSONResponse(status_code=status, content={"detail": str(exc)})

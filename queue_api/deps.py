@@ -57,9 +57,9 @@ Mutating = Depends(_authorised)
 TaskId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The task's id.")]
 
 
-async def _flow_run_id(task_id: TaskId, ids: Ids) -> str:
+async def _flow_run_id(task_id: TaskId, ids: Ids, client: Prefect) -> str:
     """The task with this id (its flow run), or 404."""
-    return ids.flow_run_of(task_id)
+    return await ids.flow_run_of(client, task_id)
 
 
 FlowRunId = Annotated[str, Depends(_flow_run_id)]

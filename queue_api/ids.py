@@ -1,23 +1,69 @@
 """The contract's integer task ids: a mapping to Prefect flow-run ids, kept in the domain
 database so that ids survive restarts. A run first seen here (created with the CLI, the UI or a
-schedule) gets the next id. Nothing else about a task is stored (design.md §3.1)."""
+schedule) gets the next id. Nothing else about a task is stored (design.md §3.1).
+
+`POST /queue/add` has one outcome, whatever fails in between: it reserves the id first (a
+failure there creates nothing), creates the run tagged with that id, then binds the id to the
+run. Should that last write fail, the tag still says which id the run has, and the next read of
+the run binds it (`adopt`, `flow_run_of`), so the client's answer stays true."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import uuid
+from collections.abc import Iterable, Mapping
 
-from sqlalchemy import Engine, select
+from prefect.client.orchestration import PrefectClient
+from sqlalchemy import Engine, select, update
 
 from biasbench.db.engine import session_scope
 from biasbench.db.models import QueueTaskId
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import NotFound
+from biasbench.queue import gateway
+
+TASK_ID_TAG = "task-id:"  # + the id: on every run the API creates
+_RESERVED = "reserved:"  # + a random hex: an id whose run is being created
+
+
+def task_id_tag(task_id: int) -> str:
+    return f"{TASK_ID_TAG}{task_id}"
 
 
 class TaskIds:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._by_run: dict[str, int] = {}  # ids never change: cache them
+
+    def reserve(self) -> int:
+        """The next id, for a run about to be created."""
+        with session_scope(self.engine) as session:
+            row = QueueTaskId(flow_run_id=_RESERVED + uuid.uuid4().hex[:27])
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def bind(self, task_id: int, flow_run_id: str) -> None:
+        """A reserved id now names its run (a no-op if that happened already). An id whose run
+        was never created stays reserved: a gap in the ids (deleting the row could hand the
+        same id out again, and a run created after all, its answer lost, still carries it)."""
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(QueueTaskId)
+                .where(QueueTaskId.id == task_id, QueueTaskId.flow_run_id.startswith(_RESERVED))
+                .values(flow_run_id=flow_run_id)
+            )
+            bound = session.scalar(select(QueueTaskId.flow_run_id).where(QueueTaskId.id == task_id))
+        if bound == flow_run_id:
+            self._by_run[flow_run_id] = task_id
+
+    def adopt(self, tags_by_run: Mapping[str, Iterable[str]]) -> None:
+        """Bind the ids that runs carry in their tags but the table does not know yet."""
+        for run_id, tags in tags_by_run.items():
+            if run_id in self._by_run:
+                continue
+            for tag in tags:
+                if tag.startswith(TASK_ID_TAG) and tag.removeprefix(TASK_ID_TAG).isdigit():
+                    self.bind(int(tag.removeprefix(TASK_ID_TAG)), run_id)
 
     def ids_for(self, flow_run_ids: Iterable[str]) -> dict[str, int]:
         """flow-run id -> task id, allocating ids for runs not seen before (in the given order)."""
@@ -38,8 +84,15 @@ class TaskIds:
     def id_for(self, flow_run_id: str) -> int:
         return self.ids_for([flow_run_id])[flow_run_id]
 
-    def flow_run_of(self, task_id: int) -> str:
-        if (flow_run_id := self.flow_run_for(task_id)) is None:
+    async def flow_run_of(self, client: PrefectClient, task_id: int) -> str:
+        """The task's flow run; for an id whose binding was lost, found by its tag."""
+        flow_run_id = self.flow_run_for(task_id)
+        if flow_run_id is not None and flow_run_id.startswith(_RESERVED):
+            tagged = await gateway.run_ids_tagged(client, task_id_tag(task_id))
+            flow_run_id = tagged[0] if tagged else None
+            if flow_run_id is not None:
+                self.bind(task_id, flow_run_id)
+        if flow_run_id is None:
             raise NotFound(None, f"task {task_id} does not exist")
         return flow_run_id
 
@@ -50,7 +103,9 @@ class TaskIds:
             return {}
         with session_scope(self.engine) as session:
             rows = session.execute(
-                select(QueueTaskId.id, QueueTaskId.flow_run_id).where(QueueTaskId.id.in_(wanted))
+                select(QueueTaskId.id, QueueTaskId.flow_run_id).where(
+                    QueueTaskId.id.in_(wanted), QueueTaskId.flow_run_id.not_like(_RESERVED + "%")
+                )
             )
             return {task_id: flow_run_id for task_id, flow_run_id in rows}
 

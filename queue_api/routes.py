@@ -3,6 +3,7 @@ errors rise to the one handler in app.py."""
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -10,21 +11,25 @@ from fastapi import APIRouter, Query
 from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
 from biasbench.queue.payload import MAX_LABEL_LENGTH
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import check_submission
 from queue_api.deps import DomainDb, FlowRunId, Ids, Mutating, Prefect, TaskId, Views
+from queue_api.ids import task_id_tag
 from queue_api.labels import default_label
 from queue_api.schemas import Message, QueueStats, TaskCreated, TaskPublic, TaskSubmit
 
 router = APIRouter(prefix="/queue")
+logger = logging.getLogger(__name__)
 
 
 @router.post("/add", response_model=TaskCreated, dependencies=[Mutating])
-async def add(body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb) -> TaskCreated:
+async def add(
+    body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb, views: Views
+) -> TaskCreated:
     upstream = ids.flow_runs_for(body.upstream_ids)
     for task_id in body.upstream_ids:
         if task_id not in upstream:
             raise InvalidSubmission("depends_on", f"task {task_id} does not exist")
-    flow_run_id = await submit(
+    submission = await check_submission(
         client,
         body.task_type,
         body.config,
@@ -35,7 +40,13 @@ async def add(body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb) -> Task
         upstream_field="depends_on",
         upstream_names={run: str(task_id) for task_id, run in upstream.items()},
     )
-    return TaskCreated(task_id=ids.id_for(flow_run_id))
+    task_id = ids.reserve()  # before the run: if the id cannot be written, nothing is created
+    flow_run_id = await views.creator.create(client, submission, tags=[task_id_tag(task_id)])
+    try:
+        ids.bind(task_id, flow_run_id)
+    except Exception:  # the run carries its id in a tag: the next read binds it (ids.py)
+        logger.warning("Task %d: binding its id failed; its tag will", task_id, exc_info=True)
+    return TaskCreated(task_id=task_id)
 
 
 @router.get("", response_model=list[TaskPublic], response_model_exclude_unset=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from prefect.client.orchestration import PrefectClient
@@ -13,10 +13,11 @@ from sqlalchemy.orm import Session
 from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
-from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus
+from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
 from queue_api.attempts import Attempts
+from queue_api.batch_create import BatchCreator
 from queue_api.ids import TaskIds
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
@@ -29,6 +30,7 @@ class TaskViews:
     def __init__(self, engine: Engine, ids: TaskIds) -> None:
         self.engine, self.ids = engine, ids
         self.attempts = Attempts()
+        self.creator = BatchCreator()  # POST /queue/add's creates, batched when they coincide
 
     async def listing(
         self, client: PrefectClient, *, include_done: bool, limit: int
@@ -39,11 +41,16 @@ class TaskViews:
         done = await gateway.newest_finished_runs(
             client, limit - len(active) if include_done else 0
         )
-        tasks = in_contract_order(await self.public(client, [*active, *done]))[:limit]
+        places = places_in_line(active, now)
+        tasks = in_contract_order(await self.public(client, [*active, *done], places))[:limit]
         return await self._with_blockers(client, tasks)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
-        (task,) = await self.public(client, [await self.run_of(client, task_id)])
+        run = await self.run_of(client, task_id)
+        places = {}
+        if not run.is_final:  # its place depends on every other unfinished task
+            places = places_in_line(await gateway.unfinished_runs(client), datetime.now(UTC))
+        (task,) = await self.public(client, [run], places)
         (task,) = await self._with_blockers(client, [task])
         return task
 
@@ -71,7 +78,7 @@ class TaskViews:
         ]
 
     async def run_of(self, client: PrefectClient, task_id: int) -> QueueRun:
-        return await gateway.run_by_id(client, self.ids.flow_run_of(task_id))
+        return await gateway.run_by_id(client, await self.ids.flow_run_of(client, task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
         counts, later, state = await asyncio.gather(
@@ -89,15 +96,27 @@ class TaskViews:
             gpu_workers_alive=state.gpu_workers_alive,
         )
 
-    async def public(self, client: PrefectClient, runs: Sequence[QueueRun]) -> list[TaskPublic]:
+    async def public(
+        self, client: PrefectClient, runs: Sequence[QueueRun], places: Mapping[str, int]
+    ) -> list[TaskPublic]:
+        """`places`: each unfinished run's place in line; a finished task's position is its id
+        (submission order), as the original listed them."""
         attempts = await self.attempts.of(client, runs)
+        self.ids.adopt({r.id: r.tags for r in runs})
         # Ids are handed out in submission order to runs the API has not seen before.
         by_submission = sorted(runs, key=lambda r: (r.submitted_at or r.created, r.id))
         ids = self.ids.ids_for(r.id for r in by_submission)
         with session_scope(self.engine) as session:
-            return [self._task(session, run, ids[run.id], attempts[run.id]) for run in runs]
+            return [
+                self._task(
+                    session, run, ids[run.id], places.get(run.id, ids[run.id]), attempts[run.id]
+                )
+                for run in runs
+            ]
 
-    def _task(self, session: Session, run: QueueRun, task_id: int, attempt: Attempt) -> TaskPublic:
+    def _task(
+        self, session: Session, run: QueueRun, task_id: int, position: int, attempt: Attempt
+    ) -> TaskPublic:
         upstream_ids = list(self.ids.ids_for(run.upstream).values())
         status = run.status
         result = result_of_flow_run(session, run.id) if status is QueueStatus.DONE else None
@@ -106,7 +125,7 @@ class TaskViews:
             id=task_id,
             task_type=run.task_type,
             status=status,
-            position=task_id,
+            position=position,
             label=run.name,
             created_at=run.submitted_at,
             started_at=attempt.started_at,

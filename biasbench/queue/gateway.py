@@ -15,7 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
-from prefect.client.schemas.actions import WorkPoolUpdate
+from prefect.client.schemas.actions import DeploymentFlowRunCreate, WorkPoolUpdate
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterType,
@@ -36,10 +36,18 @@ from prefect.client.schemas.responses import OrchestrationResult, SetStateStatus
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events import Event
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.states import Cancelled, Cancelling, Crashed, Failed, Paused, Scheduled
+from prefect.states import (
+    Cancelled,
+    Cancelling,
+    Crashed,
+    Failed,
+    Paused,
+    Scheduled,
+    to_state_create,
+)
 from prefect.variables import Variable
 
-from biasbench.errors import CRASHED, NotFound, QueueError
+from biasbench.errors import CRASHED, NotFound, QueueBusy, QueueError
 from biasbench.queue.attempt import StateRecord
 from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
@@ -372,15 +380,97 @@ async def create_held_run(
     *,
     label: str | None,
     held_as: str,
+    tags: Sequence[str] = (),
 ) -> str:
     flow_run = await client.create_flow_run_from_deployment(
         deployment.id,
         parameters=parameters,
         state=held_state(held_as),
         name=label,
-        tags=[QUEUE_TAG],
+        tags=[QUEUE_TAG, *tags],
     )
     return str(flow_run.id)
+
+
+BULK_CREATE_LIMIT = 100  # the most runs Prefect's bulk route creates in one call
+
+
+@dataclass(frozen=True)
+class HeldRun:
+    """A run to create held in the queue (as `create_held_run` takes it)."""
+
+    parameters: dict[str, Any]
+    label: str | None
+    held_as: str
+    tags: Sequence[str] = ()
+
+
+# Pauses before creating again what a bulk call could not (SQLite was locked): longer than
+# writes.py's, since a bulk transaction is longer and collides more often with the server's own.
+BULK_RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+
+
+async def create_held_runs(
+    client: PrefectClient, deployment: TaskDeployment, runs: Sequence[HeldRun]
+) -> list[str | QueueError]:
+    """Create up to BULK_CREATE_LIMIT runs of one deployment in one call (one transaction on the
+    server); each item is its flow-run id, or why it was not created.
+
+    Prefect's bulk route reports each item, and on SQLite an item can fail with "database is
+    locked", which rolls the whole transaction back: the items it reported CREATED before then
+    do not exist. So after any failure the reported ids are checked, and whatever does not
+    exist is created again after a short pause."""
+    outcomes: list[str | QueueError] = [
+        QueueBusy("Prefect's database stayed busy; the task was not created, try again")
+    ] * len(runs)
+    todo = list(range(len(runs)))
+    for pause in (0.0, *BULK_RETRY_PAUSES):
+        await asyncio.sleep(pause)
+        results = await _bulk_create(client, deployment, [runs[i] for i in todo])
+        made = {
+            i: r["flow_run_id"]
+            for i, r in zip(todo, results, strict=True)
+            if r["status"] == "CREATED"
+        }
+        if len(made) < len(todo):  # a failure may have rolled back what was reported made
+            exist = await runs_by_id(client, made.values())
+            made = {i: run_id for i, run_id in made.items() if run_id in exist}
+        for i, run_id in made.items():
+            outcomes[i] = str(run_id)
+        todo = [i for i in todo if i not in made]
+        if not todo:
+            break
+    return outcomes
+
+
+async def _bulk_create(
+    client: PrefectClient, deployment: TaskDeployment, runs: Sequence[HeldRun]
+) -> list[dict[str, Any]]:
+    body = [
+        DeploymentFlowRunCreate(
+            parameters=run.parameters,
+            state=to_state_create(held_state(run.held_as)),
+            name=run.label,
+            tags=[QUEUE_TAG, *run.tags],
+        ).model_dump(mode="json", exclude_unset=True)
+        for run in runs
+    ]
+    response = await client.request(
+        "POST",
+        "/deployments/{id}/create_flow_run/bulk",  # type: ignore[arg-type]
+        path_params={"id": deployment.id},
+        json=body,
+    )
+    results: list[dict[str, Any]] = response.json()["results"]
+    return results
+
+
+async def run_ids_tagged(client: PrefectClient, tag: str) -> list[str]:
+    """The task runs that carry this tag (besides the queue's)."""
+    flow_runs = await _read_all(
+        client, FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG, tag]))
+    )
+    return [str(r.id) for r in flow_runs]
 
 
 async def apply(

@@ -6,7 +6,7 @@ Pure: Prefect state types are compared as their string values, so this module (a
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -171,6 +171,15 @@ class QueueRun:
     def order(self) -> tuple[int, datetime, str]:
         """Higher priority first, then submission order."""
         return (-self.priority, self.created, self.id)
+
+
+def places_in_line(runs: Iterable[QueueRun], now: datetime) -> dict[str, int]:
+    """Each unfinished run's place in the queue as the manager orders it: 1 is the task running
+    (or released to run) first, then held runs by priority, then joining the queue. A run
+    scheduled for later has no place yet."""
+    active = [r for r in runs if not r.is_final and not r.is_scheduled_later(now)]
+    ranked = sorted(active, key=lambda r: (not r.occupies_slot, r.order))
+    return {run.id: place for place, run in enumerate(ranked, 1)}
 
 
 def counting_stalls(runs: Mapping[str, QueueRun], stalled: Set[str]) -> dict[str, QueueRun]:

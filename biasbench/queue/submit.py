@@ -6,6 +6,7 @@ create runs directly; those join the queue when they start (flows/queue_turn.py)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -32,6 +33,16 @@ from biasbench.results import result_of_flow_run
 from biasbench.task_checks import check_task
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A submission that passed every check: creating it is one Prefect call."""
+
+    deployment: gateway.TaskDeployment
+    parameters: dict[str, Any]
+    label: str | None
+    held_as: str
+
+
 async def submit(
     client: PrefectClient,
     task_type: str,
@@ -48,6 +59,33 @@ async def submit(
     the field, and leaves nothing behind. With `db` (the domain database) the datasets and runs
     the config names are looked up too, as the task's flow will when it starts. Errors about
     upstream tasks name them `upstream_field` and `upstream_names` (e.g. the API's task ids)."""
+    submission = await check_submission(
+        client,
+        task_type,
+        config,
+        upstream=upstream,
+        priority=priority,
+        label=label,
+        db=db,
+        upstream_field=upstream_field,
+        upstream_names=upstream_names,
+    )
+    return await create(client, submission)
+
+
+async def check_submission(
+    client: PrefectClient,
+    task_type: str,
+    config: Mapping[str, Any],
+    *,
+    upstream: Sequence[str] = (),
+    priority: int = 0,
+    label: str | None = None,
+    db: Engine | None = None,
+    upstream_field: str = "upstream",
+    upstream_names: Mapping[str, str] | None = None,
+) -> Submission:
+    """Every check of `submit`, without creating anything."""
     kind = _task_type(task_type)
     for key in QUEUE_PARAMETERS:
         if key in config:
@@ -64,12 +102,19 @@ async def submit(
     if db is not None:
         _check_wiring(kind, parameters, upstream_runs, db, upstream_names or {})
     _check_label(label)
+    return Submission(deployment, parameters, label, HELD_WAITING if ids else HELD_QUEUED)
+
+
+async def create(client: PrefectClient, submission: Submission, *, tags: Sequence[str] = ()) -> str:
+    """Create the checked submission's run, held in the queue; `tags` go on it besides the
+    queue's (the API's task id). Returns its flow-run id."""
     return await gateway.create_held_run(
         client,
-        deployment,
-        parameters,
-        label=label,
-        held_as=HELD_WAITING if ids else HELD_QUEUED,
+        submission.deployment,
+        submission.parameters,
+        label=submission.label,
+        held_as=submission.held_as,
+        tags=tags,
     )
 
 

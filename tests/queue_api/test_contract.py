@@ -13,8 +13,10 @@ from typing import Any
 import httpx
 import pytest
 from prefect import get_client
+from sqlalchemy.exc import OperationalError
 
 from biasbench.queue import gateway
+from queue_api.ids import TaskIds
 from tests.support.stack import REPO
 
 ISO = str  # timestamps travel as ISO strings
@@ -241,3 +243,63 @@ def test_a_run_a_schedule_made_for_later_is_not_queue_work_until_its_time(
 async def _delete(run_id: str) -> None:
     async with get_client() as client:
         await client.delete_flow_run(run_id)  # type: ignore[arg-type]
+
+
+def test_position_is_the_place_in_line_whatever_route_made_the_task(
+    api: httpx.Client, prefect_server: str
+) -> None:
+    """A task made with the CLI gets its id when the API first lists it, after a task the API
+    made later; its position is still before that task's, and priority goes first."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    api.post("/queue/pause")
+    made: list[int] = []
+    try:
+        command = [
+            *(sys.executable, "-m", "prefect", "deployment", "run", "pool_gen/gpu"),
+            *("--param", "n=30", "--flow-run-name", "line-cli-first"),
+        ]
+        cli = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+        assert "UUID: " in cli.stdout
+        api_second = api.post(
+            "/queue/add", json={"task_type": "pool_gen", "config": {"n": 30}, "label": "line-2"}
+        ).json()["task_id"]
+        urgent = api.post(
+            "/queue/add",
+            json={"task_type": "pool_gen", "config": {"n": 30}, "label": "line-3", "priority": 9},
+        ).json()["task_id"]
+        listed = {t["label"]: t for t in api.get("/queue", params={"include_done": False}).json()}
+        made = [listed[label]["id"] for label in ("line-cli-first", "line-2", "line-3")]
+        assert listed["line-cli-first"]["id"] > api_second  # ids: the order the API saw them
+        place = {label: listed[label]["position"] for label in listed}
+        assert place["line-3"] < place["line-cli-first"] < place["line-2"]
+        assert [t["label"] for t in listed.values()][:1] == ["line-3"]  # listed by position
+        assert api.get(f"/queue/{urgent}").json()["position"] == place["line-3"]
+    finally:
+        for task_id in made:
+            api.delete(f"/queue/{task_id}")
+        api.post("/queue/resume")
+
+
+def test_an_add_whose_id_write_fails_still_answers_the_id_the_task_keeps(
+    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lost(self: TaskIds, task_id: int, flow_run_id: str) -> None:
+        raise OperationalError("UPDATE queue_task_ids", {}, Exception("disk I/O error"))
+
+    before = task_count()
+    api.post("/queue/pause")
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(TaskIds, "bind", lost)
+            answer = api.post(
+                "/queue/add", json={"task_type": "pool_gen", "config": {"n": 30}, "label": "lost"}
+            )
+        assert answer.status_code == 200, answer.text
+        task_id = answer.json()["task_id"]
+        assert task_count() == before + 1  # one task: a client has no reason to submit again
+        assert api.get(f"/queue/{task_id}").json()["label"] == "lost"
+        listed = [t for t in api.get("/queue").json() if t["label"] == "lost"]
+        assert [t["id"] for t in listed] == [task_id]
+        assert api.delete(f"/queue/{task_id}").json()["ok"] is True
+    finally:
+        api.post("/queue/resume")
