@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
@@ -19,7 +19,9 @@ router = APIRouter(prefix="/queue")
 
 
 @router.post("/add", response_model=TaskCreated, dependencies=[Mutating])
-async def add(body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb) -> TaskCreated:
+async def add(
+    body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb, request: Request
+) -> TaskCreated:
     upstream = ids.flow_runs_for(body.upstream_ids)
     for task_id in body.upstream_ids:
         if task_id not in upstream:
@@ -34,6 +36,7 @@ async def add(body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb) -> Task
         db=db,
         upstream_field="depends_on",
         upstream_names={run: str(task_id) for task_id, run in upstream.items()},
+        catalogue=request.app.state.catalogue,
     )
     return TaskCreated(task_id=ids.id_for(flow_run_id))
 
