@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,6 +93,20 @@ class Settings(BaseSettings):
         description="Seconds a model host keeps its servers while no task uses them; then they "
         "are stopped, so the GPU is free in the morning.",
     )
+
+    model_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="BIASBENCH_MODEL_HOSTS",
+        description="Set by the stack on its GPU worker: the model hosts' channel sockets, one "
+        "per GPU slot (separated by the OS path separator).",
+    )
+
+    @field_validator("model_hosts", mode="before")
+    @classmethod
+    def _socket_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part]
+        return value
 
     @property
     def catalogue(self) -> Catalogue | None:

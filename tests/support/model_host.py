@@ -30,7 +30,7 @@ def model_entry(
     """One `[models.<name>]` table of a catalogue."""
     command = serve or f"{SERVER} --model {name} --latency 0.02 --load-seconds {load} {options}"
     return (
-        f"[models.{name}]\nserve = '{command}'\nsupports_sleep = {str(sleep).lower()}\n"
+        f"[models.\"{name}\"]\nserve = '{command}'\nsupports_sleep = {str(sleep).lower()}\n"
         f"start_timeout = {start_timeout}\n\n"
     )
 
