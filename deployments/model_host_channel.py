@@ -29,10 +29,9 @@ from typing import Any
 from aiohttp import web
 
 from biasbench.errors import InvalidConfig, ModelDoesNotFit, ModelServerFailed
+from biasbench.llm.model_host import HOST_VARIABLE_PREFIX
 from biasbench.settings import Settings
 from deployments.model_host import ModelHost
-
-VARIABLE_PREFIX = "model-host-"  # the Prefect variables the manager reads
 
 
 def build_app(host: ModelHost) -> web.Application:
@@ -71,7 +70,7 @@ def build_app(host: ModelHost) -> web.Application:
 def variable_name(slot: int) -> str:
     """Prefect variable names allow lowercase letters, digits, dashes and underscores."""
     machine = re.sub(r"[^a-z0-9_-]", "-", socket.gethostname().lower())
-    return f"{VARIABLE_PREFIX}{machine}-{slot}"
+    return f"{HOST_VARIABLE_PREFIX}{machine}-{slot}"
 
 
 def prefect_publisher(slot: int) -> Any:

@@ -22,6 +22,7 @@ import aiohttp
 
 from biasbench.errors import InvalidConfig, ModelDoesNotFit, ModelServerFailed
 
+HOST_VARIABLE_PREFIX = "model-host-"  # the Prefect variables where the hosts publish their state
 RENEW_SECONDS = 2.0  # well inside the host's LEASE_SECONDS
 WAIT_REPORT_SECONDS = 5.0  # how often `on_wait` hears how long the load takes
 CONNECT_PATIENCE = 30.0  # a host being restarted by the stack comes back within this
