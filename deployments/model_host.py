@@ -45,7 +45,8 @@ from deployments.model_server import (
 LEASE_SECONDS = 10.0  # a lease not renewed this long is over: its task's process is gone
 WATCH_SECONDS = 0.25  # how often servers, leases and the idle time are looked at
 RESTART_BACKOFF = (1.0, 2.0, 4.0)  # before each of the 3 restarts of a server that died
-GPU_RELEASE_SECONDS = 60.0  # how long a stopped server's GPU memory may take to be freed
+GPU_RELEASE_SECONDS = 60.0
+PUBLISHED_LOADS = 20  # how long a stopped server's GPU memory may take to be freed
 
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -76,6 +77,7 @@ class ModelHost:
         self.leases: dict[str, Lease] = {}
         self.failed: dict[str, str] = {}  # lease -> why its server is gone for good
         self.loads: list[dict[str, Any]] = []  # every start, wake and reuse, for status/tests
+        self.loading: dict[str, str] | None = None  # {"model", "task"} while a load runs
         self._cond = asyncio.Condition()
         self._busy = False  # a load, swap or restart is under way
         self._last_used = time.monotonic()
@@ -84,13 +86,16 @@ class ModelHost:
 
     # --- what the channel asks -----------------------------------------------------------
 
-    async def ensure(self, model: str, lease_id: str) -> dict[str, Any]:
-        """Make `model` ready and lease it to `lease_id`; its base URL and how it got ready."""
+    async def ensure(self, model: str, lease_id: str, task: str | None = None) -> dict[str, Any]:
+        """Make `model` ready and lease it to `lease_id`; its base URL and how it got ready.
+        `task` (a flow-run id) is published while the model loads: /queue shows its phase."""
         spec = self.catalogue.get(model)
         async with self._cond:
             await self._cond.wait_for(lambda: not self._busy and self._free_for(model))
             self._busy = True
             self.leases[lease_id] = Lease(model, time.monotonic())
+        self.loading = {"model": model, "task": task or ""}
+        self._publish_soon()
         try:
             started = time.monotonic()
             how = await self._load(spec)
@@ -99,11 +104,12 @@ class ModelHost:
             self.leases.pop(lease_id, None)
             raise
         finally:
+            self.loading = None
             async with self._cond:
                 self._busy = False
                 self._cond.notify_all()
         self.leases[lease_id] = Lease(model, time.monotonic())
-        load = {"model": model, "how": how, "seconds": seconds, "at": time.time()}
+        load = {"model": model, "how": how, "seconds": seconds, "at": time.time(), "task": task}
         self.loads.append(load)
         self.say(f"{model}: {how} in {seconds:.1f} s")
         self._publish_soon()
@@ -132,7 +138,13 @@ class ModelHost:
             for name, s in self.servers.items()
         }
         leases = {lease_id: lease.model for lease_id, lease in self.leases.items()}
-        return {"active": self.active, "servers": servers, "leases": leases, "loads": self.loads}
+        return {
+            "active": self.active,
+            "loading": self.loading,
+            "servers": servers,
+            "leases": leases,
+            "loads": self.loads,
+        }
 
     def _free_for(self, model: str) -> bool:
         """No task uses another model's server."""
@@ -304,7 +316,15 @@ class ModelHost:
         assert self.publish is not None
         async with self._publishing:
             try:
-                await self.publish({"model": self.active, "servers": self.status()["servers"]})
+                status = self.status()
+                await self.publish(
+                    {
+                        "model": self.active,
+                        "loading": self.loading,
+                        "servers": status["servers"],
+                        "loads": self.loads[-PUBLISHED_LOADS:],  # for the done messages
+                    }
+                )
             except Exception as exc:  # the manager then just does not group by model
                 self.say(f"could not publish the loaded model: {exc!r}")
 

@@ -6,7 +6,7 @@ A Unix socket rather than a TCP port: only processes of this machine (and user) 
 the stack names it in its private socket directory, so two stacks never collide. The protocol
 (JSON bodies; the client side is biasbench/llm/model_host.py):
 
-    POST /ensure  {"model", "lease"} -> 200 {"base_url", "model", "how", "seconds"}
+    POST /ensure  {"model", "lease", "task"?} -> 200 {"base_url", "model", "how", "seconds"}
                                         404 unknown model, 507 does not fit, 503 failed
     POST /renew   {"lease"}          -> 200 {"ok"} | {"gone"} | {"failed": why}
     POST /release {"lease"}          -> 200
@@ -38,7 +38,8 @@ def build_app(host: ModelHost) -> web.Application:
     async def ensure(request: web.Request) -> web.Response:
         body = await request.json()
         try:
-            loaded = await host.ensure(str(body["model"]), str(body["lease"]))
+            task = body.get("task")
+            loaded = await host.ensure(str(body["model"]), str(body["lease"]), task)
         except InvalidConfig as exc:
             return web.json_response({"error": exc.message, "kind": "unknown"}, status=404)
         except ModelDoesNotFit as exc:

@@ -78,7 +78,8 @@ async def model_from_host(settings: Settings, model_name: str) -> AsyncIterator[
 
     host = ModelHostClient(pick_host(settings.model_hosts))
     logger.info("loading %s", model_name)
-    async with host.model(model_name, on_wait=still_loading) as loaded:
+    task = current_flow_run_id()
+    async with host.model(model_name, task=task, on_wait=still_loading) as loaded:
         logger.info("%s ready: %s in %.1f s", model_name, loaded.how, loaded.seconds)
         if loaded.how != "reused":
             await acreate_markdown_artifact(

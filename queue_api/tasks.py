@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
+from biasbench.queue.grouping import model_of
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
@@ -75,12 +76,14 @@ class TaskViews:
         counts, state = await asyncio.gather(
             gateway.count_by_status(client), control.queue_state(client)
         )
+        hosts = await gateway.model_hosts(client)
         return QueueStats(
             total=sum(counts.values()),
             **{status.value: count for status, count in counts.items()},
             executor_running=state.executor_running,
             executor_paused=state.executor_paused,
             gpu_workers_alive=state.gpu_workers_alive,
+            gpu_models={name: host.get("model") for name, host in sorted(hosts.items())},
         )
 
     async def public(self, client: PrefectClient, runs: Sequence[QueueRun]) -> list[TaskPublic]:
@@ -88,10 +91,27 @@ class TaskViews:
         # Ids are handed out in submission order to runs the API has not seen before.
         by_submission = sorted(runs, key=lambda r: (r.submitted_at or r.created, r.id))
         ids = self.ids.ids_for(r.id for r in by_submission)
+        loading = await self._loading(client, runs)
         with session_scope(self.engine) as session:
-            return [self._task(session, run, ids[run.id], attempts[run.id]) for run in runs]
+            return [
+                self._task(session, run, ids[run.id], attempts[run.id], loading) for run in runs
+            ]
 
-    def _task(self, session: Session, run: QueueRun, task_id: int, attempt: Attempt) -> TaskPublic:
+    @staticmethod
+    async def _loading(client: PrefectClient, runs: Sequence[QueueRun]) -> set[str]:
+        """Runs whose model a model host is loading now (as the hosts published it)."""
+        if not any(run.is_running and model_of(run) for run in runs):
+            return set()
+        hosts = await gateway.model_hosts(client)
+        return {
+            str(host["loading"].get("task"))
+            for host in hosts.values()
+            if isinstance(host.get("loading"), dict)
+        }
+
+    def _task(
+        self, session: Session, run: QueueRun, task_id: int, attempt: Attempt, loading: set[str]
+    ) -> TaskPublic:
         upstream_ids = list(self.ids.ids_for(run.upstream).values())
         status = run.status
         result = result_of_flow_run(session, run.id) if status is QueueStatus.DONE else None
@@ -115,7 +135,16 @@ class TaskViews:
             priority=run.priority,
             # Only running tasks that have reported progress carry the field (else "absent").
             **({"progress": _progress(progress)} if progress is not None else {}),
+            **_model_phase(run, loading),
         )
+
+
+def _model_phase(run: QueueRun, loading: set[str]) -> dict[str, str]:
+    """For a running task that needs a model: which, and whether it is still being loaded."""
+    model = model_of(run)
+    if not run.is_running or model is None:
+        return {}
+    return {"model": model, "phase": "loading model" if run.id in loading else "running"}
 
 
 def _progress(count: ProgressCount) -> Progress:

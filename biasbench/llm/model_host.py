@@ -50,15 +50,22 @@ class ModelHostClient:
 
     @contextlib.asynccontextmanager
     async def model(
-        self, name: str, *, on_wait: Callable[[float], Awaitable[None]] | None = None
+        self,
+        name: str,
+        *,
+        task: str | None = None,
+        on_wait: Callable[[float], Awaitable[None]] | None = None,
     ) -> AsyncIterator[LoadedModel]:
+        """task: the flow-run id, which the host shows as loading the model."""
         lease = uuid.uuid4().hex
         failure: list[str] = []
         owner = asyncio.current_task()
         async with self._session() as http:
             renewing = asyncio.create_task(self._renew(http, lease, failure, owner))
             try:
-                loaded = await self._ensure(http, name, lease, on_wait)
+                loaded = await self._ensure(
+                    http, {"model": name, "lease": lease, "task": task}, on_wait
+                )
                 try:
                     yield loaded
                 except asyncio.CancelledError:
@@ -75,11 +82,10 @@ class ModelHostClient:
     async def _ensure(
         self,
         http: aiohttp.ClientSession,
-        name: str,
-        lease: str,
+        asked: dict[str, Any],
         on_wait: Callable[[float], Awaitable[None]] | None,
     ) -> LoadedModel:
-        asking = asyncio.create_task(self._ask_ensure(http, name, lease))
+        asking = asyncio.create_task(self._ask_ensure(http, asked))
         waited = 0.0
         while True:
             done, _ = await asyncio.wait({asking}, timeout=WAIT_REPORT_SECONDS)
@@ -89,14 +95,12 @@ class ModelHostClient:
             if on_wait is not None:
                 await on_wait(waited)
 
-    async def _ask_ensure(self, http: aiohttp.ClientSession, name: str, lease: str) -> LoadedModel:
+    async def _ask_ensure(self, http: aiohttp.ClientSession, asked: dict[str, Any]) -> LoadedModel:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CONNECT_PATIENCE
         while True:
             try:
-                async with http.post(
-                    "http://host/ensure", json={"model": name, "lease": lease}
-                ) as reply:
+                async with http.post("http://host/ensure", json=asked) as reply:
                     body = await reply.json()
                     status = reply.status
                 break
@@ -112,7 +116,7 @@ class ModelHostClient:
             raise ModelDoesNotFit(body["error"])
         if status != 200:
             raise ModelServerFailed(body.get("error", f"the model host answered HTTP {status}"))
-        return LoadedModel(name, body["base_url"], body["how"], float(body["seconds"]))
+        return LoadedModel(asked["model"], body["base_url"], body["how"], float(body["seconds"]))
 
     async def _renew(
         self,

@@ -219,6 +219,16 @@ async def model_hosts(client: PrefectClient) -> dict[str, dict[str, Any]]:
     }
 
 
+async def model_loads(client: PrefectClient) -> dict[str, dict[str, Any]]:
+    """The hosts' latest model loads (start, wake, reuse) by the flow run they were for."""
+    return {
+        str(load["task"]): load
+        for host in (await model_hosts(client)).values()
+        for load in host.get("loads", [])
+        if isinstance(load, dict) and load.get("task")
+    }
+
+
 async def newest_finished_runs(client: PrefectClient, limit: int) -> list[QueueRun]:
     """The finished runs that joined the queue last (a run's first state, its submission, sets
     its expected start time; releases keep it), as the /queue listing shows them."""

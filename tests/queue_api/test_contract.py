@@ -34,7 +34,7 @@ TASK_FIELDS: dict[str, tuple[type, ...]] = {
     "result_run_type": (str, type(None)),
     "config": (dict,),
 }
-EXTENSIONS = {"priority", "progress", "blocked_by"}
+EXTENSIONS = {"priority", "progress", "blocked_by", "model", "phase"}
 STATS_FIELDS = {
     "total": int,
     "queued": int,
@@ -47,6 +47,7 @@ STATS_FIELDS = {
     "executor_running": bool,
     "executor_paused": bool,
     "gpu_workers_alive": int,  # an extension
+    "gpu_models": dict,  # an extension: each GPU's model host and its loaded model
 }
 
 
