@@ -194,7 +194,8 @@ class Stack(Supervisor):
         socket = self.model_host_socket(name)
         slot = name.removeprefix(MODEL_HOST)
         state = ["--state-dir", str(self.logs / name), "--slot", slot, "--publish"]
-        self._start(name, ["deployments.model_host_channel", "--socket", str(socket), *state])
+        command = ["deployments.model_host_channel", "--socket", str(socket), *state]
+        self._start(name, command, extra_env=_gpu_of_slot(int(slot), self.gpu_slots or 1))
         deadline = time.monotonic() + 60
         while not socket.exists():
             if self.processes[name].poll() is not None or time.monotonic() > deadline:
@@ -230,7 +231,7 @@ class Stack(Supervisor):
             self._draining.add(server.pid)
             self._start_server()
 
-    def _start(self, name: str, args: list[str]) -> None:
+    def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
         """`args` run as `python -m ...`, in their own process group, logging to logs/name.log,
         marked as this stack's, and killed when the thread that started them ends."""
         with (self.logs / f"{name}.log").open("ab") as log:
@@ -238,7 +239,7 @@ class Stack(Supervisor):
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", *args],
                 cwd=PROJECT_DIR,
-                env={**self.env, STACK_ENV: f"{self.token}/{name}"},
+                env={**self.env, **(extra_env or {}), STACK_ENV: f"{self.token}/{name}"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -329,6 +330,15 @@ class Stack(Supervisor):
         self._stop_watching()
         self._context.close()
         self._sockets.cleanup()
+
+
+def _gpu_of_slot(slot: int, slots: int) -> dict[str, str]:
+    """With several slots, each model host (and so its servers) sees only its own GPU: the
+    slot-th of CUDA_VISIBLE_DEVICES, or GPU <slot> when that is unset."""
+    if slots < 2:
+        return {}
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return {"CUDA_VISIBLE_DEVICES": visible[slot] if slot < len(visible) else str(slot)}
 
 
 async def wind_down(timeout: float | None = None) -> None:

@@ -76,7 +76,7 @@ async def model_from_host(settings: Settings, model_name: str) -> AsyncIterator[
     async def still_loading(seconds: float) -> None:
         logger.info("loading %s (%d:%02d)", model_name, seconds // 60, seconds % 60)
 
-    host = ModelHostClient(pick_host(settings.model_hosts))
+    host = ModelHostClient(await pick_host(settings.model_hosts, model_name))
     logger.info("loading %s", model_name)
     task = current_flow_run_id()
     async with host.model(model_name, task=task, on_wait=still_loading) as loaded:

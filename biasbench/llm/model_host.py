@@ -145,9 +145,23 @@ class ModelHostClient:
         )
 
 
-def pick_host(sockets: Sequence[str]) -> str:
-    """With one host per GPU slot the worker's runs do not know their slot; the first host is
-    where the stack's single-slot default is. (Several slots: see the README.)"""
+async def pick_host(sockets: Sequence[str], model: str) -> str:
+    """The host for a task, when the worker has several GPU slots (a run does not know its
+    slot): one with the model loaded and no task, else one with no task, else the first.
+    Two tasks starting at the same moment may pick the same host; the second then waits for
+    the first's lease, which costs time, never correctness."""
     if not sockets:
         raise InvalidConfig("model_name", "no model host is configured on this worker")
-    return sockets[0]
+    if len(sockets) == 1:
+        return sockets[0]
+    free: list[str] = []
+    for socket in sockets:
+        try:
+            status = await ModelHostClient(socket).status()
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            continue
+        if not status.get("leases") and not status.get("loading"):
+            if status.get("active") == model:
+                return socket
+            free.append(socket)
+    return free[0] if free else sockets[0]
