@@ -78,6 +78,7 @@ class ModelHost:
         self.failed: dict[str, str] = {}  # lease -> why its server is gone for good
         self.loads: list[dict[str, Any]] = []  # every start, wake and reuse, for status/tests
         self.loading: dict[str, str] | None = None  # {"model", "task"} while a load runs
+        self._made_room: str | None = None  # what the current load did to the old model
         self._cond = asyncio.Condition()
         self._busy = False  # a load, swap or restart is under way
         self._last_used = time.monotonic()
@@ -95,6 +96,7 @@ class ModelHost:
             self._busy = True
             self.leases[lease_id] = Lease(model, time.monotonic())
         self.loading = {"model": model, "task": task or ""}
+        self._made_room = None
         self._publish_soon()
         try:
             started = time.monotonic()
@@ -110,6 +112,8 @@ class ModelHost:
                 self._cond.notify_all()
         self.leases[lease_id] = Lease(model, time.monotonic())
         load = {"model": model, "how": how, "seconds": seconds, "at": time.time(), "task": task}
+        if self._made_room is not None:
+            load["swapped"] = self._made_room
         self.loads.append(load)
         self.say(f"{model}: {how} in {seconds:.1f} s")
         self._publish_soon()
@@ -183,11 +187,13 @@ class ModelHost:
             level = 1 if ram is None or ram > needs * 1.1 else 2
             if await old.sleep(level):
                 self.say(f"{old.spec.name}: put to sleep (level {level}) for {new.name}")
+                self._made_room = f"{old.spec.name} put to sleep (level {level})"
                 return
             self.say(f"{old.spec.name}: did not go to sleep; stopping it")
         else:
             self.say(f"{old.spec.name}: stopping it for {new.name}")
         await self._drop(old)
+        self._made_room = f"{old.spec.name} stopped"
         await self._wait_gpu_released(new)
 
     async def _wait_gpu_released(self, spec: ModelSpec) -> None:

@@ -94,7 +94,8 @@ def model_load_text(load: Mapping[str, Any]) -> str:
     if how == "reused":
         return f"Model {model}: reused (already loaded)"
     at = datetime.fromtimestamp(float(load.get("at", 0)), UTC).strftime("%H:%M UTC")
-    return f"Model {model}: {how} at {at}, took {float(load.get('seconds', 0)):.1f} s"
+    swapped = f" ({load['swapped']})" if load.get("swapped") else ""
+    return f"Model {model}: {how} at {at}, took {float(load.get('seconds', 0)):.1f} s{swapped}"
 
 
 def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None = None) -> str:

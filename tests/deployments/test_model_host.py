@@ -74,7 +74,14 @@ def test_cold_start_reuse_and_swaps_by_sleep_and_by_stop(tmp_path: Path) -> None
 
     with model_host(tmp_path, catalogue) as (_, socket, state):
         hows = asyncio.run(night(ModelHostClient(socket), state))
+        loads = asyncio.run(ModelHostClient(socket).status())["loads"]
     assert hows == ["cold start", "reused", "cold start", "woken"]
+    assert [load.get("swapped") for load in loads] == [
+        None,
+        None,
+        "alpha put to sleep (level 1)",
+        "beta stopped",
+    ]
 
 
 def test_unknown_models_are_refused_naming_the_known_ones(tmp_path: Path) -> None:

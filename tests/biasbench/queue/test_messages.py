@@ -76,8 +76,9 @@ def test_a_completion_gives_duration_result_and_the_benchmark_quick_analysis() -
 def test_completion_says_how_and_when_the_model_was_loaded() -> None:
     at = datetime(2026, 11, 30, 2, 13, tzinfo=UTC).timestamp()
     load = {"model": "mistral-24b", "how": "cold start", "seconds": 41.2, "at": at}
-    text = completion_text(TASK, duration=timedelta(seconds=90), result=None, model_load=load)
-    assert "Model mistral-24b: cold start at 02:13 UTC, took 41.2 s" in text
+    swap = {**load, "swapped": "qwen-32b stopped"}
+    text = completion_text(TASK, duration=timedelta(seconds=90), result=None, model_load=swap)
+    assert "Model mistral-24b: cold start at 02:13 UTC, took 41.2 s (qwen-32b stopped)" in text
     reused = completion_text(TASK, duration=None, result=None, model_load={**load, "how": "reused"})
     assert "Model mistral-24b: reused (already loaded)" in reused
     assert markup_error(text) is None
