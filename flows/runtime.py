@@ -104,6 +104,12 @@ async def ready_chat_client(
     closed however the block ends. With model hosts, "ensure the model, then run" is this
     one call: the GPU's host gets the model ready first and keeps it while the block runs."""
     async with AsyncExitStack() as stack:
+        unhosted = llm == "vllm" and vllm_base_url is None and not settings.model_hosts
+        if unhosted and settings.model_catalogue is not None:
+            get_run_logger().warning(
+                "MODEL_CATALOGUE is set but this worker has no model host "
+                "(BIASBENCH_MODEL_HOSTS): calling VLLM_BASE_URL instead."
+            )
         if hosted(settings, llm, vllm_base_url):
             loaded = await stack.enter_async_context(model_from_host(settings, model_name))
             base_url, api_key = loaded.base_url, None  # a server of ours: no key to send

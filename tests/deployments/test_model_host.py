@@ -224,3 +224,43 @@ def test_a_killed_host_leaves_no_server_and_the_next_host_stops_a_leftover(
     with model_host(tmp_path, catalogue):
         wait_until(lambda: stray.poll() is not None)
     assert not (state / "alpha.pid").exists()
+
+
+def test_a_killed_task_leaves_the_server_running_for_the_next_one(tmp_path: Path) -> None:
+    """A cancelled task's process is killed: its lease lapses, its server stays."""
+    import subprocess
+    import sys
+
+    from tests.support.stack import REPO
+
+    catalogue = write_catalogue(tmp_path / "models.toml", model_entry("alpha"), model_entry("beta"))
+    holder = (
+        "import asyncio, sys\n"
+        "from biasbench.llm.model_host import ModelHostClient\n"
+        "async def main():\n"
+        "    async with ModelHostClient(sys.argv[1]).model('alpha'):\n"
+        "        print('LOADED', flush=True)\n"
+        "        await asyncio.sleep(600)\n"
+        "asyncio.run(main())\n"
+    )
+    with model_host(tmp_path, catalogue) as (_, socket, state):
+        task = subprocess.Popen(
+            [sys.executable, "-c", holder, socket], cwd=REPO, stdout=subprocess.PIPE
+        )
+        assert task.stdout is not None
+        assert task.stdout.readline().strip() == b"LOADED"
+        pid = server_pid(state, "alpha")
+        task.kill()
+        task.wait()
+
+        async def next_tasks(host: ModelHostClient) -> list[str]:
+            async with host.model("alpha") as again:
+                assert await ask(again.base_url, "alpha")
+                first = again.how
+            async with host.model("beta") as beta:  # once the dead task's lease has lapsed
+                return [first, beta.how]
+
+        hows = asyncio.run(next_tasks(ModelHostClient(socket)))
+        assert server_pid(state, "beta")
+    assert hows == ["reused", "cold start"]
+    assert not alive(pid)  # alpha could not sleep: stopped for beta, not by the kill
