@@ -46,7 +46,8 @@ LEASE_SECONDS = 10.0  # a lease not renewed this long is over: its task's proces
 WATCH_SECONDS = 0.25  # how often servers, leases and the idle time are looked at
 RESTART_BACKOFF = (1.0, 2.0, 4.0)  # before each of the 3 restarts of a server that died
 GPU_RELEASE_SECONDS = 60.0
-PUBLISHED_LOADS = 20  # how long a stopped server's GPU memory may take to be freed
+PUBLISHED_LOADS = 20  # the latest loads in the published state, for the done messages
+KEPT_LOADS = 500  # the latest loads the host remembers (its status)  # how long a stopped server's GPU memory may take to be freed
 
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -58,6 +59,9 @@ class Lease:
 
 
 class ModelHost:
+    """The host's state and rules; the channel and the process around it are in
+    model_host_channel.py, one server's process handling in model_server.py."""
+
     def __init__(
         self,
         catalogue: Catalogue,
@@ -114,7 +118,7 @@ class ModelHost:
         load = {"model": model, "how": how, "seconds": seconds, "at": time.time(), "task": task}
         if self._made_room is not None:
             load["swapped"] = self._made_room
-        self.loads.append(load)
+        self.loads = [*self.loads[-KEPT_LOADS + 1 :], load]
         self.say(f"{model}: {how} in {seconds:.1f} s")
         self._publish_soon()
         return {"base_url": self.servers[model].base_url, **load}
