@@ -45,9 +45,9 @@ from deployments.model_server import (
 LEASE_SECONDS = 10.0  # a lease not renewed this long is over: its task's process is gone
 WATCH_SECONDS = 0.25  # how often servers, leases and the idle time are looked at
 RESTART_BACKOFF = (1.0, 2.0, 4.0)  # before each of the 3 restarts of a server that died
-GPU_RELEASE_SECONDS = 60.0
+GPU_RELEASE_SECONDS = 60.0  # how long a stopped server's GPU memory may take to be freed
 PUBLISHED_LOADS = 20  # the latest loads in the published state, for the done messages
-KEPT_LOADS = 500  # the latest loads the host remembers (its status)  # how long a stopped server's GPU memory may take to be freed
+KEPT_LOADS = 500  # the latest loads the host remembers (its status)
 
 Publish = Callable[[dict[str, Any]], Awaitable[None]]
 
