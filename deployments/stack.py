@@ -321,7 +321,8 @@ class Stack(Supervisor):
                     asyncio.run(wind_down())
                 except Exception as exc:
                     print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
-            order = [*STOP_ORDER[:3], *self.model_hosts, *STOP_ORDER[3:]]
+            hosts = sorted(name for name in self.processes if name.startswith(MODEL_HOST))
+            order = [*STOP_ORDER[:3], *hosts, *STOP_ORDER[3:]]
             for name in order:
                 if (process := self.processes.pop(name, None)) is not None:
                     stop_process_group(process)

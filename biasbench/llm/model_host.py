@@ -77,7 +77,8 @@ class ModelHostClient:
             finally:
                 renewing.cancel()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    await http.post("http://host/release", json={"lease": lease})
+                    async with http.post("http://host/release", json={"lease": lease}):
+                        pass
 
     async def _ensure(
         self,

@@ -264,3 +264,28 @@ def test_a_killed_task_leaves_the_server_running_for_the_next_one(tmp_path: Path
         assert server_pid(state, "beta")
     assert hows == ["reused", "cold start"]
     assert not alive(pid)  # alpha could not sleep: stopped for beta, not by the kill
+
+
+def test_a_server_lost_for_good_mid_task_fails_the_task_with_its_output(tmp_path: Path) -> None:
+    """It dies mid-task and every restart fails: the task's requests stop waiting and it fails
+    as "Model server failed to start", with what the last start printed."""
+    marker = tmp_path / "crashed"
+    server = (
+        f"{{python}} -m tests.support.openai_server --port {{port}} --workers 1 --answers fake "
+        f"--model alpha --load-seconds 0.3 --crash-after 3 --crash-marker {marker}"
+    )
+    serve = f'sh -c "test -e {marker} && echo GPU fell off the bus && exit 4; exec {server}"'
+    catalogue = write_catalogue(tmp_path / "models.toml", model_entry("alpha", serve=serve))
+
+    async def task(host: ModelHostClient) -> None:
+        async with host.model("alpha") as alpha:
+            await ask(alpha.base_url, "alpha", times=10)
+
+    with (
+        model_host(tmp_path, catalogue) as (_, socket, _state),
+        pytest.raises(ModelServerFailed) as failed,
+    ):
+        asyncio.run(task(ModelHostClient(socket)))
+    assert marker.exists()
+    assert "exit status 4" in str(failed.value)
+    assert "GPU fell off the bus" in str(failed.value)
