@@ -155,3 +155,8 @@ class QueueStats(BaseModel):
         description="Each GPU's model host and the model it has loaded (none: null), when "
         "model hosts run (an extension).",
     )
+    scheduled: int = Field(
+        0,
+        description="Task runs a deployment schedule made for later: not counted in `queued` "
+        "or `total` until their time comes (an extension).",
+    )
