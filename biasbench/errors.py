@@ -10,6 +10,8 @@
     ├── LLMError
     │   ├── LLMUnreachable     connection refused, timeouts, DNS: retries exhausted   [critical]
     │   ├── LLMModelNotServed  the server is up but does not serve the requested model
+    │   ├── ModelServerFailed  the model host could not start or keep its server   [critical]
+    │   ├── ModelDoesNotFit    the GPU has less free memory than the model needs    [critical]
     │   ├── LLMErrorShareExceeded  too many items of a run failed on the server (not one item)
     │   └── LLMResponseError   the server answered, but not usefully (4xx, 5xx after retries)
     │       └── LLMOutOfMemory the server's GPU ran out of memory                  [critical]
@@ -52,11 +54,24 @@ DATABASE_DOWN = Critical(
 CRASHED = Critical(
     "Crashed", "its process was killed or its host went away: see the worker's log (out of memory?)"
 )
+MODEL_SERVER_FAILED = Critical(
+    "Model server failed to start",
+    "read the server's output in the message; check the model's serve command (MODEL_CATALOGUE)",
+)
 STALLED = Critical("Stalled", "no progress for a long time: is the LLM server responding?")
 
 # Failed-state names that mark a critical failure (plus Prefect's own CRASHED state type).
 CRITICAL_STATE_NAMES = {
-    k.name: k for k in (LLM_UNREACHABLE, OUT_OF_MEMORY, GPU_ERROR, DATABASE_DOWN, STALLED, CRASHED)
+    k.name: k
+    for k in (
+        LLM_UNREACHABLE,
+        OUT_OF_MEMORY,
+        GPU_ERROR,
+        DATABASE_DOWN,
+        STALLED,
+        CRASHED,
+        MODEL_SERVER_FAILED,
+    )
 }
 
 
@@ -120,6 +135,21 @@ class LLMUnreachable(LLMError):
 
 class LLMModelNotServed(LLMError):
     """The LLM server is up, but the requested model is not among those it serves."""
+
+
+class ModelServerFailed(LLMError):
+    """The GPU's model host could not start the model's server (it exited four times, or was
+    not ready within its start timeout), or lost it for good mid-task. The message ends with
+    the server's last output lines."""
+
+    critical = MODEL_SERVER_FAILED
+
+
+class ModelDoesNotFit(LLMError):
+    """The model needs more GPU memory than is free: refused before a start, instead of an
+    out-of-memory crash minutes later. The message names both numbers."""
+
+    critical = OUT_OF_MEMORY
 
 
 class LLMErrorShareExceeded(LLMError):

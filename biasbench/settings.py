@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from biasbench.models_catalogue import Catalogue, load_catalogue
 
 DEFAULT_DB_PATH = Path.home() / ".biasbench" / "biasbench.db"
 
@@ -75,6 +78,46 @@ class Settings(BaseSettings):
         description="Seconds of failed connections after which the server counts as unreachable.",
     )
 
+    # --- model hosts (deployments/model_host.py) ---
+    model_catalogue: Path | None = Field(
+        default=None,
+        validation_alias="MODEL_CATALOGUE",
+        description="TOML file of the models this machine serves (biasbench.models_catalogue). "
+        "Set: tasks name a model and the GPU's model host starts, reuses or swaps its server; "
+        "unset: tasks call vllm_base_url / VLLM_BASE_URL as before.",
+    )
+    model_idle_ttl: float = Field(
+        default=600.0,
+        gt=0,
+        validation_alias="MODEL_IDLE_TTL",
+        description="Seconds a model host keeps its servers while no task uses them; then they "
+        "are stopped, so the GPU is free in the morning.",
+    )
+
+    model_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        validation_alias="BIASBENCH_MODEL_HOSTS",
+        description="Set by the stack on its GPU worker: the model hosts' channel sockets, one "
+        "per GPU slot (separated by the OS path separator).",
+    )
+
+    @field_validator("model_hosts", mode="before")
+    @classmethod
+    def _socket_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part for part in value.split(os.pathsep) if part]
+        return value
+
+    @property
+    def catalogue(self) -> Catalogue | None:
+        """The model catalogue, read from MODEL_CATALOGUE; None when unset."""
+        return load_catalogue(self.model_catalogue)
+
+    @field_validator("model_catalogue", mode="before")
+    @classmethod
+    def _empty_path(cls, value: Any) -> Any:
+        return None if value == "" else value
+
     @field_validator("llm_allowed_base_urls", mode="before")
     @classmethod
     def _url_list(cls, value: Any) -> Any:
@@ -107,6 +150,25 @@ class Settings(BaseSettings):
         default=600.0,
         validation_alias="QUEUE_STALL_SECONDS",
         description="A running task without progress this long is stopped and failed as stalled.",
+    )
+
+    queue_model_grouping: bool = Field(
+        default=True,
+        validation_alias="QUEUE_MODEL_GROUPING",
+        description="Among ready tasks of equal priority, prefer one for the model a GPU has "
+        "loaded (bounded by QUEUE_MAX_OVERTAKE and QUEUE_MAX_WAIT); false: strict FIFO.",
+    )
+    queue_max_overtake: int = Field(
+        default=8,
+        ge=0,
+        validation_alias="QUEUE_MAX_OVERTAKE",
+        description="No task is overtaken by more than this many same-model tasks.",
+    )
+    queue_max_wait: float = Field(
+        default=7200.0,
+        ge=0,
+        validation_alias="QUEUE_MAX_WAIT",
+        description="Seconds a task may wait beyond its FIFO turn because of model grouping.",
     )
 
     # --- observability ---

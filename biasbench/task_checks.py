@@ -19,6 +19,7 @@ from biasbench import runs
 from biasbench.datasets import BALANCING_AXES, require_dataset
 from biasbench.db.models import AttrgenRun, BenchmarkRun, Dataset
 from biasbench.errors import InvalidConfig
+from biasbench.models_catalogue import Catalogue
 from biasbench.personas.sampling import check_pool_arguments
 
 MAX_ID: Final = 2**63 - 1  # ids are 64-bit integers: a larger one cannot name anything
@@ -33,6 +34,7 @@ class _Given:
 
     values: Mapping[str, Any]
     filled_by_upstream: Set[str]
+    catalogue: Catalogue | None = None
 
     def get(self, name: str) -> Any:
         return self.values.get(name)
@@ -63,9 +65,12 @@ def check_task(
     *,
     session: Session | None,
     filled_by_upstream: Set[str] = frozenset(),
+    catalogue: Catalogue | None = None,
 ) -> None:
-    """Raise InvalidConfig or NotFound, naming the parameter, for what the task would refuse."""
-    _CHECKS[task_type](_Given(parameters, filled_by_upstream), session)
+    """Raise InvalidConfig or NotFound, naming the parameter, for what the task would refuse.
+    With a model catalogue (MODEL_CATALOGUE), a task that leaves the server to its GPU's model
+    host must name a model the catalogue knows."""
+    _CHECKS[task_type](_Given(parameters, filled_by_upstream, catalogue), session)
 
 
 def _pool_gen(given: _Given, _: Session | None) -> None:
@@ -149,6 +154,9 @@ def _llm_fields(given: _Given) -> None:
         raise InvalidConfig("model_name", f"at most {MAX_MODEL_NAME_LENGTH} characters")
     if (url := given.get("vllm_base_url")) is not None:
         check_base_url(url)
+    elif given.catalogue is not None and given.get("llm") in (None, "vllm"):
+        # A task naming its own server runs against it; the rest are the model host's.
+        given.catalogue.get(str(model_name))
 
 
 def check_base_url(url: object, field: str = "vllm_base_url") -> None:

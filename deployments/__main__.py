@@ -93,6 +93,10 @@ def main() -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     if args.command == "demo":
+        from deployments.demo import use_demo_catalogue
+        from deployments.setup import PROJECT_DIR
+
+        use_demo_catalogue(PROJECT_DIR / ".stack-logs")
         # The demo submits in-process; only `serve` offers the /queue API to other clients.
         with Stack(
             gpu_slots=args.gpu_slots, api_port=None, on_give_up=lambda _: _thread.interrupt_main()

@@ -1,25 +1,57 @@
-"""`make run`: the demo pipeline through the real queue, on the fake LLM.
+"""`make run`: the demo pipeline through the real queue, on two fake models.
 
 pool_gen → balanced_gen → attrgen → two benchmarks (`in` and `rev`), submitted at once; the queue
 runs them one at a time, wiring each result into the next. Progress is printed as it changes,
-then a summary with links into the Prefect UI."""
+then a summary with links into the Prefect UI.
+
+The LLM tasks name models of a demo catalogue (unless MODEL_CATALOGUE names one): two fake
+models served by the project's OpenAI-protocol test server, which "loads" for a few seconds, so
+the summary shows the GPU's model host at work: a cold start (attrgen, fake-small), a reuse
+(benchmark in, fake-small) and a swap (benchmark rev, fake-large: fake-small is put to sleep)."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from prefect import get_client
 
 from biasbench.queue import gateway
+from biasbench.queue.messages import model_load_text
 from biasbench.queue.model import QueueRun, QueueStatus
 from biasbench.queue.submit import submit
 from biasbench.settings import Settings
 from deployments.notifications import describe_channels
 from deployments.settings import DeploymentSettings
 
-FAKE = {"llm": "fake", "model_name": "fake-model"}
+SMALL, LARGE = "fake-small", "fake-large"
+FAKE_SERVER = "{python} -m tests.support.openai_server --port {port} --workers 1 --answers fake"
+DEMO_CATALOGUE = f"""# The demo's models: fake ones, served by the project's test server.
+[models.{SMALL}]
+serve = "{FAKE_SERVER} --model {SMALL} --latency 0.01 --load-seconds 3"
+supports_sleep = true
+start_timeout = 60
+
+[models.{LARGE}]
+serve = "{FAKE_SERVER} --model {LARGE} --latency 0.01 --load-seconds 5"
+supports_sleep = true
+start_timeout = 60
+"""
+
+
+def use_demo_catalogue(directory: Path) -> Path | None:
+    """Point MODEL_CATALOGUE at the demo's catalogue, unless the user set one; before the
+    stack starts, so its model host and GPU worker see it."""
+    if Settings().model_catalogue is not None:
+        return None
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "demo-models.toml"
+    path.write_text(DEMO_CATALOGUE)
+    os.environ["MODEL_CATALOGUE"] = str(path)
+    return path
 
 
 @dataclass
@@ -40,22 +72,25 @@ async def submit_demo() -> list[Submitted]:
             upstream=[pool],
             label="Balanced Gen: 60 personas",
         )
+        catalogue = Settings().catalogue
         attrs = await submit(
             client,
             "attrgen",
-            {**FAKE, "batch_size": 16},
+            {"model_name": SMALL, "batch_size": 16},
             upstream=[balanced],
-            label="AttrGen: fake-model",
+            label=f"AttrGen: {SMALL}",
+            catalogue=catalogue,
         )
         benchmarks = [
             await submit(
                 client,
                 "benchmark",
-                {**FAKE, "batch_size": 32, "scale_mode": mode, "dual_fraction": 0.2},
+                {"model_name": model, "batch_size": 32, "scale_mode": mode, "dual_fraction": 0.2},
                 upstream=[attrs],
-                label=f"Benchmark: fake-model ({mode})",
+                label=f"Benchmark: {model} ({mode})",
+                catalogue=catalogue,
             )
-            for mode in ("in", "rev")
+            for model, mode in ((SMALL, "in"), (LARGE, "rev"))
         ]
     labels = ["pool", "balanced", "attrgen", "benchmark in", "benchmark rev"]
     return [
@@ -85,6 +120,7 @@ async def summary(tasks: list[Submitted], ui_url: str) -> str:
     lines = ["", "Demo pipeline through the queue:", ""]
     async with get_client() as client:
         runs = await gateway.runs_by_id(client, [t.run_id for t in tasks])
+        loads = await gateway.model_loads(client)
     for task in tasks:
         run = runs[task.run_id]
         took = f"{run.run_time.total_seconds():5.1f} s" if run.run_time else "     -"
@@ -92,6 +128,8 @@ async def summary(tasks: list[Submitted], ui_url: str) -> str:
             f"  {task.label:14} {run.state_name or '':10} {took}  "
             f"{ui_url}/runs/flow-run/{task.run_id}"
         )
+        if (load := loads.get(task.run_id)) is not None:
+            lines.append(f"  {'':14} {model_load_text(load)}")
     on = describe_channels(DeploymentSettings())
     messages = (
         f"sent to {', '.join(on)} (make notify-test checks them)"

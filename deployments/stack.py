@@ -32,6 +32,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from biasbench.queue import control, gateway
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
+from biasbench.settings import Settings
 from deployments.automations import finish_silent_runs
 from deployments.launcher import SOCKET_ENV
 from deployments.process_tree import (
@@ -52,8 +53,10 @@ DEFAULT_PORT = 4200
 DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients need no change
 
 # The children in reverse start order (see __enter__), without the reaper: it is closed last,
-# after everything it might have to kill.
+# after everything it might have to kill. The model hosts ("model-host-<slot>") stop right
+# after the GPU worker: no task uses their servers any more.
 STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "server")
+MODEL_HOST = "model-host-"
 
 
 class Stack(Supervisor):
@@ -121,6 +124,7 @@ class Stack(Supervisor):
             self.gpu_slots = setup(gpu_slots=self.gpu_slots).gpu_slots
             asyncio.run(_end_orphans())  # what the last stack left running is over
             self._start_warm_starter()
+            self._start_model_hosts()
             self.start_gpu_worker()
             self._start_manager_worker()
             if self.api_port is not None:
@@ -166,6 +170,38 @@ class Stack(Supervisor):
         self._start("warm-start", warm_start_command(self.warm_socket))
         wait_ready(self.warm_socket, self.processes["warm-start"])
 
+    @property
+    def model_hosts(self) -> list[str]:
+        """The model hosts' child names, one per GPU slot; none without a model catalogue."""
+        if Settings().model_catalogue is None:
+            return []
+        return [f"{MODEL_HOST}{slot}" for slot in range(self.gpu_slots or 1)]
+
+    def model_host_socket(self, name: str) -> Path:
+        return Path(self._sockets.name) / f"{name}.sock"
+
+    def _start_model_hosts(self) -> None:
+        """One model host per GPU slot, beside the GPU worker, which learns their sockets."""
+        hosts = self.model_hosts
+        if hosts:
+            Settings().catalogue  # noqa: B018 - a broken catalogue stops the start, naming it
+            sockets = [str(self.model_host_socket(name)) for name in hosts]
+            self.env["BIASBENCH_MODEL_HOSTS"] = os.pathsep.join(sockets)
+        for name in hosts:
+            self._start_model_host(name)
+
+    def _start_model_host(self, name: str) -> None:
+        socket = self.model_host_socket(name)
+        slot = name.removeprefix(MODEL_HOST)
+        state = ["--state-dir", str(self.logs / name), "--slot", slot, "--publish"]
+        command = ["deployments.model_host_channel", "--socket", str(socket), *state]
+        self._start(name, command, extra_env=_gpu_of_slot(int(slot), self.gpu_slots or 1))
+        deadline = time.monotonic() + 60
+        while not socket.exists():
+            if self.processes[name].poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {name} did not start; see {self.logs / name}.log")
+            time.sleep(0.1)
+
     def start_gpu_worker(self) -> None:
         """The one worker of the GPU pool (started unless it runs): `--limit` keeps it to one
         run per GPU slot, also while a cancelled run's process is still exiting."""
@@ -195,7 +231,7 @@ class Stack(Supervisor):
             self._draining.add(server.pid)
             self._start_server()
 
-    def _start(self, name: str, args: list[str]) -> None:
+    def _start(self, name: str, args: list[str], extra_env: dict[str, str] | None = None) -> None:
         """`args` run as `python -m ...`, in their own process group, logging to logs/name.log,
         marked as this stack's, and killed when the thread that started them ends."""
         with (self.logs / f"{name}.log").open("ab") as log:
@@ -203,7 +239,7 @@ class Stack(Supervisor):
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", *args],
                 cwd=PROJECT_DIR,
-                env={**self.env, STACK_ENV: f"{self.token}/{name}"},
+                env={**self.env, **(extra_env or {}), STACK_ENV: f"{self.token}/{name}"},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -253,6 +289,9 @@ class Stack(Supervisor):
             self._start_manager_worker(restart=True)
         elif name == "queue-api":
             self._start("queue-api", ["queue_api"])
+        elif name.startswith(MODEL_HOST):
+            self.model_host_socket(name).unlink(missing_ok=True)
+            self._start_model_host(name)
 
     def _wait_healthy(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -282,7 +321,9 @@ class Stack(Supervisor):
                     asyncio.run(wind_down())
                 except Exception as exc:
                     print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
-            for name in STOP_ORDER:
+            hosts = sorted(name for name in self.processes if name.startswith(MODEL_HOST))
+            order = [*STOP_ORDER[:3], *hosts, *STOP_ORDER[3:]]
+            for name in order:
                 if (process := self.processes.pop(name, None)) is not None:
                     stop_process_group(process)
             if (reaper := self.processes.pop("reaper", None)) is not None:
@@ -290,6 +331,15 @@ class Stack(Supervisor):
         self._stop_watching()
         self._context.close()
         self._sockets.cleanup()
+
+
+def _gpu_of_slot(slot: int, slots: int) -> dict[str, str]:
+    """With several slots, each model host (and so its servers) sees only its own GPU: the
+    slot-th of CUDA_VISIBLE_DEVICES, or GPU <slot> when that is unset."""
+    if slots < 2:
+        return {}
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return {"CUDA_VISIBLE_DEVICES": visible[slot] if slot < len(visible) else str(slot)}
 
 
 async def wind_down(timeout: float | None = None) -> None:

@@ -57,6 +57,13 @@ CHILDREN = {
 }
 
 
+def child_label(name: str) -> str:
+    """How messages name a child; model hosts are one per GPU slot ("model-host-0")."""
+    if name.startswith("model-host-"):
+        return f"model host of GPU slot {name.removeprefix('model-host-')}"
+    return CHILDREN[name]
+
+
 class Supervisor:
     """Mixed into Stack: restarts, messages and the give-up rule for its children."""
 
@@ -119,12 +126,12 @@ class Supervisor:
                         elif name in self._unannounced and self._settled(name):
                             self._announce_restart(name)
                     except Exception as exc:  # the watcher must go on watching
-                        self._say(f"could not look after the {CHILDREN[name]}: {exc!r}")
+                        self._say(f"could not look after the {child_label(name)}: {exc!r}")
 
     def _recover(self, name: str, process: subprocess.Popen[bytes]) -> None:
         """Restart a dead child with backoff, or give up when it keeps dying."""
         status: int | str = process.returncode
-        label = CHILDREN[name]
+        label = child_label(name)
         self._say(f"the {label} died ({_status(status)}).{self._log_tail(name)}")
         # What it started dies with it; not the warm starter's forks: they still serve running
         # flows' launchers, and end with them.
@@ -170,13 +177,13 @@ class Supervisor:
 
     def _announce_restart(self, name: str) -> None:
         exits = self._unannounced.pop(name)
-        text = restart_text(CHILDREN[name], deaths=len(exits), last_exit=exits[-1])
-        self._say(f"the {CHILDREN[name]} runs again")
+        text = restart_text(child_label(name), deaths=len(exits), last_exit=exits[-1])
+        self._say(f"the {child_label(name)} runs again")
         self._emit(STACK_RESTARTED, text)
 
     def _give_up(self, name: str, restarts: int, status: int | str) -> None:
         self.failure = (
-            f"the {CHILDREN[name]} died again after {restarts} restarts within "
+            f"the {child_label(name)} died again after {restarts} restarts within "
             f"{GIVE_UP_WINDOW / 60:g} minutes ({_status(status)}); its log: "
             f"{self.logs / (name + '.log')}"
         )
@@ -184,7 +191,7 @@ class Supervisor:
         minutes = int(GIVE_UP_WINDOW // 60)
         self._emit(
             STACK_GAVE_UP,
-            gave_up_text(CHILDREN[name], restarts=restarts, minutes=minutes, last_exit=status),
+            gave_up_text(child_label(name), restarts=restarts, minutes=minutes, last_exit=status),
         )
         if self.on_give_up is not None:
             self.on_give_up(self.failure)

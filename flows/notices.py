@@ -30,6 +30,7 @@ from biasbench.announcements import already_announced, missed_since, record_anno
 from biasbench.db.engine import session_scope
 from biasbench.errors import critical_of_state
 from biasbench.queue import gateway
+from biasbench.queue.grouping import model_of
 from biasbench.queue.messages import (
     QUEUE_RESOURCE,
     TaskSeen,
@@ -50,6 +51,7 @@ class Notices:
         self._tally: Counter[str] = Counter()  # outcomes since the queue last drained
         # Messages not yet taken by the server, each with the task end it announces (if any).
         self._outbox: list[tuple[Event, tuple[str, datetime] | None]] = []
+        self._model_loads: dict[str, dict[str, Any]] = {}  # by flow run, as the hosts published
 
     def queue(self, what: str, *, waiting: int = 0) -> None:
         """started, paused, resumed, drained or stopped."""
@@ -71,6 +73,8 @@ class Notices:
         if not ended:
             return
         seen = counting_stalls(await gateway.runs_by_id(client, ended), stalled)
+        if any(run.status is QueueStatus.DONE and model_of(run) for run in seen.values()):
+            self._model_loads.update(await gateway.model_loads(client))
         for run in seen.values():
             if not run.is_settled:
                 self._unfinished[run.id] = run  # e.g. a stalled run still being stopped
@@ -123,7 +127,8 @@ class Notices:
         if run.status is QueueStatus.DONE:
             with session_scope(self._engine) as session:
                 result = result_of_flow_run(session, run.id)
-            text = completion_text(task, duration=run.run_time, result=result)
+            load = self._model_loads.pop(run.id, None)
+            text = completion_text(task, duration=run.run_time, result=result, model_load=load)
             self._emit("biasbench.task.completed", resource, text, ended=ended)
         elif run.status is QueueStatus.FAILED:
             critical = critical_of_state(run.state_type, run.state_name)

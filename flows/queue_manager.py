@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -25,6 +26,7 @@ from sqlalchemy import Engine
 from biasbench.db.engine import session_scope
 from biasbench.queue import gateway
 from biasbench.queue.decide import decide
+from biasbench.queue.grouping import ModelGrouping
 from biasbench.queue.model import HELD_QUEUED, MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
@@ -64,6 +66,13 @@ async def queue_manager(
         database(settings),
         stall_seconds=stall_seconds or settings.queue_stall_seconds,
         crash_retries=settings.queue_crash_retries,
+        grouping=ModelGrouping(
+            loaded=frozenset(),
+            max_overtake=settings.queue_max_overtake,
+            max_wait=timedelta(seconds=settings.queue_max_wait),
+        )
+        if settings.queue_model_grouping
+        else None,
     )
     trouble = Trouble(logger)
     async with get_client() as client:
@@ -120,10 +129,14 @@ class Manager:
         *,
         stall_seconds: float,
         crash_retries: int,
+        grouping: ModelGrouping | None = None,
     ) -> None:
+        """grouping: the bounds of model grouping (its loaded models are read at each look);
+        None: strict FIFO."""
         self.logger = logger
         self.engine = engine
         self.crash_retries = crash_retries
+        self.grouping = grouping
         self.stall_watch = StallWatch(stall_seconds)
         self.notices = Notices(logger, engine)
         self.results: dict[str, TaskResult] = {}  # results never change once known
@@ -161,6 +174,7 @@ class Manager:
             results=self.results,
             now=datetime.now(UTC),
             stalled=self.stall_watch.stalled,
+            grouping=await self.model_grouping(client, runs),
         )
         if actions:
             self.logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
@@ -177,6 +191,22 @@ class Manager:
         self.watch_drain(runs, datetime.now(UTC))
         await self.notices.send(client)
         return False
+
+    async def model_grouping(
+        self, client: PrefectClient, runs: dict[str, QueueRun]
+    ) -> ModelGrouping | None:
+        """The models the GPUs have loaded (as their hosts published them) and the runs that
+        started since the oldest held run was submitted (for the bounds); None when grouping is
+        off or no GPU has a model loaded (nothing to prefer)."""
+        held = [r.created for r in runs.values() if r.is_held]
+        if self.grouping is None or not held:
+            return None
+        hosts = await gateway.model_hosts(client)
+        loaded = frozenset(str(h["model"]) for h in hosts.values() if h.get("model"))
+        if not loaded:
+            return None
+        started = await gateway.finished_since(client, min(held))
+        return replace(self.grouping, loaded=loaded, started=tuple(started))
 
     async def judge_crashes(self, client: PrefectClient) -> None:
         """A task whose process was killed from outside (worker or host gone, server lost) goes

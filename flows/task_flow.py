@@ -99,7 +99,7 @@ class TaskContext:
         """Refuse what the submission refused (biasbench.task_checks), now that upstream
         results are filled in and the database may have changed."""
         with self.session() as session:
-            check_task(task_type, parameters, session=session)
+            check_task(task_type, parameters, session=session, catalogue=self.settings.catalogue)
 
     def saving(
         self, save: Callable[[Session, int, Batch], None], run_id: int

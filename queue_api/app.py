@@ -36,8 +36,10 @@ log = logging.getLogger("queue_api")
 
 
 def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -> FastAPI:
-    engine = ready_engine((domain or Settings()).db_url)
+    domain = domain or Settings()
+    engine = ready_engine(domain.db_url)
     settings = api or ApiSettings()
+    catalogue = domain.catalogue  # read once: a broken catalogue stops the API at its start
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +61,7 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
         description="The original /queue API, served over the Prefect-based queue.",
     )
     app.state.settings = settings
+    app.state.catalogue = catalogue
     app.state.views = TaskViews(engine, TaskIds(engine))
     app.add_exception_handler(BiasBenchError, _refused)
     app.add_exception_handler(RequestValidationError, _malformed)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 @router.post("/add", response_model=TaskCreated, dependencies=[Mutating])
 async def add(
-    body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb, views: Views
+    body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb, views: Views, request: Request
 ) -> TaskCreated:
     upstream = ids.flow_runs_for(body.upstream_ids)
     for task_id in body.upstream_ids:
@@ -39,6 +39,7 @@ async def add(
         db=db,
         upstream_field="depends_on",
         upstream_names={run: str(task_id) for task_id, run in upstream.items()},
+        catalogue=request.app.state.catalogue,
     )
     task_id = ids.reserve()  # before the run: if the id cannot be written, nothing is created
     flow_run_id = await views.creator.create(client, submission, tags=[task_id_tag(task_id)])

@@ -5,7 +5,7 @@ list, `priority`. Task types and statuses are the domain's enums."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -113,6 +113,14 @@ class TaskPublic(BaseModel):
     config: dict[str, Any]
     priority: int = 0
     progress: Progress | None = None
+    model: str | None = Field(
+        default=None,
+        description="The model a running task gets from its GPU's model host (an extension).",
+    )
+    phase: Literal["loading model", "running"] | None = Field(
+        default=None,
+        description="A running task's phase: its model is being loaded, or it runs (an extension).",
+    )
     blocked_by: str | None = Field(
         default=None,
         description="Why a queued task cannot start now, when it is not just its turn: the "
@@ -141,6 +149,11 @@ class QueueStats(BaseModel):
     gpu_workers_alive: int = Field(
         description="GPU workers with recent heartbeats; with none, no queued task can start "
         "(an extension)."
+    )
+    gpu_models: dict[str, str | None] = Field(
+        default_factory=dict,
+        description="Each GPU's model host and the model it has loaded (none: null), when "
+        "model hosts run (an extension).",
     )
     scheduled: int = Field(
         0,

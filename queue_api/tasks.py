@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
+from biasbench.queue.grouping import model_of
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
@@ -87,6 +88,7 @@ class TaskViews:
             control.queue_state(client),
         )
         counts[QueueStatus.QUEUED] -= later  # not queue work until their time comes
+        hosts = await gateway.model_hosts(client)
         return QueueStats(
             total=sum(counts.values()),
             **{status.value: count for status, count in counts.items()},
@@ -94,6 +96,7 @@ class TaskViews:
             executor_running=state.executor_running,
             executor_paused=state.executor_paused,
             gpu_workers_alive=state.gpu_workers_alive,
+            gpu_models={name: host.get("model") for name, host in sorted(hosts.items())},
         )
 
     async def public(
@@ -106,16 +109,40 @@ class TaskViews:
         # Ids are handed out in submission order to runs the API has not seen before.
         by_submission = sorted(runs, key=lambda r: (r.submitted_at or r.created, r.id))
         ids = self.ids.ids_for(r.id for r in by_submission)
+        loading = await self._loading(client, runs)
         with session_scope(self.engine) as session:
             return [
                 self._task(
-                    session, run, ids[run.id], places.get(run.id, ids[run.id]), attempts[run.id]
+                    session,
+                    run,
+                    ids[run.id],
+                    places.get(run.id, ids[run.id]),
+                    attempts[run.id],
+                    loading,
                 )
                 for run in runs
             ]
 
+    @staticmethod
+    async def _loading(client: PrefectClient, runs: Sequence[QueueRun]) -> set[str]:
+        """Runs whose model a model host is loading now (as the hosts published it)."""
+        if not any(run.is_running and model_of(run) for run in runs):
+            return set()
+        hosts = await gateway.model_hosts(client)
+        return {
+            str(host["loading"].get("task"))
+            for host in hosts.values()
+            if isinstance(host.get("loading"), dict)
+        }
+
     def _task(
-        self, session: Session, run: QueueRun, task_id: int, position: int, attempt: Attempt
+        self,
+        session: Session,
+        run: QueueRun,
+        task_id: int,
+        position: int,
+        attempt: Attempt,
+        loading: set[str],
     ) -> TaskPublic:
         upstream_ids = list(self.ids.ids_for(run.upstream).values())
         status = run.status
@@ -140,7 +167,16 @@ class TaskViews:
             priority=run.priority,
             # Only running tasks that have reported progress carry the field (else "absent").
             **({"progress": _progress(progress)} if progress is not None else {}),
+            **_model_phase(run, loading),
         )
+
+
+def _model_phase(run: QueueRun, loading: set[str]) -> dict[str, str]:
+    """For a running task that needs a model: which, and whether it is still being loaded."""
+    model = model_of(run)
+    if not run.is_running or model is None:
+        return {}
+    return {"model": model, "phase": "loading model" if run.id in loading else "running"}
 
 
 def _progress(count: ProgressCount) -> Progress:

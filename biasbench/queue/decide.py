@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
+from biasbench.queue.grouping import ModelGrouping, grouped
 from biasbench.queue.model import (
     HELD_QUEUED,
     HELD_WAITING,
@@ -145,12 +146,15 @@ def decide(
     results: Mapping[str, TaskResult],
     now: datetime | None = None,
     stalled: Set[str] = frozenset(),
+    grouping: ModelGrouping | None = None,
 ) -> list[Action]:
     """runs: every task the queue knows of, by id (held ones and their upstreams);
     slots: how many tasks may run at once; accepting: False while paused or stopping;
     results: the results of completed upstreams, by run id; now: the time, for runs that a
     deployment schedule or the CLI made (they are due once their start time has come);
-    stalled: runs the manager stopped for making no progress (they count as failed).
+    stalled: runs the manager stopped for making no progress (they count as failed);
+    grouping: the models the GPUs have loaded and the bounds within which a ready task for one
+    of them may go first (biasbench.queue.grouping); None: strict FIFO.
 
     Cascades are resolved in one call: a run skipped here skips its own dependents too."""
     view = counting_stalls(runs, stalled)
@@ -178,6 +182,9 @@ def decide(
     if due:
         ready = [r for r in ready if r.order < min(due)]
     free = slots - sum(1 for r in view.values() if r.occupies_slot)
+    if grouping is not None and accepting and free > 0:
+        when = now or max((r.created for r in ready), default=datetime.min)
+        ready = grouped(ready, view, grouping, picks=free, now=when)
     released = ready[: max(free, 0)] if accepting else []
     for run in released:
         parameters = wired(run, view, results)

@@ -48,6 +48,7 @@ from prefect.states import (
 from prefect.variables import Variable
 
 from biasbench.errors import CRASHED, NotFound, QueueBusy, QueueError
+from biasbench.llm.model_host import HOST_VARIABLE_PREFIX
 from biasbench.queue.attempt import StateRecord
 from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
@@ -214,6 +215,27 @@ async def read_queue(client: PrefectClient) -> dict[str, QueueRun]:
     missing = {u for r in runs.values() for u in r.upstream if u not in runs}
     runs.update(await runs_by_id(client, missing))
     return runs
+
+
+async def model_hosts(client: PrefectClient) -> dict[str, dict[str, Any]]:
+    """What each GPU's model host published (deployments/model_host.py): its loaded model and
+    servers, by variable name (`model-host-<machine>-<slot>`)."""
+    variables = await client.read_variables()
+    return {
+        v.name: v.value
+        for v in variables
+        if v.name.startswith(HOST_VARIABLE_PREFIX) and isinstance(v.value, dict)
+    }
+
+
+async def model_loads(client: PrefectClient) -> dict[str, dict[str, Any]]:
+    """The hosts' latest model loads (start, wake, reuse) by the flow run they were for."""
+    return {
+        str(load["task"]): load
+        for host in (await model_hosts(client)).values()
+        for load in host.get("loads", [])
+        if isinstance(load, dict) and load.get("task")
+    }
 
 
 async def newest_finished_runs(client: PrefectClient, limit: int) -> list[QueueRun]:

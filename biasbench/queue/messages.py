@@ -11,7 +11,7 @@ import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from biasbench.analysis import QuickAnalysis
@@ -69,15 +69,33 @@ def failure_text(
 
 
 def completion_text(
-    task: TaskSeen, *, duration: timedelta | None, result: TaskResult | None
+    task: TaskSeen,
+    *,
+    duration: timedelta | None,
+    result: TaskResult | None,
+    model_load: Mapping[str, Any] | None = None,
 ) -> str:
+    """model_load: how its GPU's model host got the task's model ready (model, how, seconds,
+    at: epoch seconds), when a host did."""
     took = f" in {duration_text(duration)}" if duration is not None else ""
     lines = [f"✅ <b>Done</b>{took}: {_task(task)}"]
+    if model_load is not None:
+        lines.append(_e(model_load_text(model_load)))
     if result is not None:
         lines.append(f"Result: {result.run_type} {result.run_id} (dataset {result.dataset_id})")
         if result.run_type == "benchmark" and result.summary:
             lines.append(f"Quick analysis: {_e(_analysis(result.summary))}")
     return _with_link(lines, task.url)
+
+
+def model_load_text(load: Mapping[str, Any]) -> str:
+    """ "Model mistral-24b: cold start at 02:13 UTC, took 41 s" (or "reused")."""
+    model, how = load.get("model"), load.get("how")
+    if how == "reused":
+        return f"Model {model}: reused (already loaded)"
+    at = datetime.fromtimestamp(float(load.get("at", 0)), UTC).strftime("%H:%M UTC")
+    swapped = f" ({load['swapped']})" if load.get("swapped") else ""
+    return f"Model {model}: {how} at {at}, took {float(load.get('seconds', 0)):.1f} s{swapped}"
 
 
 def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None = None) -> str:

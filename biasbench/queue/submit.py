@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
 from biasbench.errors import BiasBenchError, InvalidSubmission
+from biasbench.models_catalogue import Catalogue
 from biasbench.queue import gateway
 from biasbench.queue.model import (
     HELD_QUEUED,
@@ -54,11 +55,13 @@ async def submit(
     db: Engine | None = None,
     upstream_field: str = "upstream",
     upstream_names: Mapping[str, str] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> str:
     """Queue one task; returns its flow-run id. Refused input raises InvalidSubmission naming
     the field, and leaves nothing behind. With `db` (the domain database) the datasets and runs
     the config names are looked up too, as the task's flow will when it starts. Errors about
-    upstream tasks name them `upstream_field` and `upstream_names` (e.g. the API's task ids)."""
+    upstream tasks name them `upstream_field` and `upstream_names` (e.g. the API's task ids).
+    With a model `catalogue`, a model it does not know is refused with the known ones."""
     submission = await check_submission(
         client,
         task_type,
@@ -69,6 +72,7 @@ async def submit(
         db=db,
         upstream_field=upstream_field,
         upstream_names=upstream_names,
+        catalogue=catalogue,
     )
     return await create(client, submission)
 
@@ -84,6 +88,7 @@ async def check_submission(
     db: Engine | None = None,
     upstream_field: str = "upstream",
     upstream_names: Mapping[str, str] | None = None,
+    catalogue: Catalogue | None = None,
 ) -> Submission:
     """Every check of `submit`, without creating anything."""
     kind = _task_type(task_type)
@@ -98,7 +103,7 @@ async def check_submission(
     upstream_runs = await _upstream_runs(client, ids, upstream_field, upstream_names or {})
     parameters = {**config, "upstream": ids or None, "priority": priority}
     _check_parameters(parameters, deployment.parameter_schema)
-    _check_task(kind, config, deployment.parameter_schema, upstream_runs, db)
+    _check_task(kind, config, deployment.parameter_schema, upstream_runs, db, catalogue)
     if db is not None:
         _check_wiring(kind, parameters, upstream_runs, db, upstream_names or {})
     _check_label(label)
@@ -180,6 +185,7 @@ def _check_task(
     schema: dict[str, Any],
     upstream_runs: Sequence[QueueRun],
     db: Engine | None,
+    catalogue: Catalogue | None = None,
 ) -> None:
     """What the task's flow would refuse when it starts (biasbench.task_checks), on the config
     with its defaults, knowing which parameters the upstream tasks will fill in."""
@@ -193,10 +199,22 @@ def _check_task(
     }
     try:
         if db is None:
-            check_task(kind, {**defaults, **config}, session=None, filled_by_upstream=filled)
+            check_task(
+                kind,
+                {**defaults, **config},
+                session=None,
+                filled_by_upstream=filled,
+                catalogue=catalogue,
+            )
             return
         with session_scope(db) as session:
-            check_task(kind, {**defaults, **config}, session=session, filled_by_upstream=filled)
+            check_task(
+                kind,
+                {**defaults, **config},
+                session=session,
+                filled_by_upstream=filled,
+                catalogue=catalogue,
+            )
     except BiasBenchError as exc:
         raise InvalidSubmission(f"config.{exc.field}", exc.message) from None
 

@@ -73,3 +73,43 @@ def test_good_parameters_pass(engine: Engine, pool_id: int) -> None:
             {**M, "dataset_id": pool_id, "vllm_base_url": "http://127.0.0.1:8000/v1"},
             session=session,
         )
+
+
+def _catalogue(tmp_path: Any) -> Any:
+    from biasbench.models_catalogue import load_catalogue
+
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[models.alpha]\nserve = "{python} -m tests.support.openai_server --port {port}"\n'
+        '[models.beta]\nserve = "{python} -m tests.support.openai_server --port {port}"\n'
+        "supports_sleep = true\n"
+    )
+    return load_catalogue(path)
+
+
+def test_with_a_catalogue_an_unknown_model_is_refused_naming_the_known_ones(
+    tmp_path: Any,
+) -> None:
+    catalogue = _catalogue(tmp_path)
+    given = {"model_name": "gamma", "dataset_id": 1}
+    with pytest.raises(BiasBenchError) as refused:
+        check_task("benchmark", given, session=None, catalogue=catalogue)
+    assert refused.value.field == "model_name"
+    assert "alpha, beta" in refused.value.message
+    # A known model passes; so does any model on a server the task names itself.
+    check_task("benchmark", {**given, "model_name": "beta"}, session=None, catalogue=catalogue)
+    own = {**given, "vllm_base_url": "http://127.0.0.1:9/v1"}
+    check_task("benchmark", own, session=None, catalogue=catalogue)
+    # Without a catalogue, today's behaviour: any model name.
+    check_task("benchmark", given, session=None)
+
+
+def test_a_broken_catalogue_is_refused_naming_the_file_and_field(tmp_path: Any) -> None:
+    from biasbench.models_catalogue import load_catalogue
+
+    path = tmp_path / "models.toml"
+    path.write_text('[models.alpha]\nserve = "x"\nstart_timeout = -1\n')
+    with pytest.raises(BiasBenchError) as refused:
+        load_catalogue(path)
+    assert "models.alpha.start_timeout" in str(refused.value)
+    assert str(path) in str(refused.value)

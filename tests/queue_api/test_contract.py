@@ -36,7 +36,7 @@ TASK_FIELDS: dict[str, tuple[type, ...]] = {
     "result_run_type": (str, type(None)),
     "config": (dict,),
 }
-EXTENSIONS = {"priority", "progress", "blocked_by"}
+EXTENSIONS = {"priority", "progress", "blocked_by", "model", "phase"}
 STATS_FIELDS = {
     "total": int,
     "queued": int,
@@ -50,6 +50,7 @@ STATS_FIELDS = {
     "executor_paused": bool,
     "gpu_workers_alive": int,  # an extension
     "scheduled": int,  # an extension
+    "gpu_models": dict,  # an extension: each GPU's model host and its loaded model
 }
 
 
@@ -216,6 +217,29 @@ def test_a_task_made_with_the_cli_appears_with_an_id_and_keeps_it(
     assert len(cli) == 1 and cli[0]["task_type"] == "pool_gen"
     again = api.get(f"/queue/{cli[0]['id']}").json()
     assert again["id"] == cli[0]["id"] and again["config"]["n"] == 30
+
+
+def test_stats_show_the_model_each_gpu_has_loaded(api: httpx.Client) -> None:
+    """What the model hosts publish (deployments/model_host_channel.py) is what /queue/stats
+    shows; a host with nothing loaded shows null."""
+    from prefect.variables import Variable
+
+    published = {
+        "model-host-testbox-0": {"model": "mistral-24b", "loading": None, "servers": {}},
+        "model-host-testbox-1": {"model": None, "loading": None, "servers": {}},
+    }
+    for name, state in published.items():
+        Variable.set(name, state, overwrite=True)
+    try:
+        stats = api.get("/queue/stats").json()
+    finally:
+        for name in published:
+            Variable.unset(name)
+    assert stats["gpu_models"] == {
+        "model-host-testbox-0": "mistral-24b",
+        "model-host-testbox-1": None,
+    }
+    assert api.get("/queue/stats").json()["gpu_models"] == {}
 
 
 def test_a_run_a_schedule_made_for_later_is_not_queue_work_until_its_time(

@@ -14,6 +14,15 @@ many arrive and in whatever order (a window of concurrent requests has no fixed 
 Standalone (for `perf/`): `python -m tests.support.openai_server --port 0 --latency 0.2
 --workers 2` forks worker processes that share the port through SO_REUSEPORT (one event loop
 per core, so the server is not the bottleneck) and prints `READY http://127.0.0.1:<port>`.
+
+As a model server (what a model catalogue's serve command starts for the model host's tests and
+the demo): `--workers 1 --model NAME --load-seconds S` loads for S seconds before it listens
+(like vLLM, nothing answers meanwhile), then serves `/health` and vLLM's sleep endpoints with
+their semantics (`POST /sleep?level=1|2`, `POST /wake_up`, `GET /is_sleeping`; a level-1 wake
+takes `--wake-seconds`, a level-2 wake reloads and takes `--load-seconds`; a sleeping server
+answers no completions). `--crash-after N` makes the process exit abruptly when its N-th chat
+request arrives (with `--crash-marker PATH`: only if PATH does not exist yet, which it then
+creates, so the restarted server lives).
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -167,11 +177,55 @@ class _App:
         self.max_in_flight = 0
         self.count = 0
 
+    # Model-server behaviour (standalone `--workers 1`), off by default.
+    sleeping: int = 0  # 0 awake, else the level it was put to sleep with
+    wake_seconds: float = 0.2
+    load_seconds: float = 0.0
+    crash_after: int | None = None
+    crash_marker: str | None = None
+
     def build(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/v1/models", self.models_handler)
         app.router.add_post("/v1/chat/completions", self.chat_handler)
+        app.router.add_get("/health", self.health_handler)
+        app.router.add_post("/sleep", self.sleep_handler)
+        app.router.add_post("/wake_up", self.wake_handler)
+        app.router.add_get("/is_sleeping", self.is_sleeping_handler)
         return app
+
+    async def health_handler(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(status=200)
+
+    async def sleep_handler(self, request: web.Request) -> web.StreamResponse:
+        level = int(request.query.get("level", "1"))
+        if level not in (1, 2):
+            return web.json_response(_error_body("level must be 1 or 2", 400), status=400)
+        self.sleeping = level
+        print(f"sleeping at level {level}", flush=True, file=sys.stderr)
+        return web.Response(status=200)
+
+    async def wake_handler(self, request: web.Request) -> web.StreamResponse:
+        if self.sleeping:
+            # Level 1 copies the weights back from CPU RAM; level 2 loads them again.
+            await asyncio.sleep(self.wake_seconds if self.sleeping == 1 else self.load_seconds)
+            print(f"woke up from level {self.sleeping}", flush=True, file=sys.stderr)
+            self.sleeping = 0
+        return web.Response(status=200)
+
+    async def is_sleeping_handler(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"is_sleeping": bool(self.sleeping)})
+
+    def _maybe_crash(self) -> None:
+        if self.crash_after is None or self.count < self.crash_after:
+            return
+        if self.crash_marker is not None:
+            if os.path.exists(self.crash_marker):
+                return
+            with open(self.crash_marker, "w") as marker:
+                marker.write(str(os.getpid()))
+        print(f"crashing at chat request {self.count} (--crash-after)", flush=True, file=sys.stderr)
+        os._exit(70)
 
     def _authorized(self, request: web.Request) -> bool:
         if self.api_key is None:
@@ -210,6 +264,10 @@ class _App:
         except ValueError:
             body = raw.decode("utf-8", "replace")
         rec = self._start(request, body)
+        self._maybe_crash()
+        if self.sleeping:
+            self._finish(rec)
+            return web.json_response(_error_body("the model is sleeping", 503), status=503)
         try:
             with self.lock:
                 step = self._prompt_step(body)
@@ -431,6 +489,43 @@ def _worker(port: int, models: list[str], latency: float, answer: Answer, ready:
     asyncio.run(main())
 
 
+def serve_model(
+    port: int,
+    latency: float,
+    models: list[str],
+    answer: Answer,
+    *,
+    load_seconds: float,
+    wake_seconds: float,
+    crash_after: int | None,
+    crash_marker: str | None,
+) -> None:
+    """One process, one event loop: a stand-in for a vLLM server started by a model host."""
+    print(f"loading {', '.join(models)} for {load_seconds:g} s", flush=True, file=sys.stderr)
+    time.sleep(load_seconds)
+    logging.getLogger("aiohttp").setLevel(logging.CRITICAL)
+    app = _App(models, answer, latency, api_key=None, record=False)
+    app.load_seconds, app.wake_seconds = load_seconds, wake_seconds
+    app.crash_after, app.crash_marker = crash_after, crash_marker
+
+    async def main() -> None:
+        runner = web.AppRunner(
+            app.build(), access_log=None, shutdown_timeout=0.5, handler_cancellation=True
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", port, reuse_address=True)
+        await site.start()
+        print(f"READY http://127.0.0.1:{runner.addresses[0][1]}", flush=True)
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping", flush=True, file=sys.stderr)
+        await runner.cleanup()
+
+    asyncio.run(main())
+
+
 def _echo_answer(messages: Sequence[dict[str, Any]], model: str) -> str:
     """A cheap answer for benchmarks: the server must not spend CPU on content."""
     return "A"
@@ -484,8 +579,24 @@ def main(argv: list[str] | None = None) -> None:
         default="echo",
         help="echo: a cheap constant (throughput benchmarks); fake: the fake backend's answers",
     )
+    parser.add_argument("--load-seconds", type=float, default=0.0)
+    parser.add_argument("--wake-seconds", type=float, default=0.2)
+    parser.add_argument("--crash-after", type=int, default=None)
+    parser.add_argument("--crash-marker", default=None)
     args = parser.parse_args(argv)
     answer = _default_answer if args.answers == "fake" else _echo_answer
+    if args.workers == 1:
+        serve_model(
+            args.port,
+            args.latency,
+            args.models or ["m"],
+            answer,
+            load_seconds=args.load_seconds,
+            wake_seconds=args.wake_seconds,
+            crash_after=args.crash_after,
+            crash_marker=args.crash_marker,
+        )
+        return
     serve_forever(args.port, args.latency, args.workers, args.models or ["m"], answer)
 
 

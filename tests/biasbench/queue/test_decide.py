@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
 
 from biasbench.queue.decide import Cancel, Relabel, Release, Skip, decide
+from biasbench.queue.grouping import ModelGrouping
 from biasbench.queue.model import QueueRun, QueueStatus, queue_status
 from biasbench.results import TaskResult
 
@@ -208,3 +212,125 @@ def test_a_due_run_from_a_schedule_keeps_its_place_until_it_has_parked() -> None
     # Parked (held) at its scheduled time: it goes first.
     parked = snapshot(run("cron", minute=5), later)
     assert released(decide(parked, slots=1, accepting=True, results={}, now=at_six)) == ["cron"]
+
+
+# --- model grouping ---------------------------------------------------------------------------
+
+
+def on(model: str, rid: str, minute: int, **kwargs: object) -> QueueRun:
+    return run(rid, minute=minute, model_name=model, **kwargs)  # type: ignore[arg-type]
+
+
+def started(rid: str, model: str, minute: int, at: int, state: str = "COMPLETED") -> QueueRun:
+    """A task that started at minute `at` (finished, unless state says otherwise)."""
+    return replace(
+        on(model, rid, minute, state=state, name=None),
+        started_at=T0 + timedelta(minutes=at),
+        ended_at=T0 + timedelta(minutes=at + 1),
+    )
+
+
+def grouping(loaded: str, *history: QueueRun, overtake: int = 8, wait_minutes: int = 120) -> Any:
+    return ModelGrouping(
+        loaded=frozenset({loaded}),
+        max_overtake=overtake,
+        max_wait=timedelta(minutes=wait_minutes),
+        started=history,
+    )
+
+
+NOW = T0 + timedelta(minutes=30)
+
+
+def test_a_task_for_the_loaded_model_goes_before_one_that_would_swap() -> None:
+    queue = snapshot(on("B", "b1", 1), on("C", "c1", 2), on("A", "a2", 3), on("B", "b2", 4))
+    grouped_run = decide(
+        queue, slots=1, accepting=True, results={}, now=NOW, grouping=grouping("A")
+    )
+    fifo = decide(queue, slots=1, accepting=True, results={}, now=NOW)
+    assert released(grouped_run) == ["a2"]
+    assert released(fifo) == ["b1"]
+
+
+def test_grouping_never_passes_a_higher_priority_or_a_task_without_a_model() -> None:
+    higher = snapshot(on("B", "b1", 1, priority=5), on("A", "a1", 2))
+    assert released(
+        decide(higher, slots=1, accepting=True, results={}, now=NOW, grouping=grouping("A"))
+    ) == ["b1"]
+    no_model = snapshot(run("p", "pool_gen", minute=1), on("A", "a1", 2))
+    assert released(
+        decide(no_model, slots=1, accepting=True, results={}, now=NOW, grouping=grouping("A"))
+    ) == ["p"]
+
+
+def test_grouping_keeps_dependencies() -> None:
+    queue = snapshot(
+        on("B", "b1", 1),
+        on("A", "a1", 2, upstream=("u",)),
+        run("u", "attrgen", state="RUNNING", name="Running", minute=0),
+    )
+    actions = decide(queue, slots=1, accepting=True, results={}, now=NOW, grouping=grouping("A"))
+    assert released(actions) == []  # the slot is taken by u; a1 waits for it anyway
+    queue["u"] = replace(queue["u"], state_type="COMPLETED", state_name="Completed")
+    actions = decide(
+        queue,
+        slots=1,
+        accepting=True,
+        results={"u": TaskResult(run_type="attrgen", run_id=1, dataset_id=2)},
+        now=NOW,
+        grouping=grouping("A"),
+    )
+    assert released(actions) == ["a1"]
+
+
+def test_no_task_is_overtaken_more_than_the_bound() -> None:
+    # b1 has already been passed by two A tasks that started after it was submitted.
+    history = (started("a1", "A", 2, at=3), started("a2", "A", 4, at=5))
+    queue = snapshot(on("B", "b1", 1), on("A", "a3", 6))
+    at_bound = grouping("A", *history, overtake=2)
+    below = grouping("A", *history, overtake=3)
+    assert released(
+        decide(queue, slots=1, accepting=True, results={}, now=NOW, grouping=at_bound)
+    ) == ["b1"]
+    assert released(
+        decide(queue, slots=1, accepting=True, results={}, now=NOW, grouping=below)
+    ) == ["a3"]
+
+
+def test_no_task_waits_longer_than_the_bound_beyond_its_fifo_turn() -> None:
+    history = (started("a1", "A", 2, at=3),)  # took b1's turn at minute 3
+    queue = snapshot(on("B", "b1", 1), on("A", "a2", 6))
+    late = grouping("A", *history, wait_minutes=20)  # now is minute 30: 27 minutes late
+    patient = grouping("A", *history, wait_minutes=60)
+    assert released(decide(queue, slots=1, accepting=True, results={}, now=NOW, grouping=late)) == [
+        "b1"
+    ]
+    assert released(
+        decide(queue, slots=1, accepting=True, results={}, now=NOW, grouping=patient)
+    ) == ["a2"]
+
+
+def test_a_night_of_interleaved_models_runs_grouped_within_the_bound() -> None:
+    """A B C A B C ... submitted at once, one slot, replayed release by release."""
+    models = "ABC" * 4
+    queue = {f"t{i}": on(m, f"t{i}", i) for i, m in enumerate(models)}
+    order: list[str] = []
+    loaded = "A"
+    history: list[QueueRun] = []
+    for step in range(len(models)):
+        g = grouping(loaded, *history, overtake=3)
+        (chosen,) = released(
+            decide(queue, slots=1, accepting=True, results={}, now=NOW, grouping=g)
+        )
+        order.append(queue[chosen].parameters["model_name"])
+        loaded = order[-1]
+        history.append(replace(queue.pop(chosen), started_at=T0 + timedelta(minutes=20 + step)))
+    assert sorted(order) == sorted(models)
+    swaps = sum(1 for x, y in pairwise(order) if x != y)
+    fifo_swaps = len(models) - 1
+    assert swaps < fifo_swaps
+    # The bound: no task was passed by more than 3 later tasks.
+    for i, model in enumerate(models):
+        position = [h.id for h in history].index(f"t{i}")
+        passed_by = sum(1 for h in history[:position] if int(h.id[1:]) > i)
+        assert passed_by <= 3, (model, i, passed_by)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -70,6 +70,17 @@ def test_a_completion_gives_duration_result_and_the_benchmark_quick_analysis() -
     assert "Result: benchmark 12 (dataset 4)" in text
     assert "Quick analysis: 59/60 results, 1 failed (1.7% errors)" in text
     assert "extreme 25.0%, middle 50.0%" in text
+    assert markup_error(text) is None
+
+
+def test_completion_says_how_and_when_the_model_was_loaded() -> None:
+    at = datetime(2026, 11, 30, 2, 13, tzinfo=UTC).timestamp()
+    load = {"model": "mistral-24b", "how": "cold start", "seconds": 41.2, "at": at}
+    swap = {**load, "swapped": "qwen-32b stopped"}
+    text = completion_text(TASK, duration=timedelta(seconds=90), result=None, model_load=swap)
+    assert "Model mistral-24b: cold start at 02:13 UTC, took 41.2 s (qwen-32b stopped)" in text
+    reused = completion_text(TASK, duration=None, result=None, model_load={**load, "how": "reused"})
+    assert "Model mistral-24b: reused (already loaded)" in reused
     assert markup_error(text) is None
 
 
