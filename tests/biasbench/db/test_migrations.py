@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from biasbench.db.engine import alembic_config, migrate, session_scope
@@ -112,11 +112,11 @@ def _stored_before_0004(url: str) -> None:
         session.add_all(
             [Trait(id=1, adjective="kind", category="x", valence=1), Model(id=1, name="m")]
         )
-        session.add(Dataset(id=1, kind="pool", name="d"))
-        session.flush()
-        session.add(AttrgenRun(id=1, dataset_id=1, model_id=1, llm="vllm"))
-        session.add(
-            BenchmarkRun(
+        # Core inserts name only the columns of that time (the models have grown since).
+        session.execute(insert(Dataset).values(id=1, kind="pool", name="d"))
+        session.execute(insert(AttrgenRun).values(id=1, dataset_id=1, model_id=1, llm="vllm"))
+        session.execute(
+            insert(BenchmarkRun).values(
                 id=1,
                 dataset_id=1,
                 model_id=1,
@@ -185,6 +185,48 @@ def test_0004_keeps_the_newest_failure_per_item_and_drops_answered_ones_on_postg
     postgres_url: str,
 ) -> None:
     _one_failure_per_item_after_0004(postgres_url)
+
+
+def _provenance_after_0005(url: str) -> None:
+    """Datasets and runs made before 0005 get the pool they were drawn in; pools are world's."""
+    command.upgrade(alembic_config(url), "0004")
+    engine = create_engine(url)
+    try:
+        with session_scope(engine) as session:
+            session.execute(insert(Model).values(id=1, name="m"))
+            session.execute(insert(Dataset).values(id=1, kind="pool", name="pool"))
+            session.execute(
+                insert(Dataset).values(id=2, kind="balanced", name="b", source_dataset_id=1)
+            )
+            session.execute(
+                insert(Dataset).values(id=3, kind="balanced", name="bb", source_dataset_id=2)
+            )
+            session.execute(insert(AttrgenRun).values(id=1, dataset_id=3, model_id=1, llm="x"))
+        migrate(url)
+        with session_scope(engine) as session:
+            datasets = session.execute(
+                select(Dataset.id, Dataset.pool_dataset_id, Dataset.population).order_by(Dataset.id)
+            ).all()
+            run_pool = session.scalar(select(AttrgenRun.pool_dataset_id))
+        assert [tuple(row) for row in datasets] == [
+            (1, 1, "world"),
+            (2, 1, "world"),
+            (3, 1, "world"),
+        ]
+        assert run_pool == 1
+    finally:
+        engine.dispose()
+
+
+def test_0005_records_the_pool_of_every_older_dataset_and_run_on_sqlite(db_url: str) -> None:
+    _provenance_after_0005(db_url)
+
+
+@pytest.mark.postgres
+def test_0005_records_the_pool_of_every_older_dataset_and_run_on_postgresql(
+    postgres_url: str,
+) -> None:
+    _provenance_after_0005(postgres_url)
 
 
 # Every process migrates at start (each flow process, the manager, the /queue API): on a fresh
