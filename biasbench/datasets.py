@@ -17,7 +17,8 @@ from biasbench.personas.ages import age_bin
 from biasbench.personas.balancing import BalancedSelection
 from biasbench.personas.sampling import PersonaDraft
 from biasbench.population.countries import reference_countries
-from biasbench.population.profiles import Profile
+from biasbench.population.profiles import Profile, load_profile
+from biasbench.population.report import DatasetPopulation
 from biasbench.prompts import PersonaProfile
 
 
@@ -202,3 +203,23 @@ def persona_profiles(
         )
         for p, c in rows
     }
+
+
+def population_of(session: Session, dataset: Dataset) -> DatasetPopulation:
+    """What the dataset records about its population, with the population's shares by axis from
+    its pool's report (pools made before provenance was kept have none)."""
+    pool = session.get(Dataset, dataset.pool_dataset_id) if dataset.pool_dataset_id else None
+    marginals = (pool.report or {}).get("marginals", {}) if pool is not None else {}
+    assumed: list[str] = []
+    if dataset.population is not None and dataset.population_files:
+        assumed = list(load_profile(dataset.population).assumed)
+    return DatasetPopulation(
+        pool_dataset_id=dataset.pool_dataset_id,
+        population=dataset.population,
+        version=dataset.population_version,
+        files=dataset.population_files,
+        assumed=assumed,
+        population_shares={
+            axis: {value: pair[1] for value, pair in row.items()} for axis, row in marginals.items()
+        },
+    )

@@ -72,9 +72,14 @@ def _resolve(root: Traversable, relative: str) -> Traversable:
 
 @cache
 def load_profile(name: str) -> Profile:
-    """The verified profile (cached): DataFileError if a file's hash differs from the manifest."""
+    """The verified shipped profile (cached): DataFileError if a file's hash differs from the
+    manifest."""
     check_population(name)
-    root = resources.files("biasbench.data")
+    return read_profile(name, resources.files("biasbench.data"))
+
+
+def read_profile(name: str, root: Traversable) -> Profile:
+    """The profile `name` under a data directory laid out as biasbench/data/ (verified)."""
     manifest_file = root.joinpath("profiles", name, "manifest.json")
     manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
     files: dict[str, str] = manifest.get("files", {})

@@ -94,3 +94,47 @@ def pool_report(
         *marginals_markdown(comparison),
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetPopulation:
+    """A dataset's provenance as stored: its profile and the pool's population shares by axis."""
+
+    pool_dataset_id: int | None
+    population: str | None
+    version: str | None
+    files: Mapping[str, str] | None
+    assumed: Sequence[str]
+    population_shares: Mapping[str, Mapping[str, float]]
+
+
+def balanced_report(
+    new_id: int,
+    source_id: int,
+    marginals: Mapping[str, Mapping[str, int]],
+    targets: Mapping[str, Mapping[str, int]],
+    provenance: DatasetPopulation,
+) -> str:
+    """Counts next to the balancing target and the population's share (as in the pool's profile,
+    for the pool's ages)."""
+    pool = provenance.pool_dataset_id
+    lines = [f"# Balanced dataset {new_id} (from dataset {source_id}, pool {pool})", ""]
+    lines += provenance_markdown(
+        provenance.population, provenance.version, provenance.files, provenance.assumed
+    )
+    for axis, counts in marginals.items():
+        total = sum(counts.values()) or 1
+        population = provenance.population_shares.get(axis, {})
+        lines += [
+            f"## {axis}",
+            "",
+            "| value | count | share | target | population |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for value, count in sorted(counts.items()):
+            share = population.get(value)
+            shown = f"{share:.2%}" if share is not None else "–"
+            target = targets.get(axis, {}).get(value, "")
+            lines.append(f"| {value} | {count} | {count / total:.2%} | {target} | {shown} |")
+        lines.append("")
+    return "\n".join(lines)
