@@ -286,9 +286,9 @@ def sample_de(
     sexualities = rng.choices(plan.sexuality[0], cum_weights=plan.sexuality[1], k=n)
     jobs_of = plan.occupation
     occupations = [(j := jobs_of[a])[int(rnd() * len(j))] for a in ages]
-    return [
-        PersonaDraft(*row)
-        for row in zip(
+    return list(
+        map(
+            PersonaDraft,
             ages,
             sexes,
             educations,
@@ -298,6 +298,5 @@ def sample_de(
             origins,
             religions,
             sexualities,
-            strict=True,
         )
-    ]
+    )
