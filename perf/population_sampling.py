@@ -18,6 +18,7 @@ import argparse
 import os
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from biasbench.datasets import ensure_reference_data, store_pool
@@ -30,20 +31,21 @@ TODAY = {20_000: (0.05, 0.54), 200_000: (0.62, 4.81)}
 """The world profile before this change, as issue 17 reports it: (sampling s, write s)."""
 
 
-def measure(population: str, n: int, workdir: Path) -> tuple[float, float, float]:
+def measure(population: str, n: int, workdir: Path) -> list[tuple[float, float]]:
+    """(wall s, CPU s) of the draw, the write and the report's comparison."""
     engine = ready_engine(f"sqlite:///{workdir / f'{population}-{n}.db'}")
     profile = load_profile(population)
-    start = time.perf_counter()
+    marks = [(time.perf_counter(), time.process_time())]
     drafts = draw_pool(population, n, temperature=0.0, age_from=None, age_to=None, seed=1)
-    drawn = time.perf_counter()
+    marks.append((time.perf_counter(), time.process_time()))
     with session_scope(engine) as session:
         ensure_reference_data(session)
         store_pool(session, drafts, seed=1, config={}, flow_run_id=None, population=profile)
-    written = time.perf_counter()
+    marks.append((time.perf_counter(), time.process_time()))
     compare_pool(profile, drafts, None, None)
-    compared = time.perf_counter()
+    marks.append((time.perf_counter(), time.process_time()))
     engine.dispose()
-    return drawn - start, written - drawn, compared - written
+    return [(b[0] - a[0], b[1] - a[1]) for a, b in pairwise(marks)]
 
 
 def main() -> None:
@@ -51,18 +53,23 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 200_000, 1_000_000])
     args = parser.parse_args()
     print(f"1-min load before: {os.getloadavg()[0]:.2f}")
-    print(f"{'profile':<8} {'n':>9} {'draw s':>7} {'write s':>8} {'total s':>8} {'report s':>9}")
+    print("wall seconds (CPU seconds of this process in brackets; the machine is shared)")
+    print(f"{'profile':<8} {'n':>9} {'draw':>13} {'write':>13} {'draw+write':>13} {'report':>12}")
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.sizes:
             if n in TODAY:
                 draw, write = TODAY[n]
-                print(f"{'today':<8} {n:>9,} {draw:>7.2f} {write:>8.2f} {draw + write:>8.2f}")
+                print(f"{'today':<8} {n:>9,} {draw:>13.2f} {write:>13.2f} {draw + write:>13.2f}")
+            totals = {}
             for population in ("world", "de"):
-                draw, write, report = measure(population, n, Path(tmp))
+                (dw, dc), (ww, wc), (rw, rc) = measure(population, n, Path(tmp))
+                totals[population] = dw + ww
                 print(
-                    f"{population:<8} {n:>9,} {draw:>7.2f} {write:>8.2f} "
-                    f"{draw + write:>8.2f} {report:>9.2f}"
+                    f"{population:<8} {n:>9,} {dw:>6.2f} ({dc:>4.2f}) {ww:>6.2f} ({wc:>4.2f}) "
+                    f"{dw + ww:>6.2f} ({dc + wc:>4.2f}) {rw:>5.2f} ({rc:>4.2f})"
                 )
+            ratio = totals["de"] / totals["world"]
+            print(f"{'':<19}de / world (draw+write, wall): {ratio:.2f}")
     print(f"1-min load after: {os.getloadavg()[0]:.2f}")
 
 
