@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from biasbench.data import DataFileError
-from biasbench.data.convert_de import EDUCATION, SEX, manifest
+from biasbench.data.convert_de import EDUCATION, ISO_CODES, SEX, convert, manifest
+from biasbench.data.world_manifest import manifest as world_manifest
 from biasbench.errors import InvalidConfig
 from biasbench.population.de_tables import de_tables, table_sex
 from biasbench.population.profiles import PROFILES, check_population, load_profile, read_profile
@@ -140,3 +141,13 @@ def test_an_unknown_population_is_refused_naming_the_field() -> None:
     with pytest.raises(InvalidConfig) as refused:
         check_population("mars")
     assert refused.value.field == "population" and "de, world" in str(refused.value)
+
+
+@pytest.mark.skipif(not ISO_CODES.exists(), reason="needs Debian's iso-codes for alpha-3 codes")
+def test_the_conversion_reproduces_the_shipped_tables() -> None:
+    for name, text in convert().items():
+        assert (DATA / "profiles" / "de" / name).read_text(encoding="utf-8") == text, name
+
+
+def test_the_world_manifest_is_the_one_its_script_writes() -> None:
+    assert dict(load_profile("world").manifest) == world_manifest()
