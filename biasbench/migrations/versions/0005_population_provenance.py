@@ -66,11 +66,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("attrgen_runs", "benchmark_runs"):
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    for table in ("attrgen_runs", "benchmark_runs", "datasets"):
+        # SQLite rebuilds the table without the column, and its reference goes with it (the
+        # rebuild needs foreign-key enforcement off while other rows point at `datasets`).
         with op.batch_alter_table(table) as batch:
-            batch.drop_constraint(f"fk_{table}_pool_dataset_id_datasets", type_="foreignkey")
+            if not sqlite:
+                batch.drop_constraint(f"fk_{table}_pool_dataset_id_datasets", type_="foreignkey")
             batch.drop_column("pool_dataset_id")
     with op.batch_alter_table("datasets") as batch:
-        batch.drop_constraint("fk_datasets_pool_dataset_id_datasets", type_="foreignkey")
-        for column in ("pool_dataset_id", "population_files", "population_version", "population"):
+        for column in ("population_files", "population_version", "population"):
             batch.drop_column(column)

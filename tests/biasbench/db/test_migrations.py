@@ -229,6 +229,43 @@ def test_0005_records_the_pool_of_every_older_dataset_and_run_on_postgresql(
     _provenance_after_0005(postgres_url)
 
 
+def _down_to_0004_and_up_again(url: str) -> None:
+    migrate(url)
+    command.downgrade(alembic_config(url), "0004")
+    engine = create_engine(url)
+    try:
+        assert "population" not in {c["name"] for c in inspect(engine).get_columns("datasets")}
+    finally:
+        engine.dispose()
+    migrate(url)
+    _provenance_columns_are_there(url)
+
+
+def _provenance_columns_are_there(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("datasets")}
+        assert {
+            "population",
+            "population_version",
+            "population_files",
+            "pool_dataset_id",
+        } <= columns
+        foreign = inspect(engine).get_foreign_keys("benchmark_runs")
+        assert any(fk["constrained_columns"] == ["pool_dataset_id"] for fk in foreign)
+    finally:
+        engine.dispose()
+
+
+def test_0005_goes_down_and_up_again_on_sqlite(db_url: str) -> None:
+    _down_to_0004_and_up_again(db_url)
+
+
+@pytest.mark.postgres
+def test_0005_goes_down_and_up_again_on_postgresql(postgres_url: str) -> None:
+    _down_to_0004_and_up_again(postgres_url)
+
+
 # Every process migrates at start (each flow process, the manager, the /queue API): on a fresh
 # database they all start at once. Each child imports first, then waits for the word to go.
 _MIGRATE_ON_GO = """
