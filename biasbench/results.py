@@ -18,7 +18,7 @@ from biasbench.db.models import (
     PersonaAttribute,
 )
 from biasbench.queue.progress import ProgressCount
-from biasbench.runs import personas_with_attributes
+from biasbench.runs import personas_with_attributes, worked_on_by
 
 RunType = Literal["dataset", "attrgen", "benchmark"]
 
@@ -110,15 +110,19 @@ def _newest(
     flow_run_id: str,
     *where: ColumnElement[bool],
 ) -> int | None:
-    """One flow run can carry several rows (a retry told to resume another run): the newest."""
-    return session.scalar(
-        select(row.id).where(row.prefect_flow_run_id == flow_run_id, *where).order_by(row.id.desc())
-    )
+    """One flow run can carry several rows (a retry told to resume another run): the newest.
+    A run that another task resumed belongs to both tasks."""
+    if issubclass(row, Dataset):
+        mine = row.prefect_flow_run_id == flow_run_id
+    else:
+        mine = worked_on_by(row, flow_run_id)
+    return session.scalar(select(row.id).where(mine, *where).order_by(row.id.desc()))
 
 
 def forget_results(session: Session, flow_run_id: str) -> int:
-    """Delete the answers stored by a task's runs (a retry then asks everything again); the runs
-    themselves stay, so ids users have seen keep meaning the same thing. Returns rows deleted."""
+    """Delete the answers stored by the runs a task created (a retry then asks everything
+    again); the runs themselves stay, so ids users have seen keep meaning the same thing. A run
+    the task only resumed is another task's result and stays whole. Returns rows deleted."""
     deleted = 0
     attrgen = select(AttrgenRun.id).where(AttrgenRun.prefect_flow_run_id == flow_run_id)
     bench = select(BenchmarkRun.id).where(BenchmarkRun.prefect_flow_run_id == flow_run_id)

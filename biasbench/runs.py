@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, Final
 
-from sqlalchemy import Table, bindparam, delete, func, select
+from sqlalchemy import ColumnElement, Table, bindparam, delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from biasbench.asking import Answered, Unanswered
@@ -25,6 +25,7 @@ from biasbench.db.models import (
     Failure,
     Model,
     PersonaAttribute,
+    RunResumption,
     Trait,
     utcnow,
 )
@@ -60,10 +61,31 @@ def _run_to_resume(
     if flow_run_id is None:
         return None
     return session.scalar(
-        select(run_class)
-        .where(run_class.prefect_flow_run_id == flow_run_id)
-        .order_by(run_class.id.desc())
+        select(run_class).where(worked_on_by(run_class, flow_run_id)).order_by(run_class.id.desc())
     )
+
+
+def worked_on_by(
+    run_class: type[AttrgenRun] | type[BenchmarkRun], flow_run_id: str
+) -> ColumnElement[bool]:
+    """The runs a flow run created or resumed: a retry of either task continues the same run."""
+    resumed = select(RunResumption.run_id).where(
+        RunResumption.run_type == _RUN_TYPE[run_class], RunResumption.flow_run_id == flow_run_id
+    )
+    return or_(run_class.prefect_flow_run_id == flow_run_id, run_class.id.in_(resumed))
+
+
+_RUN_TYPE: Final[dict[type[Any], str]] = {AttrgenRun: "attrgen", BenchmarkRun: "benchmark"}
+
+
+def _continue(session: Session, run: AttrgenRun | BenchmarkRun, flow_run_id: str | None) -> None:
+    """Keep the creator's link (its task keeps its result) and add this flow run's."""
+    if run.prefect_flow_run_id is None:
+        run.prefect_flow_run_id = flow_run_id
+    elif flow_run_id is not None and flow_run_id != run.prefect_flow_run_id:
+        link = {"run_type": _RUN_TYPE[type(run)], "run_id": run.id, "flow_run_id": flow_run_id}
+        insert_ignoring_duplicates(session, RunResumption.__table__, [link])  # type: ignore[arg-type]
+    run.finished_at = None
 
 
 def _refuse_changes(run: Any, expected: Mapping[str, Any]) -> None:
@@ -116,8 +138,7 @@ def open_attrgen_run(
     )
     if run is not None:
         _refuse_changes(run, {"dataset_id": dataset_id, "model_id": mid})
-        run.prefect_flow_run_id = flow_run_id or run.prefect_flow_run_id
-        run.finished_at = None
+        _continue(session, run, flow_run_id)
         return run
     run = AttrgenRun(
         dataset_id=dataset_id,
@@ -178,8 +199,7 @@ def open_benchmark_run(
         _refuse_changes(run, {"model_id": mid, **{k: fields.get(k) for k in PLAN_DEFINING}})
         for tunable in ("batch_size", "max_new_tokens", "max_attempts", "vllm_base_url", "llm"):
             setattr(run, tunable, fields[tunable])
-        run.prefect_flow_run_id = flow_run_id or run.prefect_flow_run_id
-        run.finished_at = None
+        _continue(session, run, flow_run_id)
         return run
     run = BenchmarkRun(
         model_id=mid,

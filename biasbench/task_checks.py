@@ -3,7 +3,7 @@ anything, and the task's flow runs it again when it starts (the database may hav
 between), so a task the queue accepted fails at run time only for what happened since.
 
 `filled_by_upstream` names the parameters an upstream task's result will fill in
-(`biasbench.queue.model.RESULT_WIRING`): they need not be given, and are not looked up, yet.
+(`biasbench.queue.wiring.RESULT_WIRING`): they need not be given, and are not looked up, yet.
 The references (datasets, runs) are looked up when a database session is given."""
 
 from __future__ import annotations

@@ -174,7 +174,7 @@ class Manager:
                 "Queue stopped: the current task has finished; queued tasks stay queued."
             )
             return True
-        self.watch_drain(runs)
+        self.watch_drain(runs, datetime.now(UTC))
         await self.notices.send(client)
         return False
 
@@ -208,8 +208,8 @@ class Manager:
                 if run_id not in self.results and (found := result_of_flow_run(session, run_id)):
                     self.results[run_id] = found
 
-    def watch_drain(self, runs: dict[str, QueueRun]) -> None:
-        if not all(r.is_settled for r in runs.values()):
+    def watch_drain(self, runs: dict[str, QueueRun], now: datetime) -> None:
+        if not all(r.is_settled or r.is_scheduled_later(now) for r in runs.values()):
             self.was_busy, self.idle_since = True, None
         elif self.was_busy:
             self.idle_since = self.idle_since or time.monotonic()

@@ -142,3 +142,8 @@ class QueueStats(BaseModel):
         description="GPU workers with recent heartbeats; with none, no queued task can start "
         "(an extension)."
     )
+    scheduled: int = Field(
+        0,
+        description="Task runs a deployment schedule made for later: not counted in `queued` "
+        "or `total` until their time comes (an extension).",
+    )

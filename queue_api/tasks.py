@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from prefect.client.orchestration import PrefectClient
 from sqlalchemy import Engine
@@ -33,7 +34,8 @@ class TaskViews:
         self, client: PrefectClient, *, include_done: bool, limit: int
     ) -> list[TaskPublic]:
         """Active tasks first by position, then finished ones, newest first."""
-        active = await gateway.unfinished_runs(client)
+        now = datetime.now(UTC)
+        active = [r for r in await gateway.unfinished_runs(client) if not r.is_scheduled_later(now)]
         done = await gateway.newest_finished_runs(
             client, limit - len(active) if include_done else 0
         )
@@ -72,12 +74,16 @@ class TaskViews:
         return await gateway.run_by_id(client, self.ids.flow_run_of(task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
-        counts, state = await asyncio.gather(
-            gateway.count_by_status(client), control.queue_state(client)
+        counts, later, state = await asyncio.gather(
+            gateway.count_by_status(client),
+            gateway.count_scheduled_later(client, datetime.now(UTC)),
+            control.queue_state(client),
         )
+        counts[QueueStatus.QUEUED] -= later  # not queue work until their time comes
         return QueueStats(
             total=sum(counts.values()),
             **{status.value: count for status, count in counts.items()},
+            scheduled=later,
             executor_running=state.executor_running,
             executor_paused=state.executor_paused,
             gpu_workers_alive=state.gpu_workers_alive,

@@ -241,6 +241,24 @@ class Failure(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class RunResumption(Base):
+    """A flow run that continued a run another flow run created (`resume_run_id`).
+
+    The run keeps its creator in `prefect_flow_run_id`, so the earlier task keeps its result
+    and a retry of it resumes the same run; this row gives the later task the same run."""
+
+    __tablename__ = "run_resumptions"
+    __table_args__ = (
+        CheckConstraint("run_type IN ('attrgen', 'benchmark')", name="run_type"),
+        UniqueConstraint("run_type", "run_id", "flow_run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_type: Mapped[str] = mapped_column(String(16))
+    run_id: Mapped[int] = mapped_column(Integer)
+    flow_run_id: Mapped[str] = mapped_column(String(36), index=True)
+
+
 class QueueTaskId(Base):
     """The /queue contract's integer task id for a Prefect flow run; nothing else (the task's
     status, config and times are read from Prefect). Ids only grow, so they also give the

@@ -13,12 +13,12 @@ from typing import Any, Literal
 from biasbench.queue.model import (
     HELD_QUEUED,
     HELD_WAITING,
-    RESULT_WIRING,
     SKIPPED,
     QueueRun,
     QueueStatus,
     counting_stalls,
 )
+from biasbench.queue.wiring import Contradiction, Upstream, wire
 from biasbench.results import TaskResult
 
 
@@ -105,18 +105,21 @@ def _in_cycle(run: QueueRun, runs: Mapping[str, QueueRun]) -> bool:
     return False
 
 
-def injected_parameters(
+def wired(
     run: QueueRun, runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]
-) -> dict[str, Any]:
+) -> dict[str, Any] | Contradiction:
     """The run's parameters with every upstream's result wired in (the whole dict: Prefect's
-    update replaces parameters rather than merging them)."""
-    parameters = dict(run.parameters)
-    for upstream_id in run.upstream:
-        wiring = RESULT_WIRING.get((runs[upstream_id].task_type, run.task_type), {})
-        result = results[upstream_id].model_dump()
-        for parameter, result_field in wiring.items():
-            parameters[parameter] = result[result_field]
-    return parameters
+    update replaces parameters rather than merging them), or why they contradict."""
+    upstreams = [Upstream(describe(runs[u]), runs[u].task_type, results[u]) for u in run.upstream]
+    return wire(run.task_type, run.parameters, upstreams)
+
+
+def _upstreams_done(
+    run: QueueRun, runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]
+) -> bool:
+    return all(
+        u in runs and runs[u].status is QueueStatus.DONE and u in results for u in run.upstream
+    )
 
 
 def _ending(runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]) -> list[Skip | Cancel]:
@@ -127,6 +130,10 @@ def _ending(runs: Mapping[str, QueueRun], results: Mapping[str, TaskResult]) -> 
             endings.append(Skip(run.id, "its upstream tasks depend on it (a dependency cycle)"))
         elif (blocker := _blocker(run, runs, results)) is not None:
             endings.append(blocker)
+        elif _upstreams_done(run, runs, results) and isinstance(
+            contradiction := wired(run, runs, results), Contradiction
+        ):
+            endings.append(Skip(run.id, f"contradicts its upstream tasks: {contradiction.reason}"))
     return endings
 
 
@@ -173,7 +180,9 @@ def decide(
     free = slots - sum(1 for r in view.values() if r.occupies_slot)
     released = ready[: max(free, 0)] if accepting else []
     for run in released:
-        actions.append(Release(run.id, injected_parameters(run, view, results)))
+        parameters = wired(run, view, results)
+        assert not isinstance(parameters, Contradiction)  # such a run ended above
+        actions.append(Release(run.id, parameters))
     for run in ready[len(released) :]:
         if run.state_name != HELD_QUEUED:
             actions.append(Relabel(run.id, HELD_QUEUED))

@@ -24,6 +24,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterDeploymentId,
     FlowRunFilterEndTime,
+    FlowRunFilterExpectedStartTime,
     FlowRunFilterId,
     FlowRunFilterState,
     FlowRunFilterStateName,
@@ -289,6 +290,20 @@ async def count_by_status(client: PrefectClient) -> dict[QueueStatus, int]:
         for state in interval["states"]:
             counts[queue_status(state["state_type"], state["state_name"])] += state["count_runs"]
     return counts
+
+
+async def count_scheduled_later(client: PrefectClient, now: datetime) -> int:
+    """Task runs a deployment schedule (or `--start-in`) made for a time still to come: counted
+    apart from the queue's work (`QueueRun.is_scheduled_later`)."""
+    return await client.count_flow_runs(
+        flow_run_filter=_task_filter(
+            state=FlowRunFilterState(
+                type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]),
+                name=FlowRunFilterStateName(not_any_=[RELEASED]),
+            ),
+            expected_start_time=FlowRunFilterExpectedStartTime(after_=now),
+        )
+    )
 
 
 async def last_progress(client: PrefectClient, run_id: str) -> datetime | None:

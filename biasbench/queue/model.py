@@ -142,6 +142,11 @@ class QueueRun:
         may start it on its own (it then parks itself in the queue)."""
         return self.state_type == "SCHEDULED" and self.state_name != RELEASED
 
+    def is_scheduled_later(self, now: datetime) -> bool:
+        """Made by a deployment schedule or `--start-in` for a time still to come: not queue
+        work yet (not listed, not counted as queued, and the queue can drain before it)."""
+        return self.is_unreleased and self.created > now
+
     @property
     def is_running(self) -> bool:
         return self.status is QueueStatus.RUNNING
@@ -193,17 +198,3 @@ def held_dependents(run_id: str, runs: Mapping[str, QueueRun]) -> set[str]:
         }
         found |= frontier
     return found
-
-
-# Which result of an upstream becomes which parameter of a dependent (design.md §3.5).
-RESULT_WIRING: dict[tuple[TaskType, TaskType], dict[str, str]] = {
-    (TaskType.POOL_GEN, TaskType.BALANCED_GEN): {"dataset_id": "dataset_id"},
-    (TaskType.BALANCED_GEN, TaskType.ATTRGEN): {"dataset_id": "dataset_id"},
-    (TaskType.BALANCED_GEN, TaskType.BENCHMARK): {"dataset_id": "dataset_id"},
-    (TaskType.POOL_GEN, TaskType.ATTRGEN): {"dataset_id": "dataset_id"},
-    (TaskType.POOL_GEN, TaskType.BENCHMARK): {"dataset_id": "dataset_id"},
-    (TaskType.ATTRGEN, TaskType.BENCHMARK): {
-        "attrgen_run_id": "run_id",
-        "dataset_id": "dataset_id",
-    },
-}

@@ -21,12 +21,14 @@ from biasbench.queue.model import (
     HELD_WAITING,
     MAX_UPSTREAM,
     QUEUE_PARAMETERS,
-    RESULT_WIRING,
     TASK_TYPES,
     QueueRun,
+    QueueStatus,
     TaskType,
 )
 from biasbench.queue.payload import MAX_LABEL_LENGTH, check_size, check_value
+from biasbench.queue.wiring import Contradiction, Upstream, filled_parameters, wire
+from biasbench.results import result_of_flow_run
 from biasbench.task_checks import check_task
 
 
@@ -59,6 +61,8 @@ async def submit(
     parameters = {**config, "upstream": ids or None, "priority": priority}
     _check_parameters(parameters, deployment.parameter_schema)
     _check_task(kind, config, deployment.parameter_schema, upstream_runs, db)
+    if db is not None:
+        _check_wiring(kind, parameters, upstream_runs, db, upstream_names or {})
     _check_label(label)
     return await gateway.create_held_run(
         client,
@@ -140,9 +144,7 @@ def _check_task(
         if "default" in spec and name not in QUEUE_PARAMETERS
     }
     filled = {
-        parameter
-        for run in upstream_runs
-        for parameter in RESULT_WIRING.get((run.task_type, kind), {})
+        parameter for run in upstream_runs for parameter in filled_parameters(run.task_type, kind)
     }
     try:
         if db is None:
@@ -152,3 +154,24 @@ def _check_task(
             check_task(kind, {**defaults, **config}, session=session, filled_by_upstream=filled)
     except BiasBenchError as exc:
         raise InvalidSubmission(f"config.{exc.field}", exc.message) from None
+
+
+def _check_wiring(
+    kind: TaskType,
+    parameters: Mapping[str, Any],
+    upstream_runs: Sequence[QueueRun],
+    db: Engine,
+    names: Mapping[str, str],
+) -> None:
+    """A value the config gives that a completed upstream's result contradicts (or two such
+    results that disagree) is refused now; upstreams still to run are checked when they have
+    (the manager skips the task then, with the same reason)."""
+    with session_scope(db) as session:
+        done = [
+            Upstream(f"task {names.get(run.id, run.id)} ({run.task_type})", run.task_type, result)
+            for run in upstream_runs
+            if run.status is QueueStatus.DONE
+            and (result := result_of_flow_run(session, run.id)) is not None
+        ]
+    if isinstance(wiring := wire(kind, parameters, done), Contradiction):
+        raise InvalidSubmission(f"config.{wiring.parameter}", wiring.reason)

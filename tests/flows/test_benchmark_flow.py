@@ -13,6 +13,8 @@ from biasbench.db.models import BenchmarkResult, BenchmarkRun, Failure, PersonaA
 from biasbench.errors import InvalidConfig, LLMErrorShareExceeded, LLMUnreachable, is_critical
 from biasbench.parsing import extract_json_object
 from biasbench.prompts import QUESTION_PREFIX, scale_lines
+from biasbench.results import forget_results, result_of_flow_run
+from biasbench.runs import open_benchmark_run
 from flows.attrgen import attrgen
 from flows.balanced_gen import balanced_gen
 from flows.benchmark import benchmark
@@ -298,6 +300,43 @@ def test_a_resumed_run_asks_only_what_is_missing_and_keeps_its_random_choices(
     assert again.run_id == first.run_id
     assert sorted(result_keys(engine, first.run_id)) == keys
     assert len(llm_server.requests) - asked_before == len(keys) - kept
+
+
+def test_a_run_resumed_by_a_later_task_stays_the_result_of_both_tasks(
+    engine: Engine, llm_server: OpenAIServer, small_dataset: int
+) -> None:
+    first_state = run_benchmark(llm_server, small_dataset, scale_mode="in", return_state=True)
+    first, first_task = first_state.result(), str(first_state.state_details.flow_run_id)
+    later_state = run_benchmark(
+        llm_server, small_dataset, scale_mode="in", resume_run_id=first.run_id, return_state=True
+    )
+    later_task = str(later_state.state_details.flow_run_id)
+
+    with session_scope(engine) as session:
+        for task in (first_task, later_task):
+            found = result_of_flow_run(session, task)
+            assert found is not None and found.run_id == first.run_id, task
+        # A retry of the first task continues the run instead of starting a new one.
+        retried = open_benchmark_run(
+            session,
+            fields=benchmark_fields(engine, first.run_id),
+            model_name=MODEL,
+            flow_run_id=first_task,
+            resume_run_id=None,
+        )
+        assert retried.id == first.run_id
+        # Asking the later task's answers again from scratch keeps the first task's run whole.
+        answers = len(result_keys(engine, first.run_id))
+        assert forget_results(session, later_task) == 0
+    assert len(result_keys(engine, first.run_id)) == answers
+
+
+def benchmark_fields(engine: Engine, run_id: int) -> dict[str, object]:
+    with session_scope(engine) as session:
+        run = session.get_one(BenchmarkRun, run_id)
+        columns = BenchmarkRun.__table__.columns.keys()
+        skip = {"id", "model_id", "run_seed", "planned", "prefect_flow_run_id", "created_at"}
+        return {c: getattr(run, c) for c in columns if c not in skip | {"finished_at", "analysis"}}
 
 
 def test_a_resumed_run_refuses_a_different_scale(

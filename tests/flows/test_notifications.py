@@ -4,6 +4,7 @@ them), real worker and manager processes, and a real Bot API server on 127.0.0.1
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -200,6 +201,36 @@ def test_a_cancelled_task_sends_no_message(stack: RunningStack, telegram: Telegr
     asyncio.run(scenario())
     wait_for_message(telegram, "pool_gen “notify-after-cancel”")
     assert not any("notify-cancelled" in text for text in telegram.texts())
+
+
+def test_a_run_scheduled_for_later_does_not_hold_back_the_drained_message(
+    stack: RunningStack, telegram: TelegramServer, prefect_server: str
+) -> None:
+    command = [
+        *(sys.executable, "-m", "prefect", "deployment", "run", "pool_gen/gpu"),
+        *("--param", "n=10", "--flow-run-name", "notify-tomorrow", "--start-in", "1 day"),
+    ]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    out = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    later = out.stdout.split("UUID: ")[1].split()[0]
+
+    async def scenario() -> None:
+        async with get_client() as client:
+            now = await submit(client, "pool_gen", {"n": 10}, label="notify-tonight")
+        await wait_for(all_final, [now])
+
+    try:
+        asyncio.run(scenario())
+        done = wait_for_message(telegram, "pool_gen “notify-tonight”")
+        drained = "🏁 <b>All queued tasks processed</b>: 1 done"
+        wait_for_message(telegram, drained, after=telegram.messages.index(done))
+    finally:
+        asyncio.run(_delete(later))
+
+
+async def _delete(run_id: str) -> None:
+    async with get_client() as client:
+        await client.delete_flow_run(run_id)  # type: ignore[arg-type]
 
 
 def test_a_manager_that_dies_is_reported_by_the_server(

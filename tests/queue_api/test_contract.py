@@ -47,6 +47,7 @@ STATS_FIELDS = {
     "executor_running": bool,
     "executor_paused": bool,
     "gpu_workers_alive": int,  # an extension
+    "scheduled": int,  # an extension
 }
 
 
@@ -156,6 +157,33 @@ def test_a_refused_submission_is_400_with_a_message_and_creates_nothing(
     assert task_count() == before
 
 
+def test_a_config_value_a_completed_upstream_contradicts_is_refused_and_one_it_confirms_is_not(
+    api: httpx.Client,
+) -> None:
+    pool = api.post("/queue/add", json={"task_type": "pool_gen", "config": {"n": 30}}).json()
+    deadline = time.monotonic() + 120
+    while (task := api.get(f"/queue/{pool['task_id']}").json())["status"] != "done":
+        assert time.monotonic() < deadline and task["status"] in {"queued", "running"}, task
+        time.sleep(0.5)
+    dataset = task["result_run_id"]
+
+    def balanced(dataset_id: int) -> httpx.Response:
+        config = {"n": 4, "dataset_id": dataset_id}
+        body = {"task_type": "balanced_gen", "config": config, "depends_on": pool["task_id"]}
+        return api.post("/queue/add", json=body)
+
+    before = task_count()
+    refused = balanced(dataset + 1000)
+    assert refused.status_code == 400 and task_count() == before
+    assert refused.json()["detail"] == (
+        f"config.dataset_id: dataset_id={dataset + 1000} was given, but upstream "
+        f"task {pool['task_id']} (pool_gen) gives dataset_id={dataset}"
+    )
+    confirmed = balanced(dataset)
+    assert confirmed.status_code == 200, confirmed.text
+    api.delete(f"/queue/{confirmed.json()['task_id']}")
+
+
 def test_unknown_ids_are_404(api: httpx.Client) -> None:
     for method, path in [
         ("GET", "/queue/999999"),
@@ -186,3 +214,30 @@ def test_a_task_made_with_the_cli_appears_with_an_id_and_keeps_it(
     assert len(cli) == 1 and cli[0]["task_type"] == "pool_gen"
     again = api.get(f"/queue/{cli[0]['id']}").json()
     assert again["id"] == cli[0]["id"] and again["config"]["n"] == 30
+
+
+def test_a_run_a_schedule_made_for_later_is_not_queue_work_until_its_time(
+    api: httpx.Client, prefect_server: str
+) -> None:
+    seed = random.randrange(10**9)
+    before = api.get("/queue/stats").json()
+    command = [
+        *(sys.executable, "-m", "prefect", "deployment", "run", "pool_gen/gpu"),
+        *("--param", "n=30", "--param", f"seed={seed}", "--start-in", "1 hour"),
+    ]
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    out = subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True, text=True)
+    run_id = out.stdout.split("UUID: ")[1].split()[0]
+    try:
+        stats = api.get("/queue/stats").json()
+        assert stats["scheduled"] == before["scheduled"] + 1
+        assert (stats["queued"], stats["total"]) == (before["queued"], before["total"])
+        listed = api.get("/queue", params={"limit": 1000}).json()
+        assert not [t for t in listed if t["config"].get("seed") == seed]
+    finally:
+        asyncio.run(_delete(run_id))
+
+
+async def _delete(run_id: str) -> None:
+    async with get_client() as client:
+        await client.delete_flow_run(run_id)  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ TABLES = {
     "failures",
     "queue_task_ids",
     "queue_announcements",
+    "run_resumptions",
     "alembic_version",
 }
 

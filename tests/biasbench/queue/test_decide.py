@@ -99,6 +99,44 @@ def test_a_chain_wires_dataset_ids_through_every_level() -> None:
     ]
 
 
+def test_a_given_value_that_the_upstream_confirms_is_kept_and_one_it_contradicts_skips() -> None:
+    attrgen = run("a", "attrgen", state="COMPLETED", name="Completed")
+    result = {"a": TaskResult(run_type="attrgen", run_id=77, dataset_id=5)}
+    agrees = run("b", upstream=("a",), dataset_id=5)  # as the original's docs submit it
+    assert released(decide(snapshot(attrgen, agrees), slots=1, accepting=True, results=result))
+
+    contradicts = run("b", upstream=("a",), dataset_id=6)
+    below = run("c", "benchmark", upstream=("b",), minute=1)
+    actions = decide(snapshot(attrgen, contradicts, below), slots=1, accepting=True, results=result)
+    skips = {a.run_id: a.reason for a in actions if isinstance(a, Skip)}
+    assert skips["b"] == (
+        "contradicts its upstream tasks: dataset_id=6 was given, but upstream "
+        "attrgen 'task a' (a) gives dataset_id=5"
+    )
+    assert "was skipped" in skips["c"] and not released(actions)
+
+
+def test_two_upstreams_that_fill_one_parameter_differently_skip_instead_of_the_last_winning() -> (
+    None
+):
+    balanced = run("d", "balanced_gen", state="COMPLETED", name="Completed")
+    attrgen = run("a", "attrgen", state="COMPLETED", name="Completed")
+    results = {
+        "d": TaskResult(run_type="dataset", run_id=3, dataset_id=3),
+        "a": TaskResult(run_type="attrgen", run_id=77, dataset_id=5),
+    }
+    bench = run("b", upstream=("d", "a"))
+    (skip,) = decide(snapshot(balanced, attrgen, bench), slots=1, accepting=True, results=results)
+    assert isinstance(skip, Skip) and "gives dataset_id=3" in skip.reason
+    assert "gives dataset_id=5" in skip.reason
+
+    results["d"] = TaskResult(run_type="dataset", run_id=5, dataset_id=5)  # the same dataset
+    (release,) = decide(
+        snapshot(balanced, attrgen, bench), slots=1, accepting=True, results=results
+    )
+    assert release == Release("b", {"dataset_id": 5, "attrgen_run_id": 77})
+
+
 def test_failed_upstream_skips_the_whole_chain_below_in_one_decision() -> None:
     failed = run("a", "attrgen", state="FAILED", name="Failed")
     bench = run("b", upstream=("a",), minute=1)
