@@ -188,9 +188,9 @@ def test_0004_keeps_the_newest_failure_per_item_and_drops_answered_ones_on_postg
     _one_failure_per_item_after_0004(postgres_url)
 
 
-def _provenance_after_0005(url: str) -> None:
-    """Datasets and runs made before 0005 get the pool they were drawn in; pools are world's."""
-    command.upgrade(alembic_config(url), "0004")
+def _provenance_after_0006(url: str) -> None:
+    """Datasets and runs made before 0006 get the pool they were drawn in; pools are world's."""
+    command.upgrade(alembic_config(url), "0005")
     engine = create_engine(url)
     try:
         with session_scope(engine) as session:
@@ -219,20 +219,20 @@ def _provenance_after_0005(url: str) -> None:
         engine.dispose()
 
 
-def test_0005_records_the_pool_of_every_older_dataset_and_run_on_sqlite(db_url: str) -> None:
-    _provenance_after_0005(db_url)
+def test_0006_records_the_pool_of_every_older_dataset_and_run_on_sqlite(db_url: str) -> None:
+    _provenance_after_0006(db_url)
 
 
 @pytest.mark.postgres
-def test_0005_records_the_pool_of_every_older_dataset_and_run_on_postgresql(
+def test_0006_records_the_pool_of_every_older_dataset_and_run_on_postgresql(
     postgres_url: str,
 ) -> None:
-    _provenance_after_0005(postgres_url)
+    _provenance_after_0006(postgres_url)
 
 
-def _down_to_0004_and_up_again(url: str) -> None:
+def _down_to_0005_and_up_again(url: str) -> None:
     migrate(url)
-    command.downgrade(alembic_config(url), "0004")
+    command.downgrade(alembic_config(url), "0005")
     engine = create_engine(url)
     try:
         assert "population" not in {c["name"] for c in inspect(engine).get_columns("datasets")}
@@ -258,13 +258,13 @@ def _provenance_columns_are_there(url: str) -> None:
         engine.dispose()
 
 
-def test_0005_goes_down_and_up_again_on_sqlite(db_url: str) -> None:
-    _down_to_0004_and_up_again(db_url)
+def test_0006_goes_down_and_up_again_on_sqlite(db_url: str) -> None:
+    _down_to_0005_and_up_again(db_url)
 
 
 @pytest.mark.postgres
-def test_0005_goes_down_and_up_again_on_postgresql(postgres_url: str) -> None:
-    _down_to_0004_and_up_again(postgres_url)
+def test_0006_goes_down_and_up_again_on_postgresql(postgres_url: str) -> None:
+    _down_to_0005_and_up_again(postgres_url)
 
 
 # Every process migrates at start (each flow process, the manager, the /queue API): on a fresh
