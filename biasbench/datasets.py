@@ -3,32 +3,34 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from typing import Any, Final
 
 from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from biasbench.data import load_countries, load_traits
+from biasbench.data import load_traits
 from biasbench.db.models import Country, Dataset, DatasetMember, Persona, PersonaAttribute, Trait
+from biasbench.db.persona_rows import insert_members
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import InvalidConfig, NotFound
 from biasbench.personas.ages import age_bin
 from biasbench.personas.balancing import BalancedSelection
 from biasbench.personas.sampling import PersonaDraft
+from biasbench.population.countries import reference_countries
+from biasbench.population.profiles import Profile, load_profile
+from biasbench.population.report import DatasetPopulation
 from biasbench.prompts import PersonaProfile
 
 
 def ensure_reference_data(session: Session) -> None:
     """Countries are kept in step with the shipped data; the starter traits are seeded only into
-    an empty table, so that traits a user deactivated or added stay as they are."""
+    an empty table, so that traits a user deactivated or added stay as they are.
+
+    Every profile's countries go in (biasbench.population.countries says which labels win)."""
     insert_ignoring_duplicates(
         session,
         Country.__table__,  # type: ignore[arg-type]
-        [
-            {"code": c.code, "name": c.name, "region": c.region, "subregion": c.subregion}
-            for c in load_countries()
-        ],
+        [c._asdict() for c in reference_countries().values()],
     )
     if session.scalar(select(func.count()).select_from(Trait)) == 0:
         session.execute(
@@ -54,26 +56,27 @@ def store_pool(
     seed: int,
     config: Mapping[str, Any],
     flow_run_id: str | None,
+    population: Profile,
+    report: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    """Write a pool in one transaction: either the whole pool exists or nothing does."""
+    """Write a pool in one transaction: either the whole pool exists or nothing does. It records
+    the profile it was drawn from (name, version, file hashes) and is its own pool."""
     dataset = Dataset(
         kind="pool",
         name=f"Pool: {len(drafts)} personas (seed {seed})",
         seed=seed,
         config=dict(config),
+        report=dict(report or {}),
         size=len(drafts),
         prefect_flow_run_id=flow_run_id,
+        population=population.name,
+        population_version=population.version,
+        population_files=dict(population.files),
     )
     session.add(dataset)
     session.flush()
-    persona_ids = session.scalars(
-        insert(Persona).returning(Persona.id, sort_by_parameter_order=True),
-        [asdict(d) for d in drafts],
-    ).all()
-    session.execute(
-        insert(DatasetMember),
-        [{"dataset_id": dataset.id, "persona_id": pid} for pid in persona_ids],
-    )
+    dataset.pool_dataset_id = dataset.id
+    insert_members(session, dataset.id, drafts)
     return dataset
 
 
@@ -148,6 +151,10 @@ def store_balanced(
         config=dict(config),
         report={"marginals": selection.marginals, "max_deviation": selection.max_deviation},
         source_dataset_id=source.id,
+        pool_dataset_id=source.pool_dataset_id or source.id,
+        population=source.population,
+        population_version=source.population_version,
+        population_files=source.population_files,
         size=len(selection.ids),
         prefect_flow_run_id=flow_run_id,
     )
@@ -196,3 +203,23 @@ def persona_profiles(
         )
         for p, c in rows
     }
+
+
+def population_of(session: Session, dataset: Dataset) -> DatasetPopulation:
+    """What the dataset records about its population, with the population's shares by axis from
+    its pool's report (pools made before provenance was kept have none)."""
+    pool = session.get(Dataset, dataset.pool_dataset_id) if dataset.pool_dataset_id else None
+    marginals = (pool.report or {}).get("marginals", {}) if pool is not None else {}
+    assumed: list[str] = []
+    if dataset.population is not None and dataset.population_files:
+        assumed = list(load_profile(dataset.population).assumed)
+    return DatasetPopulation(
+        pool_dataset_id=dataset.pool_dataset_id,
+        population=dataset.population,
+        version=dataset.population_version,
+        files=dataset.population_files,
+        assumed=assumed,
+        population_shares={
+            axis: {value: pair[1] for value, pair in row.items()} for axis, row in marginals.items()
+        },
+    )

@@ -109,12 +109,19 @@ _MIGRATION: Final[Mapping[str, str]] = {
     "no_migration_background": "none",
     "first_generation": "first-generation immigrant",
     "second_generation": "second-generation immigrant (child of immigrants)",
+    # The de profile's Mikrozensus categories.
+    "with_migration": "yes (immigrated, or a child of immigrants)",
+    "without_migration": "none",
 }
 
 # ISCED levels and ISCO groups whose codes alone would read oddly.
 _EDUCATION: Final[Mapping[str, str]] = {
     "bachelor_degree": "bachelor's degree",
     "master_degree": "master's degree",
+    # The de profile's highest school-leaving qualification (Mikrozensus).
+    "polytechnic_secondary_certificate": "polytechnic secondary school certificate (GDR)",
+    "university_entrance_qualification": "university entrance qualification (Abitur)",
+    "no_school_leaving_certificate": "no school-leaving certificate",
 }
 _OCCUPATION: Final[Mapping[str, str]] = {
     "elementary_worker": "worker in an elementary occupation (e.g. cleaner or labourer)",

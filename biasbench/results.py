@@ -58,10 +58,13 @@ def dataset_result(session: Session, dataset_id: int) -> TaskResult:
     """The generator's figures, read back from the row it wrote (also when a re-run found it)."""
     dataset = session.get_one(Dataset, dataset_id)
     summary: dict[str, Any] = {"personas": dataset.size}
+    if dataset.population is not None:  # provenance: which population, which tables
+        summary["population"] = f"{dataset.population} {dataset.population_version or ''}".strip()
     if dataset.kind == "pool":
         summary["seed"] = dataset.seed
     else:
         summary["source_dataset_id"] = dataset.source_dataset_id
+        summary["pool_dataset_id"] = dataset.pool_dataset_id
         summary["max_deviation"] = dataset.report.get("max_deviation")
     return TaskResult(run_type="dataset", run_id=dataset.id, dataset_id=dataset.id, summary=summary)
 

@@ -21,6 +21,7 @@ from biasbench.db.models import (
     AttrgenRun,
     BenchmarkResult,
     BenchmarkRun,
+    Dataset,
     Failure,
     Model,
     PersonaAttribute,
@@ -141,6 +142,7 @@ def open_attrgen_run(
         return run
     run = AttrgenRun(
         dataset_id=dataset_id,
+        pool_dataset_id=pool_of(session, dataset_id),
         model_id=mid,
         llm=llm,
         config=dict(config),
@@ -149,6 +151,12 @@ def open_attrgen_run(
     session.add(run)
     session.flush()
     return run
+
+
+def pool_of(session: Session, dataset_id: int) -> int | None:
+    """The pool a dataset's personas were drawn in, recorded on each run for provenance."""
+    dataset = session.get(Dataset, dataset_id)
+    return dataset.pool_dataset_id if dataset is not None else None
 
 
 def check_attrgen_run_fits(session: Session, attrgen_run_id: int, dataset_id: int) -> None:
@@ -193,7 +201,13 @@ def open_benchmark_run(
             setattr(run, tunable, fields[tunable])
         _continue(session, run, flow_run_id)
         return run
-    run = BenchmarkRun(model_id=mid, run_seed=0, prefect_flow_run_id=flow_run_id, **fields)
+    run = BenchmarkRun(
+        model_id=mid,
+        run_seed=0,
+        prefect_flow_run_id=flow_run_id,
+        pool_dataset_id=pool_of(session, fields["dataset_id"]),
+        **fields,
+    )
     session.add(run)
     session.flush()
     run.run_seed = run.id

@@ -20,7 +20,8 @@ from biasbench.datasets import BALANCING_AXES, require_dataset
 from biasbench.db.models import AttrgenRun, BenchmarkRun, Dataset
 from biasbench.errors import InvalidConfig
 from biasbench.models_catalogue import Catalogue
-from biasbench.personas.sampling import check_pool_arguments
+from biasbench.population.pool import check_pool_request
+from biasbench.population.profiles import DEFAULT_POPULATION
 
 MAX_ID: Final = 2**63 - 1  # ids are 64-bit integers: a larger one cannot name anything
 SEEDS: Final = range(-(2**31), 2**31)  # seeds are stored in a 32-bit column
@@ -74,12 +75,15 @@ def check_task(
 
 
 def _pool_gen(given: _Given, _: Session | None) -> None:
-    check_pool_arguments(
+    check_pool_request(
+        given.values.get("population", DEFAULT_POPULATION),
         given.get("n"),
         given.get("temperature"),
         given.get("age_from"),
         given.get("age_to"),
         given.integer("seed", SEEDS),
+        given.get("temperatures"),
+        given.get("exclude"),
     )
 
 

@@ -62,8 +62,12 @@ class Submitted:
 
 async def submit_demo() -> list[Submitted]:
     async with get_client() as client:
+        # The original study's population (people living in Germany, official statistics).
         pool = await submit(
-            client, "pool_gen", {"n": 2000, "seed": 7}, label="Pool Generation: 2000 personas"
+            client,
+            "pool_gen",
+            {"n": 2000, "seed": 7, "population": "de"},
+            label="Pool Generation: 2000 personas",
         )
         balanced = await submit(
             client,

@@ -7,8 +7,15 @@ from typing import Annotated
 
 from pydantic import Field
 
-from biasbench.datasets import balancing_rows, dataset_made_by, require_dataset, store_balanced
+from biasbench.datasets import (
+    balancing_rows,
+    dataset_made_by,
+    population_of,
+    require_dataset,
+    store_balanced,
+)
 from biasbench.personas.balancing import DEFAULT_AXES, select_balanced
+from biasbench.population.report import balanced_report
 from biasbench.results import TaskResult, dataset_result
 from flows.queue_turn import Priority, Upstream
 from flows.runtime import publish_dataset_report
@@ -60,6 +67,7 @@ def _draw(
         )
         new_id = dataset.id
         result = dataset_result(session, new_id)
+        provenance = population_of(session, dataset)
 
     ctx.logger.info(
         "Balanced dataset %s: %s personas from pool %s; max deviation from even per axis: %s.",
@@ -68,19 +76,5 @@ def _draw(
         dataset_id,
         selection.max_deviation,
     )
-    report = _marginals_markdown(new_id, dataset_id, selection.marginals, selection.targets)
+    report = balanced_report(new_id, dataset_id, selection.marginals, selection.targets, provenance)
     return result, report
-
-
-def _marginals_markdown(
-    new_id: int,
-    source_id: int,
-    marginals: dict[str, dict[str, int]],
-    targets: dict[str, dict[str, int]],
-) -> str:
-    lines = [f"# Balanced dataset {new_id} (from pool {source_id})", ""]
-    for axis, counts in marginals.items():
-        lines += [f"## {axis}", "", "| value | count | target |", "|---|---:|---:|"]
-        lines += [f"| {v} | {c} | {targets[axis].get(v, '')} |" for v, c in sorted(counts.items())]
-        lines.append("")
-    return "\n".join(lines)

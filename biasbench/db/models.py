@@ -78,6 +78,12 @@ class Dataset(Base):
     # What the generator reported, e.g. the achieved marginals of a balanced draw.
     report: Mapped[dict[str, Any]] = mapped_column(default=dict)
     source_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
+    # Provenance: the population profile the personas were drawn from (name, version and the
+    # sha256 of each of its files) and the pool they were drawn in (a pool's is its own id).
+    population: Mapped[str | None] = mapped_column(String(32))
+    population_version: Mapped[str | None] = mapped_column(String(32))
+    population_files: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    pool_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))
     size: Mapped[int] = mapped_column(Integer, default=0)
     prefect_flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -119,6 +125,7 @@ class AttrgenRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    pool_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))  # provenance
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     llm: Mapped[str] = mapped_column(String(16))
     config: Mapped[dict[str, Any]] = mapped_column(default=dict)  # never holds secrets
@@ -148,6 +155,7 @@ class BenchmarkRun(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    pool_dataset_id: Mapped[int | None] = mapped_column(ForeignKey("datasets.id"))  # provenance
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id"))
     attrgen_run_id: Mapped[int | None] = mapped_column(ForeignKey("attrgen_runs.id"))
     llm: Mapped[str] = mapped_column(String(16))

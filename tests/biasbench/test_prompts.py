@@ -99,6 +99,21 @@ def test_native_migration_status_reads_as_none() -> None:
     assert "- Migration background: none" in block
 
 
+def test_a_de_persona_reads_naturally() -> None:
+    persona = dataclasses.replace(
+        PERSONA,
+        migration_status="with_migration",
+        education="university_entrance_qualification",
+        occupation="computer scientist",
+    )
+    block = profile_block(persona)
+    assert "- Migration background: yes (immigrated, or a child of immigrants)" in block
+    assert "- Education: university entrance qualification (Abitur)" in block
+    assert "- Occupation: computer scientist" in block
+    without = profile_block(dataclasses.replace(PERSONA, migration_status="without_migration"))
+    assert "- Migration background: none" in without
+
+
 def test_readable_and_country_phrase() -> None:
     assert readable("Upper_secondary") == "upper secondary"
     assert readable("IT_specialist") == "IT specialist"

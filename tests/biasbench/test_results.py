@@ -84,14 +84,16 @@ def test_generators_return_what_the_database_gives_back_summary_included(engine:
     draw = draw_state.result()
 
     assert read_back(engine, pool_run) == pool
-    assert pool.summary == {"personas": 300, "seed": 4}
+    assert pool.summary == {"personas": 300, "seed": 4, "population": "de 2024.1"}
     assert read_back(engine, draw_run) == draw
     with session_scope(engine) as session:
         deviation = session.get_one(Dataset, draw.dataset_id).report["max_deviation"]
     assert set(deviation) == set(DEFAULT_AXES)
     assert draw.summary == {
         "personas": 12,
+        "population": "de 2024.1",
         "source_dataset_id": pool.dataset_id,
+        "pool_dataset_id": pool.dataset_id,
         "max_deviation": deviation,
     }
 

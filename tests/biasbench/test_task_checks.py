@@ -11,18 +11,24 @@ from biasbench.datasets import ensure_reference_data, store_pool
 from biasbench.db.engine import session_scope
 from biasbench.errors import BiasBenchError
 from biasbench.personas.sampling import sample_pool
+from biasbench.population.profiles import load_profile
 from biasbench.task_checks import check_task
+
+WORLD = load_profile("world")
 
 
 @pytest.fixture
 def pool_id(engine: Engine) -> int:
     with session_scope(engine) as session:
         ensure_reference_data(session)
-        pool = store_pool(session, sample_pool(5, seed=1), seed=1, config={}, flow_run_id=None)
+        pool = store_pool(
+            session, sample_pool(5, seed=1), seed=1, config={}, flow_run_id=None, population=WORLD
+        )
         return pool.id
 
 
 M = {"model_name": "m"}
+T0 = {"n": 5, "temperature": 0.0}
 
 
 @pytest.mark.parametrize(
@@ -32,6 +38,14 @@ M = {"model_name": "m"}
         ("pool_gen", {"n": 5, "temperature": float("nan")}, "temperature"),
         ("pool_gen", {"n": 5, "temperature": 0.1, "seed": 2**64}, "seed"),
         ("pool_gen", {"n": 5, "temperature": 0.1, "age_to": 10}, "age_to"),
+        ("pool_gen", {"n": 5, "population": "mars"}, "population"),
+        ("pool_gen", {"n": 5, "population": None}, "population"),
+        ("pool_gen", {**T0, "temperatures": {"shoe_size": 1.0}}, "temperatures"),
+        ("pool_gen", {**T0, "temperatures": {"origin": 11}}, "temperatures"),
+        ("pool_gen", {**T0, "exclude": {"religion": ["Pastafarians"]}}, "exclude"),
+        ("pool_gen", {**T0, "exclude": {"gender": ["male", "female", "diverse"]}}, "exclude"),
+        ("pool_gen", {**T0, "population": "world", "exclude": {"gender": ["male"]}}, "exclude"),
+        ("pool_gen", {**T0, "age_from": 101}, "age_from"),
         ("balanced_gen", {"n": 2, "seed": 1}, "dataset_id"),
         ("balanced_gen", {"dataset_id": "POOL", "n": 2, "axes": ["shoe_size"]}, "axes"),
         ("balanced_gen", {"dataset_id": "POOL", "n": 2, "axes": []}, "axes"),

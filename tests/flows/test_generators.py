@@ -11,10 +11,12 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
 from sqlalchemy import Engine, select
 
+from biasbench import runs
 from biasbench.datasets import balancing_rows
 from biasbench.db.engine import session_scope
 from biasbench.db.models import Dataset, Persona
-from biasbench.errors import NotFound
+from biasbench.errors import InvalidConfig, NotFound
+from biasbench.population.profiles import load_profile
 from flows.balanced_gen import balanced_gen
 from flows.pool_gen import pool_gen
 from tests.support.rows import count
@@ -127,3 +129,55 @@ def test_a_pool_persona_row_has_every_attribute(engine: Engine) -> None:
         personas = session.scalars(select(Persona)).all()
     assert len(personas) == 20 and pool.dataset_id
     assert all(getattr(p, a) not in (None, "") for p in personas for a in ATTRIBUTES)
+
+
+def test_a_pool_balanced_draw_and_runs_record_where_their_personas_come_from(
+    engine: Engine,
+) -> None:
+    pool = asyncio.run(pool_gen(n=2000, seed=5))
+    balanced = asyncio.run(balanced_gen(dataset_id=pool.dataset_id, n=60, seed=1))
+    profile = load_profile("de")
+
+    with session_scope(engine) as session:
+        stored_pool = session.get_one(Dataset, pool.dataset_id)
+        drawn = session.get_one(Dataset, balanced.dataset_id)
+        attrgen = runs.open_attrgen_run(
+            session,
+            dataset_id=balanced.dataset_id,
+            model_name="m",
+            llm="fake",
+            config={},
+            flow_run_id=None,
+            resume_run_id=None,
+        )
+        run_pool = attrgen.pool_dataset_id
+    for dataset in (stored_pool, drawn):
+        assert (dataset.population, dataset.population_version) == ("de", profile.version)
+        assert dataset.population_files == dict(profile.files)
+        assert dataset.pool_dataset_id == pool.dataset_id
+    assert run_pool == pool.dataset_id
+    # Every shipped table and source file is named with its hash.
+    assert "profiles/de/source/countries_religion_foreigner.csv" in drawn.population_files
+
+    pool_page = dataset_artifact(pool.dataset_id)
+    assert "Population profile **de**" in pool_page and profile.files["profiles/de/religion.csv"]
+    assert "| Muslims |" in pool_page and "total variation distance" in pool_page
+    assert "**Assumed**" in pool_page and "sexuality.csv" in pool_page
+    balanced_page = dataset_artifact(balanced.dataset_id)
+    assert "| value | count | share | target | population |" in balanced_page
+    assert "Population profile **de**" in balanced_page
+
+
+def test_the_world_profile_stays_available_and_says_it_is_assumed(engine: Engine) -> None:
+    pool = asyncio.run(pool_gen(n=300, seed=3, population="world"))
+    with session_scope(engine) as session:
+        dataset = session.get_one(Dataset, pool.dataset_id)
+    assert dataset.population == "world"
+    assert max(p[0] for p in personas_of(engine, pool.dataset_id)) <= 90
+    assert "**Assumed**" in dataset_artifact(pool.dataset_id)
+
+
+def test_an_unknown_population_is_refused_naming_the_field(engine: Engine) -> None:
+    with pytest.raises(InvalidConfig, match="population: unknown population 'mars'"):
+        asyncio.run(pool_gen(n=10, population="mars"))
+    assert count(engine, Dataset) == 0

@@ -24,9 +24,12 @@ from biasbench.datasets import ensure_reference_data, store_pool
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import QueueTaskId
 from biasbench.personas.sampling import sample_pool
+from biasbench.population.profiles import load_profile
 from biasbench.queue.model import QUEUE_TAG
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+WORLD = load_profile("world")
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,14 @@ def world(api: httpx.Client, home: Path) -> Iterator[World]:
     with session_scope(engine) as session:
         ensure_reference_data(session)
         pools = [
-            store_pool(session, sample_pool(6, seed=s), seed=s, config={}, flow_run_id=None).id
+            store_pool(
+                session,
+                sample_pool(6, seed=s),
+                seed=s,
+                config={},
+                flow_run_id=None,
+                population=WORLD,
+            ).id
             for s in (1, 2)
         ]
         attrgen = runs.open_attrgen_run(

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, inspect, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from biasbench.db.engine import alembic_config, migrate, session_scope
@@ -113,11 +113,11 @@ def _stored_before_0004(url: str) -> None:
         session.add_all(
             [Trait(id=1, adjective="kind", category="x", valence=1), Model(id=1, name="m")]
         )
-        session.add(Dataset(id=1, kind="pool", name="d"))
-        session.flush()
-        session.add(AttrgenRun(id=1, dataset_id=1, model_id=1, llm="vllm"))
-        session.add(
-            BenchmarkRun(
+        # Core inserts name only the columns of that time (the models have grown since).
+        session.execute(insert(Dataset).values(id=1, kind="pool", name="d"))
+        session.execute(insert(AttrgenRun).values(id=1, dataset_id=1, model_id=1, llm="vllm"))
+        session.execute(
+            insert(BenchmarkRun).values(
                 id=1,
                 dataset_id=1,
                 model_id=1,
@@ -186,6 +186,85 @@ def test_0004_keeps_the_newest_failure_per_item_and_drops_answered_ones_on_postg
     postgres_url: str,
 ) -> None:
     _one_failure_per_item_after_0004(postgres_url)
+
+
+def _provenance_after_0006(url: str) -> None:
+    """Datasets and runs made before 0006 get the pool they were drawn in; pools are world's."""
+    command.upgrade(alembic_config(url), "0005")
+    engine = create_engine(url)
+    try:
+        with session_scope(engine) as session:
+            session.execute(insert(Model).values(id=1, name="m"))
+            session.execute(insert(Dataset).values(id=1, kind="pool", name="pool"))
+            session.execute(
+                insert(Dataset).values(id=2, kind="balanced", name="b", source_dataset_id=1)
+            )
+            session.execute(
+                insert(Dataset).values(id=3, kind="balanced", name="bb", source_dataset_id=2)
+            )
+            session.execute(insert(AttrgenRun).values(id=1, dataset_id=3, model_id=1, llm="x"))
+        migrate(url)
+        with session_scope(engine) as session:
+            datasets = session.execute(
+                select(Dataset.id, Dataset.pool_dataset_id, Dataset.population).order_by(Dataset.id)
+            ).all()
+            run_pool = session.scalar(select(AttrgenRun.pool_dataset_id))
+        assert [tuple(row) for row in datasets] == [
+            (1, 1, "world"),
+            (2, 1, "world"),
+            (3, 1, "world"),
+        ]
+        assert run_pool == 1
+    finally:
+        engine.dispose()
+
+
+def test_0006_records_the_pool_of_every_older_dataset_and_run_on_sqlite(db_url: str) -> None:
+    _provenance_after_0006(db_url)
+
+
+@pytest.mark.postgres
+def test_0006_records_the_pool_of_every_older_dataset_and_run_on_postgresql(
+    postgres_url: str,
+) -> None:
+    _provenance_after_0006(postgres_url)
+
+
+def _down_to_0005_and_up_again(url: str) -> None:
+    migrate(url)
+    command.downgrade(alembic_config(url), "0005")
+    engine = create_engine(url)
+    try:
+        assert "population" not in {c["name"] for c in inspect(engine).get_columns("datasets")}
+    finally:
+        engine.dispose()
+    migrate(url)
+    _provenance_columns_are_there(url)
+
+
+def _provenance_columns_are_there(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        columns = {c["name"] for c in inspect(engine).get_columns("datasets")}
+        assert {
+            "population",
+            "population_version",
+            "population_files",
+            "pool_dataset_id",
+        } <= columns
+        foreign = inspect(engine).get_foreign_keys("benchmark_runs")
+        assert any(fk["constrained_columns"] == ["pool_dataset_id"] for fk in foreign)
+    finally:
+        engine.dispose()
+
+
+def test_0006_goes_down_and_up_again_on_sqlite(db_url: str) -> None:
+    _down_to_0005_and_up_again(db_url)
+
+
+@pytest.mark.postgres
+def test_0006_goes_down_and_up_again_on_postgresql(postgres_url: str) -> None:
+    _down_to_0005_and_up_again(postgres_url)
 
 
 # Every process migrates at start (each flow process, the manager, the /queue API): on a fresh

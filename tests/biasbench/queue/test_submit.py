@@ -52,6 +52,14 @@ async def task_runs() -> int:
             "config.vllm_api_key",
         ),
         ("pool_gen", {"upstream": []}, {}, InvalidSubmission, "config.upstream"),
+        ("pool_gen", {"population": "mars"}, {}, InvalidSubmission, "config.population"),
+        (
+            "pool_gen",
+            {"exclude": {"origin": ["ATLANTIS"]}},
+            {},
+            InvalidSubmission,
+            "config.exclude",
+        ),
         ("pool_gen", {}, {"upstream": ["not-an-id"]}, InvalidSubmission, "upstream"),
         (
             "pool_gen",

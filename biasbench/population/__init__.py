@@ -1,0 +1,1 @@
+"""Population profiles (tables + manifest with sources and hashes) and the draws that use them."""
