@@ -41,6 +41,7 @@ TABLES = {
     "failures",
     "queue_task_ids",
     "queue_announcements",
+    "task_rates",
     "alembic_version",
 }
 
