@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from prefect.client.orchestration import PrefectClient
 from sqlalchemy import Engine
@@ -12,6 +13,8 @@ from sqlalchemy.orm import Session
 from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
+from biasbench.queue.eta import QueuePlan
+from biasbench.queue.forecast import plan_queue
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
@@ -37,13 +40,31 @@ class TaskViews:
         done = await gateway.newest_finished_runs(
             client, limit - len(active) if include_done else 0
         )
-        tasks = in_contract_order(await self.public(client, [*active, *done]))[:limit]
+        plan = await self._plan(client, active)
+        tasks = in_contract_order(await self.public(client, [*active, *done], plan))[:limit]
         return await self._with_blockers(client, tasks)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
-        (task,) = await self.public(client, [await self.run_of(client, task_id)])
+        run = await self.run_of(client, task_id)
+        plan = (
+            await self._plan(client, await gateway.unfinished_runs(client))
+            if not run.is_final
+            else None
+        )
+        (task,) = await self.public(client, [run], plan)
         (task,) = await self._with_blockers(client, [task])
         return task
+
+    async def _plan(self, client: PrefectClient, active: Sequence[QueueRun]) -> QueuePlan | None:
+        """The queue's expected times (biasbench.queue.forecast), from the runs already read."""
+        if not active:
+            return None
+        runs = {r.id: r for r in active}
+        missing = {u for r in active for u in r.upstream if u not in runs}
+        runs.update(await gateway.runs_by_id(client, missing))
+        pool = await gateway.read_pool(client)
+        with session_scope(self.engine) as session:
+            return plan_queue(session, runs, slots=pool.slots, now=datetime.now(UTC))
 
     async def _with_blockers(
         self, client: PrefectClient, tasks: list[TaskPublic]
@@ -72,30 +93,44 @@ class TaskViews:
         return await gateway.run_by_id(client, self.ids.flow_run_of(task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
-        counts, state = await asyncio.gather(
-            gateway.count_by_status(client), control.queue_state(client)
+        counts, state, active = await asyncio.gather(
+            gateway.count_by_status(client),
+            control.queue_state(client),
+            gateway.unfinished_runs(client),
         )
+        plan = await self._plan(client, active)
         return QueueStats(
             total=sum(counts.values()),
             **{status.value: count for status, count in counts.items()},
             executor_running=state.executor_running,
             executor_paused=state.executor_paused,
             gpu_workers_alive=state.gpu_workers_alive,
+            drain_eta=plan.drain if plan else None,
         )
 
-    async def public(self, client: PrefectClient, runs: Sequence[QueueRun]) -> list[TaskPublic]:
+    async def public(
+        self, client: PrefectClient, runs: Sequence[QueueRun], plan: QueuePlan | None = None
+    ) -> list[TaskPublic]:
         attempts = await self.attempts.of(client, runs)
         # Ids are handed out in submission order to runs the API has not seen before.
         by_submission = sorted(runs, key=lambda r: (r.submitted_at or r.created, r.id))
         ids = self.ids.ids_for(r.id for r in by_submission)
         with session_scope(self.engine) as session:
-            return [self._task(session, run, ids[run.id], attempts[run.id]) for run in runs]
+            return [self._task(session, run, ids[run.id], attempts[run.id], plan) for run in runs]
 
-    def _task(self, session: Session, run: QueueRun, task_id: int, attempt: Attempt) -> TaskPublic:
+    def _task(
+        self,
+        session: Session,
+        run: QueueRun,
+        task_id: int,
+        attempt: Attempt,
+        plan: QueuePlan | None = None,
+    ) -> TaskPublic:
         upstream_ids = list(self.ids.ids_for(run.upstream).values())
         status = run.status
         result = result_of_flow_run(session, run.id) if status is QueueStatus.DONE else None
         progress = progress_of_flow_run(session, run.id) if run.is_running else None
+        planned = plan.tasks.get(run.id) if plan and status in ACTIVE else None
         return TaskPublic(
             id=task_id,
             task_type=run.task_type,
@@ -115,6 +150,9 @@ class TaskViews:
             priority=run.priority,
             # Only running tasks that have reported progress carry the field (else "absent").
             **({"progress": _progress(progress)} if progress is not None else {}),
+            eta=planned.end if planned else None,
+            eta_p90=planned.end_p90 if planned else None,
+            expected_start=planned.start if planned and not run.is_running else None,
         )
 
 

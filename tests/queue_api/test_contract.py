@@ -34,7 +34,7 @@ TASK_FIELDS: dict[str, tuple[type, ...]] = {
     "result_run_type": (str, type(None)),
     "config": (dict,),
 }
-EXTENSIONS = {"priority", "progress", "blocked_by"}
+EXTENSIONS = {"priority", "progress", "blocked_by", "eta", "eta_p90", "expected_start"}
 STATS_FIELDS = {
     "total": int,
     "queued": int,
@@ -47,6 +47,7 @@ STATS_FIELDS = {
     "executor_running": bool,
     "executor_paused": bool,
     "gpu_workers_alive": int,  # an extension
+    "drain_eta": (str, type(None)),  # an extension
 }
 
 
