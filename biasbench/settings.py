@@ -109,6 +109,19 @@ class Settings(BaseSettings):
         description="A running task without progress this long is stopped and failed as stalled.",
     )
 
+    queue_timezone: str = Field(
+        default="UTC",
+        validation_alias="QUEUE_TIMEZONE",
+        description="Time zone (IANA name, e.g. Europe/Berlin) of the times in queue messages.",
+    )
+    queue_model_swap_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="QUEUE_MODEL_SWAP_SECONDS",
+        description="What loading another model on a GPU costs, for the queue's ETAs (until "
+        "model hosts publish measured load times).",
+    )
+
     # --- observability ---
     progress_interval: float = Field(
         default=3.0,

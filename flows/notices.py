@@ -32,6 +32,7 @@ from biasbench.errors import critical_of_state
 from biasbench.queue import gateway
 from biasbench.queue.messages import (
     QUEUE_RESOURCE,
+    Forecast,
     TaskSeen,
     completion_text,
     failure_text,
@@ -51,9 +52,12 @@ class Notices:
         # Messages not yet taken by the server, each with the task end it announces (if any).
         self._outbox: list[tuple[Event, tuple[str, datetime] | None]] = []
 
-    def queue(self, what: str, *, waiting: int = 0) -> None:
-        """started, paused, resumed, drained or stopped."""
-        text = queue_text(what, waiting=waiting, tally=self._tally)
+    def queue(self, what: str, *, waiting: int = 0, forecast: Forecast | None = None) -> None:
+        """started, paused, resumed, drained or stopped; `forecast` the drain time expected
+        (started) or that was expected (drained)."""
+        text = queue_text(
+            what, waiting=waiting, tally=self._tally, forecast=forecast, now=datetime.now(UTC)
+        )
         if what == "drained":
             self._tally.clear()
         self._emit(f"biasbench.queue.{what}", QUEUE_RESOURCE, text)
