@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from biasbench.rates import Interval
@@ -24,20 +24,24 @@ from biasbench.rates import Interval
 Z90 = 1.2816  # the 90th percentile of a standard normal
 SIGMA_FLOOR = 0.04  # drift of a task's pace that no measurement foresees
 SIGMA_UNKNOWN = 0.5  # a kind never run before: P90 is about twice P50
-SIGMA_DRIFT = 0.12  # how far a running task's pace may still wander over what is left
+# How far a running task's pace may still wander over what is left: down (slower) more than up.
+SIGMA_DRIFT_UP = 0.25
+SIGMA_DRIFT_DOWN = 0.08
 DEFAULT_PACE = 1.0  # seconds per item with no history at all
 
 
 @dataclass(frozen=True)
 class Spread:
-    """A duration in seconds: its median and log-normal spread."""
+    """A duration in seconds: its median and log-normal spread, wider above than below when
+    `sigma_up` says so (a pace drops more often than it rises)."""
 
     p50: float
     sigma: float
+    sigma_up: float | None = None
 
     @property
     def p90(self) -> float:
-        return self.p50 * math.exp(Z90 * self.sigma)
+        return self.p50 * math.exp(Z90 * (self.sigma if self.sigma_up is None else self.sigma_up))
 
     @property
     def p10(self) -> float:
@@ -46,7 +50,9 @@ class Spread:
     def plus(self, seconds: float) -> Spread:
         """A fixed cost added (the spread stays that of the variable part)."""
         total = self.p50 + seconds
-        return Spread(total, self.sigma * self.p50 / total if total > 0 else 0.0)
+        scale = self.p50 / total if total > 0 else 0.0
+        up = None if self.sigma_up is None else self.sigma_up * scale
+        return Spread(total, self.sigma * scale, up)
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,8 @@ def remaining(
     if not intervals:
         return duration(0, prior)
     last = intervals[-1]
-    left = max(last.total - last.done, 0)
+    # What failed in this run is not asked again before it ends (a retry resumes it).
+    left = max(last.total - last.done - sum(i.failures for i in intervals), 0)
     done = sum(i.items for i in intervals[1:])
     own = recent_pace(intervals)
     if own is None:  # only the warm-up interval so far
@@ -117,17 +124,46 @@ def remaining(
         prior_log = math.log(prior.pace) if prior else math.log(own)
         prior_sigma = prior.sigma if prior else SIGMA_UNKNOWN
         pace = math.exp(weight * math.log(own) + (1 - weight) * prior_log)
-        share_left = left / last.total if last.total else 0.0
-        sigma = math.hypot((1 - weight) * prior_sigma, SIGMA_DRIFT * math.sqrt(share_left))
-        spread = Spread(left * pace, max(sigma, SIGMA_FLOOR))
+        share_left = math.sqrt(left / last.total if last.total else 0.0)
+        noise = _noise(intervals[1:], left * pace)
+        base_sigma = math.hypot((1 - weight) * prior_sigma, noise)
+        spread = Spread(
+            left * pace,
+            max(math.hypot(base_sigma, SIGMA_DRIFT_DOWN * share_left), SIGMA_FLOOR),
+            max(math.hypot(base_sigma, SIGMA_DRIFT_UP * share_left), SIGMA_FLOOR),
+        )
     if now is not None:
         since = max((now - last.ended_at).total_seconds(), 0.0)
-        return Spread(max(spread.p50 - since, 0.0), spread.sigma)
+        return replace(spread, p50=max(spread.p50 - since, 0.0))
     return spread
 
 
-def duration(items: int, prior: Prior | None) -> Spread:
-    """A queued task's whole duration: its start-up, then `items` at the kind's pace."""
+def _noise(body: Sequence[Interval], left_seconds: float) -> float:
+    """The spread of what is left from the intervals' own scatter: it averages out over many
+    intervals, not over the last few."""
+    paces = [math.log(i.seconds / i.items) for i in body if i.items and i.seconds > 0]
+    if len(paces) < 3:
+        return 0.0
+    scatter = statistics.pstdev(paces)
+    typical = statistics.median(i.seconds for i in body)
+    return scatter / math.sqrt(max(left_seconds / typical, 1.0)) if typical > 0 else 0.0
+
+
+def speed_factor(intervals: Sequence[Interval], prior: Prior | None) -> float:
+    """How much slower (> 1) or faster than its kind's past runs a running task goes tonight.
+    The same server and model run the tasks queued behind it, so their durations are scaled
+    by it too; trusted as the task's own progress grows, and kept within 0.5-2."""
+    own = recent_pace(intervals)
+    if own is None or prior is None:
+        return 1.0
+    done = sum(i.items for i in intervals[1:])
+    weight = done / (done + max(10.0, 0.05 * intervals[-1].total))
+    return min(max(math.exp(weight * math.log(own / prior.pace)), 0.5), 2.0)
+
+
+def duration(items: int, prior: Prior | None, *, factor: float = 1.0) -> Spread:
+    """A queued task's whole duration: its start-up, then `items` at the kind's pace (times
+    tonight's `speed_factor` of its model, when one is known)."""
     if prior is None:
-        return Spread(items * DEFAULT_PACE, SIGMA_UNKNOWN)
-    return Spread(items * prior.pace, prior.sigma).plus(prior.start_up)
+        return Spread(items * DEFAULT_PACE * factor, SIGMA_UNKNOWN)
+    return Spread(items * prior.pace * factor, prior.sigma).plus(prior.start_up)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from biasbench import rates
 from biasbench.data import load_traits
 from biasbench.db.models import Dataset, Trait
-from biasbench.estimate import Prior, Spread, duration, prior_of, remaining
+from biasbench.estimate import Prior, Spread, duration, prior_of, remaining, speed_factor
 from biasbench.queue.eta import QueuePlan, constant_swap, simulate
 from biasbench.queue.model import QueueRun, TaskType
 
@@ -41,8 +42,9 @@ def plan_queue(
     swap_seconds: float = DEFAULT_SWAP_SECONDS,
     loaded: Sequence[str | None] = (),
 ) -> QueuePlan:
+    factors = _speed_factors(session, runs)
     durations = {
-        run.id: _duration(session, run, runs, now)
+        run.id: _duration(session, run, runs, now, factors)
         for run in runs.values()
         if run.is_held or run.occupies_slot
     }
@@ -58,8 +60,23 @@ def plan_queue(
     )
 
 
+def _speed_factors(session: Session, runs: Mapping[str, QueueRun]) -> dict[str, float]:
+    """Tonight's speed of each model that a running task measures (estimate.speed_factor)."""
+    factors: dict[str, float] = {}
+    for run in runs.values():
+        if run.is_running and run.task_type in DEFAULT_BATCH:
+            intervals = rates.intervals_of(session, run.id)
+            model = str(run.parameters.get("model_name", ""))
+            factors[model] = speed_factor(intervals, _prior(session, run))
+    return factors
+
+
 def _duration(
-    session: Session, run: QueueRun, runs: Mapping[str, QueueRun], now: datetime
+    session: Session,
+    run: QueueRun,
+    runs: Mapping[str, QueueRun],
+    now: datetime,
+    factors: Mapping[str, float],
 ) -> Spread:
     if run.task_type not in DEFAULT_BATCH:
         return Spread(GENERATOR_SECONDS, 0.3)
@@ -69,8 +86,9 @@ def _duration(
             return remaining(intervals, prior, now=now)
         whole = duration(_items(session, run, runs, prior), prior)
         started = run.started_at or now
-        return Spread(max(whole.p50 - (now - started).total_seconds(), 0.0), whole.sigma)
-    return duration(_items(session, run, runs, prior), prior)
+        return replace(whole, p50=max(whole.p50 - (now - started).total_seconds(), 0.0))
+    factor = factors.get(str(run.parameters.get("model_name", "")), 1.0)
+    return duration(_items(session, run, runs, prior), prior, factor=factor)
 
 
 def _prior(session: Session, run: QueueRun) -> Prior | None:
