@@ -9,7 +9,7 @@ the size the upstream was asked for (`n`)."""
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -42,9 +42,10 @@ def plan_queue(
     swap_seconds: float = DEFAULT_SWAP_SECONDS,
     loaded: Sequence[str | None] = (),
 ) -> QueuePlan:
-    factors = _speed_factors(session, runs)
+    priors = _Priors(session, [r.id for r in runs.values() if r.occupies_slot])
+    factors = _speed_factors(session, runs, priors)
     durations = {
-        run.id: _duration(session, run, runs, now, factors)
+        run.id: _duration(session, run, runs, now, factors, priors)
         for run in runs.values()
         if run.is_held or run.occupies_slot
     }
@@ -60,14 +61,16 @@ def plan_queue(
     )
 
 
-def _speed_factors(session: Session, runs: Mapping[str, QueueRun]) -> dict[str, float]:
+def _speed_factors(
+    session: Session, runs: Mapping[str, QueueRun], priors: _Priors
+) -> dict[str, float]:
     """Tonight's speed of each model that a running task measures (estimate.speed_factor)."""
     factors: dict[str, float] = {}
     for run in runs.values():
         if run.is_running and run.task_type in DEFAULT_BATCH:
             intervals = rates.intervals_of(session, run.id)
             model = str(run.parameters.get("model_name", ""))
-            factors[model] = speed_factor(intervals, _prior(session, run))
+            factors[model] = speed_factor(intervals, priors.of(run))
     return factors
 
 
@@ -77,10 +80,11 @@ def _duration(
     runs: Mapping[str, QueueRun],
     now: datetime,
     factors: Mapping[str, float],
+    priors: _Priors,
 ) -> Spread:
     if run.task_type not in DEFAULT_BATCH:
         return Spread(GENERATOR_SECONDS, 0.3)
-    prior = _prior(session, run)
+    prior = priors.of(run)
     if run.is_running:
         if intervals := rates.intervals_of(session, run.id):
             return remaining(intervals, prior, now=now)
@@ -91,13 +95,24 @@ def _duration(
     return duration(_items(session, run, runs, prior), prior, factor=factor)
 
 
-def _prior(session: Session, run: QueueRun) -> Prior | None:
-    kind = rates.RateKind(
-        run.task_type,
-        str(run.parameters.get("model_name", "")),
-        int(run.parameters.get("batch_size") or DEFAULT_BATCH[run.task_type]),
-    )
-    return prior_of(rates.past_runs(session, kind, excluding=run.id))
+class _Priors:
+    """The prior of each kind, read once per plan (tasks of one kind queue together), from
+    finished runs only: a running task's own partial run is its recent pace, not its prior."""
+
+    def __init__(self, session: Session, running: Collection[str]) -> None:
+        self._session, self._running = session, running
+        self._known: dict[rates.RateKind, Prior | None] = {}
+
+    def of(self, run: QueueRun) -> Prior | None:
+        kind = rates.RateKind(
+            run.task_type,
+            str(run.parameters.get("model_name", "")),
+            int(run.parameters.get("batch_size") or DEFAULT_BATCH[run.task_type]),
+        )
+        if kind not in self._known:
+            past = rates.past_runs(self._session, kind, excluding=self._running)
+            self._known[kind] = prior_of(past)
+        return self._known[kind]
 
 
 def _items(
