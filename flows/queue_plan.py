@@ -18,6 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from prefect.artifacts import acreate_markdown_artifact
+from prefect.utilities.urls import url_for
 from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
@@ -29,6 +30,17 @@ from biasbench.queue.model import QueueRun
 
 ARTIFACT_KEY = "queue-plan"
 REPLAN_SECONDS = 60.0  # a plan is redone this often even when nothing changed (rates move)
+
+
+def plan_link(flow_run_id: str | None) -> str:
+    """A markdown link to the queue plan for a task's own artifacts ("when will I be done"),
+    or its key where the UI's address is unknown. Prefect's url_for has no artifact pages, so
+    the key page's address is derived from the run's."""
+    run_url = url_for("flow-run", obj_id=flow_run_id) if flow_run_id else None
+    if not run_url or "/runs/flow-run/" not in run_url:
+        return f"expected times: artifact `{ARTIFACT_KEY}`"
+    base = run_url.split("/runs/flow-run/", 1)[0]
+    return f"[expected times: queue plan]({base}/artifacts/key/{ARTIFACT_KEY})"
 
 
 class QueuePlanner:

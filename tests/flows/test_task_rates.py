@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from prefect import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
 from sqlalchemy import Engine, select
 
 from biasbench.db.engine import session_scope
@@ -78,3 +80,14 @@ def test_rates_are_recorded_per_interval_and_survive_a_kill_and_resume(
     resumed = after[len(before) :]
     assert resumed and resumed[-1].done == planned
     assert sum(r.requests for r in after) == planned  # each answer counted once
+    # Each run's progress links the queue's plan: when it is expected to be done.
+    shown = asyncio.run(_progress_descriptions())
+    assert shown and all("queue-plan" in text for text in shown), shown
+
+
+async def _progress_descriptions() -> list[str]:
+    async with get_client() as client:
+        artifacts = await client.read_artifacts(
+            artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"]))
+        )
+    return [a.description or "" for a in artifacts]
