@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -22,6 +23,7 @@ from queue_api.attempts import Attempts
 from queue_api.ids import TaskIds
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
+PLAN_REUSE_SECONDS = 5.0
 _SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.SKIPPED}  # their state's message; cancelled: why
 
 
@@ -31,6 +33,9 @@ class TaskViews:
     def __init__(self, engine: Engine, ids: TaskIds) -> None:
         self.engine, self.ids = engine, ids
         self.attempts = Attempts()
+        # The last plan, the queue it was made for and when: many clients poll one queue.
+        self._last_plan: tuple[frozenset[tuple[str, str, str | None]], float, QueuePlan] | None
+        self._last_plan = None
 
     async def listing(
         self, client: PrefectClient, *, include_done: bool, limit: int
@@ -56,15 +61,30 @@ class TaskViews:
         return task
 
     async def _plan(self, client: PrefectClient, active: Sequence[QueueRun]) -> QueuePlan | None:
-        """The queue's expected times (biasbench.queue.forecast), from the runs already read."""
+        """The queue's expected times (biasbench.queue.forecast), from the runs already read;
+        the last plan again while the queue is unchanged and the plan under PLAN_REUSE_SECONDS
+        old (a plan of a long queue costs a little CPU and some database reads)."""
         if not active:
             return None
+        seen = frozenset((r.id, r.state_type, r.state_name) for r in active)
+        last = self._last_plan
+        if last and last[0] == seen and time.monotonic() - last[1] < PLAN_REUSE_SECONDS:
+            return last[2]
         runs = {r.id: r for r in active}
         missing = {u for r in active for u in r.upstream if u not in runs}
         runs.update(await gateway.runs_by_id(client, missing))
         pool = await gateway.read_pool(client)
         with session_scope(self.engine) as session:
-            return plan_queue(session, runs, slots=pool.slots, now=datetime.now(UTC))
+            plan = plan_queue(session, runs, slots=pool.slots, now=datetime.now(UTC))
+        self._last_plan = (seen, time.monotonic(), plan)
+        return plan
+
+    async def _recent_plan(self, client: PrefectClient) -> QueuePlan | None:
+        """For /queue/stats: the last plan if it is fresh, so stats need not read every
+        unfinished run each time."""
+        if (last := self._last_plan) and time.monotonic() - last[1] < PLAN_REUSE_SECONDS:
+            return last[2]
+        return await self._plan(client, await gateway.unfinished_runs(client))
 
     async def _with_blockers(
         self, client: PrefectClient, tasks: list[TaskPublic]
@@ -93,12 +113,9 @@ class TaskViews:
         return await gateway.run_by_id(client, self.ids.flow_run_of(task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
-        counts, state, active = await asyncio.gather(
-            gateway.count_by_status(client),
-            control.queue_state(client),
-            gateway.unfinished_runs(client),
+        counts, state, plan = await asyncio.gather(
+            gateway.count_by_status(client), control.queue_state(client), self._recent_plan(client)
         )
-        plan = await self._plan(client, active)
         return QueueStats(
             total=sum(counts.values()),
             **{status.value: count for status, count in counts.items()},

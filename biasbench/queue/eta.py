@@ -25,6 +25,8 @@ from biasbench.queue.model import RELEASED, QueueRun, QueueStatus
 from biasbench.results import TaskResult
 
 SwapCost = Callable[[str | None, str | None], float]
+PLAN_LIMIT = 200  # tasks planned one by one; a longer line is a night's work many times over
+WINDOW = 16  # held runs in line that each simulated decision looks at (more when they all wait)
 
 
 def constant_swap(seconds: float) -> SwapCost:
@@ -74,11 +76,13 @@ def simulate(
     idle_gap: float = 0.0,
     swap_seconds: SwapCost | None = None,
     loaded: Sequence[str | None] = (),
+    limit: int = PLAN_LIMIT,
 ) -> QueuePlan:
     """runs: the snapshot (held, released, running runs and their upstreams); durations: per
     run id, a running task's time left or a queued task's whole duration (missing: 0);
     loaded: the model each slot holds now (a running task's model wins); swap_seconds: what a
-    change of model on a slot costs (default: nothing)."""
+    change of model on a slot costs (default: nothing); limit: tasks planned one by one, the
+    rest of a longer line only counts towards the drain time."""
     swap_seconds = swap_seconds or constant_swap(0.0)
     view = {i: _as_released(r) for i, r in runs.items()}
     results = {i: _done() for i, r in view.items() if r.status is QueueStatus.DONE}
@@ -96,13 +100,18 @@ def simulate(
         plan[run.id] = _planned(run, slot, now, start, 0.0, pool[slot])
         view[run.id] = replace(run, state_type="RUNNING", state_name="Running")
 
-    clock = 0.0
-    while True:
-        actions = decide(view, slots=len(pool), accepting=True, results=results)
-        for action in actions:
-            if isinstance(action, Skip | Cancel):  # never runs: not in the plan
-                view[action.run_id] = replace(view[action.run_id], state_type="CANCELLED")
-        releases = [a for a in actions if isinstance(a, Release)]
+    pending = [r.id for r in sorted(view.values(), key=lambda r: r.order) if r.is_held]
+    running = {i for i, r in view.items() if r.state_type == "RUNNING"}
+    clock, window = 0.0, WINDOW
+    while len(plan) < limit:
+        in_line = set(pending[:window])
+        actions = decide(
+            _window(view, in_line, running), slots=len(pool), accepting=True, results=results
+        )
+        ended = {a.run_id for a in actions if isinstance(a, Skip | Cancel) and a.run_id in in_line}
+        for run_id in ended:  # never runs: not in the plan
+            view[run_id] = replace(view[run_id], state_type="CANCELLED")
+        releases = [a for a in actions if isinstance(a, Release) and a.run_id in in_line]
         for release in releases:
             run = view[release.run_id]
             model = model_of(run)
@@ -120,21 +129,48 @@ def simulate(
             ends[run.id] = (pool[slot].free_at, pool[slot].variance)
             plan[run.id] = _planned(run, slot, now, start, start_var, pool[slot])
             view[run.id] = replace(run, state_type="RUNNING", state_name="Running")
-        running = [r for r in view.values() if r.state_type == "RUNNING"]
+            running.add(run.id)
+        if ended or releases:
+            done = ended | {r.run_id for r in releases}
+            head = [i for i in pending[:window] if i not in done]  # all of them are in there
+            pending = head + pending[window:]
+            continue  # decide again before time moves: it may release more
+        if len(running) < len(pool) and window < len(pending):
+            window *= 2  # a free slot, and the runs in view all wait: look further down the line
+            continue
         if not running:
             break
-        if releases and any(view[i].is_held for i in view):
-            continue  # decide again before time moves: it may release more
-        first = min(running, key=lambda r: (ends[r.id][0], r.order))
-        clock = max(clock, ends[first.id][0])
-        view[first.id] = replace(first, state_type="COMPLETED", state_name="Completed")
-        results[first.id] = _done()
+        first = min(running, key=lambda i: (ends[i][0], view[i].order))
+        clock = max(clock, ends[first][0])
+        view[first] = replace(view[first], state_type="COMPLETED", state_name="Completed")
+        results[first] = _done()
+        running.discard(first)
+        window = WINDOW
 
     ordered = dict(sorted(plan.items(), key=lambda item: (item[1].start, item[1].slot)))
     if not ordered:
         return QueuePlan({}, None, None)
-    last = max(ordered.values(), key=lambda p: p.end)
-    return QueuePlan(ordered, last.end, max(p.end_p90 for p in ordered.values()))
+    drain = max(p.end for p in ordered.values())
+    drain_p90 = max(p.end_p90 for p in ordered.values())
+    rest = [durations.get(i, Spread(0.0, 0.0)) for i in pending if i not in plan]
+    if rest:  # past the limit: the rest of the line shares the slots, no longer in order
+        busy = sum(d.p50 + idle_gap for d in rest) / len(pool)
+        wider = math.sqrt(sum((d.p90 - d.p50) ** 2 for d in rest)) / len(pool)
+        drain += timedelta(seconds=busy)
+        drain_p90 += timedelta(seconds=busy + wider)
+    return QueuePlan(ordered, drain, drain_p90)
+
+
+def _window(
+    view: Mapping[str, QueueRun], in_line: set[str], running: set[str]
+) -> dict[str, QueueRun]:
+    """What `decide` needs to choose among the first runs in line: them, their upstreams and
+    the running runs (their slots). Deciding over the whole queue at every simulated step
+    would cost the square of its length (a minute for 1,000 tasks); `decide` takes held runs
+    in order, so the first ones in line are enough, and a release of a run outside them (an
+    upstream further down) is not taken."""
+    ids = in_line | running | {u for i in in_line for u in view[i].upstream if u in view}
+    return {i: view[i] for i in ids}
 
 
 def _as_released(run: QueueRun) -> QueueRun:

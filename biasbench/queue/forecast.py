@@ -123,8 +123,7 @@ def _items(
         return prior.items if prior else 0
     if run.task_type == TaskType.ATTRGEN:
         return personas
-    traits = session.scalar(select(func.count()).select_from(Trait).where(Trait.active))
-    pairs = personas * (traits or len(load_traits()))  # none yet: the first pool seeds them
+    pairs = personas * _active_traits(session)
     return pairs + round(float(run.parameters.get("dual_fraction") or 0.0) * pairs)
 
 
@@ -136,7 +135,7 @@ def _personas(
 ) -> int | None:
     """The size of the dataset the task works on: stored, or what its upstream will make."""
     if (dataset_id := parameters.get("dataset_id")) is not None:
-        return session.scalar(select(Dataset.size).where(Dataset.id == int(dataset_id)))
+        return _dataset_size(session, int(dataset_id))
     for upstream_id in upstream:
         if (up := runs.get(upstream_id)) is None:
             continue
@@ -146,3 +145,19 @@ def _personas(
         if (found := _personas(session, up.parameters, runs, up.upstream)) is not None:
             return found
     return None
+
+
+# Read once per plan (its session), not once per queued task: a long line shares datasets.
+def _active_traits(session: Session) -> int:
+    cache = session.info.setdefault("forecast-traits", {})
+    if "n" not in cache:
+        count = session.scalar(select(func.count()).select_from(Trait).where(Trait.active))
+        cache["n"] = count or len(load_traits())  # none yet: the first pool seeds them
+    return int(cache["n"])
+
+
+def _dataset_size(session: Session, dataset_id: int) -> int | None:
+    cache: dict[int, int | None] = session.info.setdefault("forecast-datasets", {})
+    if dataset_id not in cache:
+        cache[dataset_id] = session.scalar(select(Dataset.size).where(Dataset.id == dataset_id))
+    return cache[dataset_id]

@@ -104,3 +104,12 @@ def test_a_task_behind_a_failed_upstream_is_not_planned_and_an_idle_queue_has_no
         durations={"W": Spread(10, 0)},
     )
     assert plan.tasks == {} and plan.drain is None
+
+
+def test_past_the_limit_the_rest_of_the_line_still_counts_towards_the_drain() -> None:
+    runs = {f"T{i}": task(f"T{i}", "m1", minute=i) for i in range(5)}
+    durations = {rid: Spread(10.0, 0.0) for rid in runs}
+    plan = simulate(runs, slots=1, now=NOW, durations=durations, idle_gap=2.0, limit=2)
+    assert list(plan.tasks) == ["T0", "T1"]
+    assert plan.tasks["T1"].start == at(14)  # 2 + 10 + 2
+    assert plan.drain == at(24 + 3 * 12)  # T1 ends at 24, then three more of 2 + 10 s
