@@ -2,8 +2,8 @@
 
 Kept apart from the manager's loop (one call per look) so that its rules stay the manager's:
 the plan is computed from the snapshot the manager has read anyway (biasbench.queue.forecast,
-then biasbench.queue.eta), only when that snapshot changed or a minute has passed, and the
-artifact is written only when what it shows changed (times are shown to the minute).
+then biasbench.queue.eta), when that snapshot changed (at most every 5 s) or a minute has
+passed, and the artifact is written only when what it shows changed (times to the minute).
 
 The drain time predicted when the queue became busy is kept until it drains, so the drained
 message can put the actual time next to the prediction: that is how users learn how far to
@@ -11,6 +11,7 @@ trust the next one."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from datetime import UTC, datetime, tzinfo
@@ -30,6 +31,7 @@ from biasbench.queue.model import QueueRun
 
 ARTIFACT_KEY = "queue-plan"
 REPLAN_SECONDS = 60.0  # a plan is redone this often even when nothing changed (rates move)
+MIN_REPLAN_SECONDS = 5.0  # and not more often than this while a script submits a batch
 
 
 def plan_link(flow_run_id: str | None) -> str:
@@ -55,7 +57,7 @@ class QueuePlanner:
         self._logger, self._engine, self._swap = logger, engine, swap_seconds
         self.timezone: tzinfo = ZoneInfo(timezone)
         self._seen: tuple[tuple[str, str, str | None], ...] | None = None
-        self._planned_at = 0.0
+        self._planned_at = -REPLAN_SECONDS  # the first look plans at once
         self._shown: str | None = None
         self.plan: QueuePlan | None = None
         self.predicted: Forecast | None = None  # when the busy spell began: the drain expected
@@ -63,19 +65,24 @@ class QueuePlanner:
     async def look(self, runs: dict[str, QueueRun], slots: int) -> None:
         """Replan when the queue changed (or a minute passed); never stops the queue."""
         seen = tuple(sorted((r.id, r.state_type, r.state_name) for r in runs.values()))
-        if seen == self._seen and time.monotonic() - self._planned_at < REPLAN_SECONDS:
+        age = time.monotonic() - self._planned_at
+        if age < MIN_REPLAN_SECONDS or (seen == self._seen and age < REPLAN_SECONDS):
             return
         try:
-            with session_scope(self._engine) as session:
-                self.plan = plan_queue(
-                    session, runs, slots=slots, now=datetime.now(UTC), swap_seconds=self._swap
-                )
+            # In a thread: a long queue's plan takes a moment, and the loop sends heartbeats.
+            self.plan = await asyncio.to_thread(self._make, runs, slots)
             self._seen, self._planned_at = seen, time.monotonic()
             if self.predicted is None and (forecast := self.forecast()) is not None:
                 self.predicted = forecast
             await self._show(runs)
         except Exception:  # an ETA is for show: the queue goes on without it
             self._logger.exception("The queue plan could not be made")
+
+    def _make(self, runs: dict[str, QueueRun], slots: int) -> QueuePlan:
+        with session_scope(self._engine) as session:
+            return plan_queue(
+                session, runs, slots=slots, now=datetime.now(UTC), swap_seconds=self._swap
+            )
 
     def forecast(self) -> Forecast | None:
         plan = self.plan
