@@ -84,7 +84,10 @@ def simulate(
     change of model on a slot costs (default: nothing); limit: tasks planned one by one, the
     rest of a longer line only counts towards the drain time."""
     swap_seconds = swap_seconds or constant_swap(0.0)
-    view = {i: _as_released(r) for i, r in runs.items()}
+    # A run a schedule made for a time still to come is not queue work yet.
+    view = {
+        i: _as_released(r) for i, r in runs.items() if not (r.is_unreleased and r.created > now)
+    }
     results = {i: _done() for i, r in view.items() if r.status is QueueStatus.DONE}
     pool = [_Slot(loaded[i] if i < len(loaded) else None) for i in range(max(slots, 1))]
     plan: dict[str, Planned] = {}

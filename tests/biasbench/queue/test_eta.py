@@ -113,3 +113,22 @@ def test_past_the_limit_the_rest_of_the_line_still_counts_towards_the_drain() ->
     assert list(plan.tasks) == ["T0", "T1"]
     assert plan.tasks["T1"].start == at(14)  # 2 + 10 + 2
     assert plan.drain == at(24 + 3 * 12)  # T1 ends at 24, then three more of 2 + 10 s
+
+
+def test_a_run_scheduled_for_later_is_not_planned_but_one_due_now_is() -> None:
+    def scheduled(rid: str, minutes: int) -> QueueRun:
+        return QueueRun(
+            id=rid,
+            name=rid,
+            task_type="benchmark",  # type: ignore[arg-type]
+            state_type="SCHEDULED",
+            state_name="Scheduled",
+            created=NOW + timedelta(minutes=minutes),
+            parameters={"model_name": "m1"},
+        )
+
+    runs = {"later": scheduled("later", 600), "due": scheduled("due", -1)}
+    plan = simulate(
+        runs, slots=1, now=NOW, durations={"due": Spread(10, 0), "later": Spread(10, 0)}
+    )
+    assert list(plan.tasks) == ["due"] and plan.drain == at(10)
