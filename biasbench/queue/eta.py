@@ -95,12 +95,12 @@ def simulate(
     for run in sorted((r for r in view.values() if r.occupies_slot), key=lambda r: r.order):
         slot = min(range(len(pool)), key=lambda s: (pool[s].free_at, s))
         spread = durations.get(run.id, Spread(0.0, 0.0))
-        start = idle_gap if run.is_released else 0.0  # released: the worker picks it up next
-        if run.is_released:
-            start += swap_seconds(pool[slot].model, model_of(run))
-        _occupy(pool[slot], model_of(run), start, spread, 0.0)
+        start, start_var = pool[slot].free_at, pool[slot].variance  # more runs than slots:
+        if run.is_released:  # one being cancelled still holds its slot; released ones wait
+            start += idle_gap + swap_seconds(pool[slot].model, model_of(run))
+        _occupy(pool[slot], model_of(run), start, spread, start_var)
         ends[run.id] = (pool[slot].free_at, pool[slot].variance)
-        plan[run.id] = _planned(run, slot, now, start, 0.0, pool[slot])
+        plan[run.id] = _planned(run, slot, now, start, start_var, pool[slot])
         view[run.id] = replace(run, state_type="RUNNING", state_name="Running")
 
     pending = [r.id for r in sorted(view.values(), key=lambda r: r.order) if r.is_held]
