@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -86,6 +87,18 @@ class Settings(BaseSettings):
                 if text.startswith("[")
                 else [u.strip() for u in text.split(",") if u.strip()]
             )
+        return value
+
+    @field_validator("queue_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        """Refused here, not when the manager first writes a message."""
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name, e.g. Europe/Berlin)"
+            ) from None
         return value
 
     @property

@@ -59,6 +59,7 @@ class QueuePlanner:
         self._seen: tuple[tuple[str, str, str | None], ...] | None = None
         self._planned_at = -REPLAN_SECONDS  # the first look plans at once
         self._shown: str | None = None
+        self._failing = False
         self.plan: QueuePlan | None = None
         self.predicted: Forecast | None = None  # when the busy spell began: the drain expected
 
@@ -68,15 +69,19 @@ class QueuePlanner:
         age = time.monotonic() - self._planned_at
         if age < MIN_REPLAN_SECONDS or (seen == self._seen and age < REPLAN_SECONDS):
             return
+        self._planned_at = time.monotonic()  # a failed plan is tried again in a while
         try:
             # In a thread: a long queue's plan takes a moment, and the loop sends heartbeats.
             self.plan = await asyncio.to_thread(self._make, runs, slots)
-            self._seen, self._planned_at = seen, time.monotonic()
+            self._seen = seen
             if self.predicted is None and (forecast := self.forecast()) is not None:
                 self.predicted = forecast
             await self._show(runs)
+            self._failing = False
         except Exception:  # an ETA is for show: the queue goes on without it
-            self._logger.exception("The queue plan could not be made")
+            if not self._failing:  # said once, not every few seconds for a night
+                self._logger.exception("The queue plan could not be made (tried again later)")
+            self._failing = True
 
     def _make(self, runs: dict[str, QueueRun], slots: int) -> QueuePlan:
         with session_scope(self._engine) as session:
