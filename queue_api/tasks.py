@@ -74,10 +74,15 @@ class TaskViews:
         missing = {u for r in active for u in r.upstream if u not in runs}
         runs.update(await gateway.runs_by_id(client, missing))
         pool = await gateway.read_pool(client)
-        with session_scope(self.engine) as session:
-            plan = plan_queue(session, runs, slots=pool.slots, now=datetime.now(UTC))
+        # In a thread: a long queue's plan takes a moment, and this loop also answers the
+        # health probe and every other client meanwhile.
+        plan = await asyncio.to_thread(self._make_plan, runs, pool.slots)
         self._last_plan = (seen, time.monotonic(), plan)
         return plan
+
+    def _make_plan(self, runs: dict[str, QueueRun], slots: int) -> QueuePlan:
+        with session_scope(self.engine) as session:
+            return plan_queue(session, runs, slots=slots, now=datetime.now(UTC))
 
     async def _recent_plan(self, client: PrefectClient) -> QueuePlan | None:
         """For /queue/stats: the last plan if it is fresh, so stats need not read every
