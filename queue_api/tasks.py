@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -23,6 +24,7 @@ from queue_api.attempts import Attempts
 from queue_api.ids import TaskIds
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
+log = logging.getLogger(__name__)
 PLAN_REUSE_SECONDS = 5.0
 _SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.SKIPPED}  # their state's message; cancelled: why
 
@@ -68,15 +70,21 @@ class TaskViews:
             return None
         seen = frozenset((r.id, r.state_type, r.state_name) for r in active)
         last = self._last_plan
-        if last and last[0] == seen and time.monotonic() - last[1] < PLAN_REUSE_SECONDS:
+        # Unchanged, or only runs that ended since: reuse it for a while (a cascade of hundreds
+        # of ends would otherwise make a plan per request).
+        if last and seen <= last[0] and time.monotonic() - last[1] < PLAN_REUSE_SECONDS:
             return last[2]
-        runs = {r.id: r for r in active}
-        missing = {u for r in active for u in r.upstream if u not in runs}
-        runs.update(await gateway.runs_by_id(client, missing))
-        pool = await gateway.read_pool(client)
-        # In a thread: a long queue's plan takes a moment, and this loop also answers the
-        # health probe and every other client meanwhile.
-        plan = await asyncio.to_thread(self._make_plan, runs, pool.slots)
+        try:
+            runs = {r.id: r for r in active}
+            missing = {u for r in active for u in r.upstream if u not in runs}
+            runs.update(await gateway.runs_by_id(client, missing))
+            pool = await gateway.read_pool(client)
+            # In a thread: a long queue's plan takes a moment, and this loop also answers the
+            # health probe and every other client meanwhile.
+            plan = await asyncio.to_thread(self._make_plan, runs, pool.slots)
+        except Exception:  # the times are an extension: the listing goes on without them
+            log.warning("No queue plan for /queue this time", exc_info=True)
+            return None
         self._last_plan = (seen, time.monotonic(), plan)
         return plan
 
