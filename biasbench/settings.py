@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -131,6 +132,18 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("queue_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        """Refused here, not when the manager first writes a message."""
+        try:
+            ZoneInfo(value)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name, e.g. Europe/Berlin)"
+            ) from None
+        return value
+
     @property
     def llm_key_servers(self) -> list[str]:
         """Where the LLM API key may go: the default server and the allowed ones."""
@@ -169,6 +182,18 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias="QUEUE_MAX_WAIT",
         description="Seconds a task may wait beyond its FIFO turn because of model grouping.",
+    )
+    queue_timezone: str = Field(
+        default="UTC",
+        validation_alias="QUEUE_TIMEZONE",
+        description="Time zone (IANA name, e.g. Europe/Berlin) of the times in queue messages.",
+    )
+    queue_model_swap_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        validation_alias="QUEUE_MODEL_SWAP_SECONDS",
+        description="What loading another model on a GPU costs, for the queue's ETAs (until "
+        "model hosts publish measured load times).",
     )
 
     # --- observability ---

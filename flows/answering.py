@@ -16,6 +16,7 @@ from typing import TypeVar
 from biasbench.asking import LLM_ERROR, Answered, Unanswered
 from biasbench.error_budget import ErrorBudget
 from biasbench.llm.window import in_window
+from biasbench.rates import RateMeter
 from flows.progress import Progress
 
 Item = TypeVar("Item")
@@ -32,9 +33,11 @@ async def answer_all(
     already_done: int,
     interval: float,
     max_error_share: float,
+    meter: RateMeter | None = None,
 ) -> tuple[int, int]:
     """Returns (answered, unanswered) counts of this pass; raises LLMErrorShareExceeded when
-    more than `max_error_share` of the task's items failed on the server (what failed is saved)."""
+    more than `max_error_share` of the task's items failed on the server (what failed is saved).
+    `meter` records the pass's rate per flush, after the batch it describes is saved."""
     pending: list[tuple[Item, Outcome]] = []
     answered = unanswered = 0
     # The share is of the task's items, not of this pass's: a resume that asks only the items
@@ -47,7 +50,12 @@ async def answer_all(
         batch, pending = pending, []
         last_flush = time.monotonic()
         if batch:
-            await asyncio.to_thread(save, batch)
+            await asyncio.to_thread(save_and_measure, batch, already_done + answered)
+
+    def save_and_measure(batch: list[tuple[Item, Outcome]], done: int) -> None:
+        save(batch)
+        if meter is not None:
+            meter.flush(done)
 
     try:
         # aclosing: an error cancels the requests still in flight at once, not at GC time.
@@ -56,6 +64,8 @@ async def answer_all(
                 if isinstance(outcome, Exception):
                     raise outcome
                 pending.append((item, outcome))
+                if meter is not None:
+                    meter.note(answered=isinstance(outcome, Answered))
                 if isinstance(outcome, Answered):
                     answered += 1
                     budget.record(server_failed=False)

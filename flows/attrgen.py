@@ -109,6 +109,14 @@ async def attrgen(
             already_done=len(done),
             interval=interval,
             max_error_share=ctx.settings.llm_max_error_share,
+            meter=ctx.rate_meter(
+                "attrgen",
+                client,
+                llm=llm,
+                base_url=vllm_base_url,
+                total=len(profiles),
+                batch_size=batch_size,
+            ),
         )
 
     with ctx.session() as session:

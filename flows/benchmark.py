@@ -122,6 +122,14 @@ async def benchmark(
             already_done=len(job.plan) - len(job.todo),
             interval=interval,
             max_error_share=ctx.settings.llm_max_error_share,
+            meter=ctx.rate_meter(
+                "benchmark",
+                client,
+                llm=llm,
+                base_url=vllm_base_url,
+                total=len(job.plan),
+                batch_size=batch_size,
+            ),
         )
 
     analysis, result = _finish(ctx, job)

@@ -33,6 +33,7 @@ from biasbench.queue import gateway
 from biasbench.queue.grouping import model_of
 from biasbench.queue.messages import (
     QUEUE_RESOURCE,
+    Forecast,
     TaskSeen,
     completion_text,
     failure_text,
@@ -53,9 +54,12 @@ class Notices:
         self._outbox: list[tuple[Event, tuple[str, datetime] | None]] = []
         self._model_loads: dict[str, dict[str, Any]] = {}  # by flow run, as the hosts published
 
-    def queue(self, what: str, *, waiting: int = 0) -> None:
-        """started, paused, resumed, drained or stopped."""
-        text = queue_text(what, waiting=waiting, tally=self._tally)
+    def queue(self, what: str, *, waiting: int = 0, forecast: Forecast | None = None) -> None:
+        """started, paused, resumed, drained or stopped; `forecast` the drain time expected
+        (started) or that was expected (drained)."""
+        text = queue_text(
+            what, waiting=waiting, tally=self._tally, forecast=forecast, now=datetime.now(UTC)
+        )
         if what == "drained":
             self._tally.clear()
         self._emit(f"biasbench.queue.{what}", QUEUE_RESOURCE, text)

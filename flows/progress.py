@@ -14,6 +14,8 @@ from uuid import UUID
 from prefect.artifacts import acreate_progress_artifact, aupdate_progress_artifact
 
 from biasbench.queue.progress import ProgressCount
+from flows.queue_plan import plan_link
+from flows.runtime import current_flow_run_id
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,7 @@ class Progress:
         self.total = total
         self.interval = interval
         self.what = what
+        self._link = plan_link(current_flow_run_id())  # every task links the queue's plan
         self._artifact: UUID | None = None
         self._last = 0.0
         self._sending: asyncio.Task[None] | None = None
@@ -33,7 +36,7 @@ class Progress:
         return ProgressCount(done, self.total).percent
 
     def _description(self, done: int) -> str:
-        return ProgressCount(done, self.total).describe(self.what)
+        return f"{ProgressCount(done, self.total).describe(self.what)} · {self._link}"
 
     async def start(self, done: int) -> None:
         self._artifact = await acreate_progress_artifact(

@@ -31,6 +31,7 @@ from biasbench.queue.model import HELD_QUEUED, MANAGER_FLOW, QueueRun, QueueStat
 from biasbench.results import TaskResult, result_of_flow_run
 from biasbench.settings import Settings
 from flows.notices import Notices
+from flows.queue_plan import QueuePlanner
 from flows.runtime import database
 from flows.stall_watch import StallWatch
 
@@ -73,6 +74,12 @@ async def queue_manager(
         )
         if settings.queue_model_grouping
         else None,
+        planner=QueuePlanner(
+            logger,
+            database(settings),
+            timezone=settings.queue_timezone,
+            swap_seconds=settings.queue_model_swap_seconds,
+        ),
     )
     trouble = Trouble(logger)
     async with get_client() as client:
@@ -130,10 +137,12 @@ class Manager:
         stall_seconds: float,
         crash_retries: int,
         grouping: ModelGrouping | None = None,
+        planner: QueuePlanner,
     ) -> None:
         """grouping: the bounds of model grouping (its loaded models are read at each look);
         None: strict FIFO."""
         self.logger = logger
+        self.planner = planner
         self.engine = engine
         self.crash_retries = crash_retries
         self.grouping = grouping
@@ -151,9 +160,11 @@ class Manager:
         stopping = await gateway.stop_requested()
         await self.judge_crashes(client)
         runs = await gateway.read_queue(client)
+        await self.planner.look(runs, pool.slots)
         if self.was_paused is None:
             await self.notices.announce_missed(client)
-            self.notices.queue("started", waiting=sum(r.is_held for r in runs.values()))
+            waiting = sum(r.is_held for r in runs.values())
+            self.notices.queue("started", waiting=waiting, forecast=self.planner.forecast())
         if pool.paused != self.was_paused and (pool.paused or self.was_paused is not None):
             # Also when it starts paused: users learn the queue is up but holding.
             self.notices.queue("paused" if pool.paused else "resumed")
@@ -244,7 +255,7 @@ class Manager:
         elif self.was_busy:
             self.idle_since = self.idle_since or time.monotonic()
             if time.monotonic() - self.idle_since >= DRAINED_AFTER_SECONDS:
-                self.notices.queue("drained")
+                self.notices.queue("drained", forecast=self.planner.drained())
                 self.was_busy = False
 
 

@@ -29,8 +29,11 @@ from prefect.states import State
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
+from biasbench import rates
 from biasbench.db.engine import session_scope
 from biasbench.errors import InvalidConfig
+from biasbench.llm.base import ChatClient
+from biasbench.llm.key_scope import shown
 from biasbench.queue.model import QUEUE_PARAMETERS
 from biasbench.results import TaskResult
 from biasbench.settings import Settings
@@ -112,6 +115,32 @@ class TaskContext:
                 save(session, run_id, batch)
 
         return save_batch
+
+    def rate_meter(
+        self,
+        task_type: str,
+        client: ChatClient,
+        *,
+        llm: str,
+        base_url: str | None,
+        total: int,
+        batch_size: int,
+    ) -> rates.RateMeter:
+        """Records this run's rate per flush (biasbench.rates): what ETAs are computed from."""
+
+        def store(row: dict[str, Any]) -> None:
+            with self.session() as session:
+                rates.record(session, row)
+
+        server = "fake" if llm == "fake" else shown(base_url or self.settings.vllm_base_url)
+        return rates.RateMeter(
+            rates.RateKind(task_type, client.model_name, batch_size),
+            server=server,
+            flow_run_id=self.flow_run_id,
+            total=total,
+            usage=client.usage,
+            store=store,
+        )
 
 
 def task_context() -> TaskContext:

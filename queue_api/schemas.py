@@ -126,6 +126,17 @@ class TaskPublic(BaseModel):
         description="Why a queued task cannot start now, when it is not just its turn: the "
         "queue is paused, or no GPU worker is alive (an extension).",
     )
+    eta: datetime | None = Field(
+        default=None,
+        description="When a queued or running task is expected to end, median (an extension; "
+        "from measured rates, see the README's ETA section).",
+    )
+    eta_p90: datetime | None = Field(
+        default=None, description="It ends before this with 90 % probability (an extension)."
+    )
+    expected_start: datetime | None = Field(
+        default=None, description="When a queued task is expected to start (an extension)."
+    )
 
 
 class Message(BaseModel):
@@ -159,4 +170,9 @@ class QueueStats(BaseModel):
         0,
         description="Task runs a deployment schedule made for later: not counted in `queued` "
         "or `total` until their time comes (an extension).",
+    )
+    drain_eta: datetime | None = Field(
+        default=None,
+        description="When every queued and running task is expected to have ended (median; "
+        "an extension). None when nothing is queued or running.",
     )

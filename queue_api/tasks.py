@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -13,6 +15,8 @@ from sqlalchemy.orm import Session
 from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
+from biasbench.queue.eta import QueuePlan
+from biasbench.queue.forecast import plan_queue
 from biasbench.queue.grouping import model_of
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
@@ -22,6 +26,8 @@ from queue_api.batch_create import BatchCreator
 from queue_api.ids import TaskIds
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
+log = logging.getLogger(__name__)
+PLAN_REUSE_SECONDS = 5.0
 _SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.SKIPPED}  # their state's message; cancelled: why
 
 
@@ -32,6 +38,9 @@ class TaskViews:
         self.engine, self.ids = engine, ids
         self.attempts = Attempts()
         self.creator = BatchCreator()  # POST /queue/add's creates, batched when they coincide
+        # The last plan, the queue it was made for and when: many clients poll one queue.
+        self._last_plan: tuple[frozenset[tuple[str, str, str | None]], float, QueuePlan] | None
+        self._last_plan = None
 
     async def listing(
         self, client: PrefectClient, *, include_done: bool, limit: int
@@ -43,17 +52,59 @@ class TaskViews:
             client, limit - len(active) if include_done else 0
         )
         places = places_in_line(active, now)
-        tasks = in_contract_order(await self.public(client, [*active, *done], places))[:limit]
+        plan = await self._plan(client, active)
+        tasks = in_contract_order(await self.public(client, [*active, *done], places, plan))
+        tasks = tasks[:limit]
         return await self._with_blockers(client, tasks)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
         run = await self.run_of(client, task_id)
-        places = {}
-        if not run.is_final:  # its place depends on every other unfinished task
-            places = places_in_line(await gateway.unfinished_runs(client), datetime.now(UTC))
-        (task,) = await self.public(client, [run], places)
+        places: dict[str, int] = {}
+        plan = None
+        if not run.is_final:  # its place and times depend on every other unfinished task
+            unfinished = await gateway.unfinished_runs(client)
+            places = places_in_line(unfinished, datetime.now(UTC))
+            plan = await self._plan(client, unfinished)
+        (task,) = await self.public(client, [run], places, plan)
         (task,) = await self._with_blockers(client, [task])
         return task
+
+    async def _plan(self, client: PrefectClient, active: Sequence[QueueRun]) -> QueuePlan | None:
+        """The queue's expected times (biasbench.queue.forecast), from the runs already read;
+        the last plan again while the queue is unchanged and the plan under PLAN_REUSE_SECONDS
+        old (a plan of a long queue costs a little CPU and some database reads)."""
+        if not active:
+            return None
+        seen = frozenset((r.id, r.state_type, r.state_name) for r in active)
+        last = self._last_plan
+        # Unchanged, or only runs that ended since: reuse it for a while (a cascade of hundreds
+        # of ends would otherwise make a plan per request).
+        if last and seen <= last[0] and time.monotonic() - last[1] < PLAN_REUSE_SECONDS:
+            return last[2]
+        try:
+            runs = {r.id: r for r in active}
+            missing = {u for r in active for u in r.upstream if u not in runs}
+            runs.update(await gateway.runs_by_id(client, missing))
+            pool = await gateway.read_pool(client)
+            # In a thread: a long queue's plan takes a moment, and this loop also answers the
+            # health probe and every other client meanwhile.
+            plan = await asyncio.to_thread(self._make_plan, runs, pool.slots)
+        except Exception:  # the times are an extension: the listing goes on without them
+            log.warning("No queue plan for /queue this time", exc_info=True)
+            return None
+        self._last_plan = (seen, time.monotonic(), plan)
+        return plan
+
+    def _make_plan(self, runs: dict[str, QueueRun], slots: int) -> QueuePlan:
+        with session_scope(self.engine) as session:
+            return plan_queue(session, runs, slots=slots, now=datetime.now(UTC))
+
+    async def _recent_plan(self, client: PrefectClient) -> QueuePlan | None:
+        """For /queue/stats: the last plan if it is fresh, so stats need not read every
+        unfinished run each time."""
+        if (last := self._last_plan) and time.monotonic() - last[1] < PLAN_REUSE_SECONDS:
+            return last[2]
+        return await self._plan(client, await gateway.unfinished_runs(client))
 
     async def _with_blockers(
         self, client: PrefectClient, tasks: list[TaskPublic]
@@ -82,10 +133,11 @@ class TaskViews:
         return await gateway.run_by_id(client, await self.ids.flow_run_of(client, task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
-        counts, later, state = await asyncio.gather(
+        counts, later, state, plan = await asyncio.gather(
             gateway.count_by_status(client),
             gateway.count_scheduled_later(client, datetime.now(UTC)),
             control.queue_state(client),
+            self._recent_plan(client),
         )
         counts[QueueStatus.QUEUED] -= later  # not queue work until their time comes
         hosts = await gateway.model_hosts(client)
@@ -97,13 +149,18 @@ class TaskViews:
             executor_paused=state.executor_paused,
             gpu_workers_alive=state.gpu_workers_alive,
             gpu_models={name: host.get("model") for name, host in sorted(hosts.items())},
+            drain_eta=plan.drain if plan else None,
         )
 
     async def public(
-        self, client: PrefectClient, runs: Sequence[QueueRun], places: Mapping[str, int]
+        self,
+        client: PrefectClient,
+        runs: Sequence[QueueRun],
+        places: Mapping[str, int],
+        plan: QueuePlan | None = None,
     ) -> list[TaskPublic]:
         """`places`: each unfinished run's place in line; a finished task's position is its id
-        (submission order), as the original listed them."""
+        (submission order), as the original listed them. `plan`: the queue's expected times."""
         attempts = await self.attempts.of(client, runs)
         self.ids.adopt({r.id: r.tags for r in runs})
         # Ids are handed out in submission order to runs the API has not seen before.
@@ -119,6 +176,7 @@ class TaskViews:
                     places.get(run.id, ids[run.id]),
                     attempts[run.id],
                     loading,
+                    plan,
                 )
                 for run in runs
             ]
@@ -143,11 +201,13 @@ class TaskViews:
         position: int,
         attempt: Attempt,
         loading: set[str],
+        plan: QueuePlan | None = None,
     ) -> TaskPublic:
         upstream_ids = list(self.ids.ids_for(run.upstream).values())
         status = run.status
         result = result_of_flow_run(session, run.id) if status is QueueStatus.DONE else None
         progress = progress_of_flow_run(session, run.id) if run.is_running else None
+        planned = plan.tasks.get(run.id) if plan and status in ACTIVE else None
         return TaskPublic(
             id=task_id,
             task_type=run.task_type,
@@ -168,6 +228,9 @@ class TaskViews:
             # Only running tasks that have reported progress carry the field (else "absent").
             **({"progress": _progress(progress)} if progress is not None else {}),
             **_model_phase(run, loading),
+            eta=planned.end if planned else None,
+            eta_p90=planned.end_p90 if planned else None,
+            expected_start=planned.start if planned and not run.is_running else None,
         )
 
 

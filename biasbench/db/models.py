@@ -278,3 +278,28 @@ class QueueAnnouncement(Base):
 
     flow_run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class TaskRate(Base):
+    """What one LLM task did in one interval (between two result flushes): the measured rate
+    that task and queue ETAs are computed from (biasbench.rates). History, not status: rows
+    are only appended, and a resumed run goes on adding its own."""
+
+    __tablename__ = "task_rates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    flow_run_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    task_type: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(200))
+    server: Mapped[str] = mapped_column(String(200))  # base URL (no credentials) or "fake"
+    batch_size: Mapped[int] = mapped_column(Integer)
+    ended_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    seconds: Mapped[float] = mapped_column(Float)  # wall time of the interval
+    requests: Mapped[int] = mapped_column(Integer)  # items answered
+    failures: Mapped[int] = mapped_column(Integer)  # items stored as failures
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    done: Mapped[int] = mapped_column(Integer)  # items of the task answered after the interval
+    total: Mapped[int] = mapped_column(Integer)  # items the task plans
+
+    __table_args__ = (Index("ix_task_rates_kind", "model_name", "task_type", "batch_size"),)

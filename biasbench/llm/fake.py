@@ -39,7 +39,7 @@ from hashlib import blake2b
 from typing import Final
 
 from biasbench.errors import InvalidConfig, LLMResponseError, LLMUnreachable
-from biasbench.llm.base import Message
+from biasbench.llm.base import Message, Usage
 from biasbench.prompts import (
     ATTRGEN_TASK,
     PROFILE_LEAD,
@@ -384,6 +384,7 @@ class FakeChatClient:
         self.behaviour = parse_model_name(model_name)
         self.latency = latency
         self.calls = 0  # chats started on this instance; what @fail-after counts
+        self.usage = Usage()  # words, as the test server counts tokens
 
     async def probe(self) -> None:
         if self.behaviour.unreachable:
@@ -402,9 +403,9 @@ class FakeChatClient:
             raise LLMResponseError("fake failure", 500)
         if behaviour.fail_after is not None and call > behaviour.fail_after:
             raise LLMResponseError(f"fake failure after {behaviour.fail_after} answers", 500)
-        if behaviour.garbage:
-            return GARBAGE_ANSWER
-        return answer_for(messages, behaviour.base_model)
+        answer = GARBAGE_ANSWER if behaviour.garbage else answer_for(messages, behaviour.base_model)
+        self.usage.add(sum(len(m["content"].split()) for m in messages), len(answer.split()))
+        return answer
 
     async def aclose(self) -> None:
         """Nothing to release."""

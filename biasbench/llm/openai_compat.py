@@ -48,7 +48,7 @@ from biasbench.errors import (
     LLMResponseError,
     LLMUnreachable,
 )
-from biasbench.llm.base import Message
+from biasbench.llm.base import Message, Usage
 from biasbench.llm.server_errors import error_detail, is_out_of_memory
 
 log = logging.getLogger(__name__)
@@ -143,6 +143,7 @@ class OpenAICompatClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots: asyncio.Semaphore | None = None
         self._failing_since: float | None = None  # start of the current run of transport errors
+        self.usage = Usage()
 
     def __repr__(self) -> str:
         return f"OpenAICompatClient(base_url={self.base_url!r}, model_name={self.model_name!r})"
@@ -332,7 +333,18 @@ class OpenAICompatClient:
                 status,
                 None,
             ) from None
+        self._count_usage(data.get("usage"))
         return content or ""
+
+    def _count_usage(self, usage: Any) -> None:
+        """Servers that report no (or odd) usage count as zero tokens: rates still count
+        requests."""
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            self.usage.add(
+                prompt if isinstance(prompt, int) else 0,
+                completion if isinstance(completion, int) else 0,
+            )
 
     def _model_ids(self, body: bytes, status: int) -> list[str]:
         try:

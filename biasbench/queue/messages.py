@@ -11,7 +11,7 @@ import re
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from biasbench.analysis import QuickAnalysis
@@ -98,11 +98,45 @@ def model_load_text(load: Mapping[str, Any]) -> str:
     return f"Model {model}: {how} at {at}, took {float(load.get('seconds', 0)):.1f} s{swapped}"
 
 
-def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None = None) -> str:
-    """started, paused, resumed, drained, stopped."""
+@dataclass(frozen=True)
+class Forecast:
+    """When the queue is expected to drain (biasbench.queue.eta), as the messages show it."""
+
+    drain: datetime
+    drain_p90: datetime
+    timezone: tzinfo  # the one users read times in (QUEUE_TIMEZONE)
+
+
+def clock_text(when: datetime, timezone: tzinfo, *, today: datetime) -> str:
+    """`06:40`, or `Tue 06:40` when not on the day of `today` (both in `timezone`)."""
+    local = when.astimezone(timezone)
+    same_day = local.date() == today.astimezone(timezone).date()
+    return local.strftime("%H:%M" if same_day else "%a %H:%M")
+
+
+def _forecast_text(forecast: Forecast, *, now: datetime) -> str:
+    zone = forecast.drain.astimezone(forecast.timezone).tzname() or ""
+    drain = clock_text(forecast.drain, forecast.timezone, today=now)
+    p90 = clock_text(forecast.drain_p90, forecast.timezone, today=forecast.drain)
+    return f"done by about {drain} (P90 {p90} {zone})".replace(" )", ")")
+
+
+def queue_text(
+    what: str,
+    *,
+    waiting: int = 0,
+    tally: Mapping[str, int] | None = None,
+    forecast: Forecast | None = None,
+    now: datetime | None = None,
+) -> str:
+    """started, paused, resumed, drained, stopped. `forecast`: for started, when the queue is
+    expected to drain; for drained, what was expected when it started (shown next to `now`)."""
     match what:
         case "started":
-            tail = f": {_count(waiting, 'task')} waiting" if waiting else ""
+            if waiting and forecast is not None and now is not None:
+                tail = f": {_count(waiting, 'task')}, {_forecast_text(forecast, now=now)}"
+            else:
+                tail = f": {_count(waiting, 'task')} waiting" if waiting else ""
             return f"▶️ <b>Queue started</b>{tail}."
         case "paused":
             return "⏸ <b>Queue paused</b>: the running task finishes, nothing new starts."
@@ -111,7 +145,15 @@ def queue_text(what: str, *, waiting: int = 0, tally: Mapping[str, int] | None =
         case "drained":
             tally = tally or {}
             counts = ", ".join(f"{tally[s]} {s}" for s in _OUTCOMES if tally.get(s))
-            return f"🏁 <b>All queued tasks processed</b>{': ' + counts if counts else ''}."
+            text = f"🏁 <b>All queued tasks processed</b>{': ' + counts if counts else ''}."
+            if forecast is not None and now is not None:
+                zone = forecast.timezone
+                text += (
+                    f"\nFinished at {clock_text(now, zone, today=now)}; predicted "
+                    f"{clock_text(forecast.drain, zone, today=now)} "
+                    f"(P90 {clock_text(forecast.drain_p90, zone, today=now)})."
+                )
+            return text
         case "stopped":
             return "⏹ <b>Queue stopped</b>: queued tasks stay queued until it starts again."
     raise ValueError(f"unknown queue event {what!r}")

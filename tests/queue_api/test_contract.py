@@ -36,7 +36,16 @@ TASK_FIELDS: dict[str, tuple[type, ...]] = {
     "result_run_type": (str, type(None)),
     "config": (dict,),
 }
-EXTENSIONS = {"priority", "progress", "blocked_by", "model", "phase"}
+EXTENSIONS = {
+    "priority",
+    "progress",
+    "blocked_by",
+    "model",
+    "phase",
+    "eta",
+    "eta_p90",
+    "expected_start",
+}
 STATS_FIELDS = {
     "total": int,
     "queued": int,
@@ -51,6 +60,7 @@ STATS_FIELDS = {
     "gpu_workers_alive": int,  # an extension
     "scheduled": int,  # an extension
     "gpu_models": dict,  # an extension: each GPU's model host and its loaded model
+    "drain_eta": (str, type(None)),  # an extension
 }
 
 

@@ -42,6 +42,7 @@ TABLES = {
     "queue_task_ids",
     "queue_announcements",
     "run_resumptions",
+    "task_rates",
     "alembic_version",
 }
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from biasbench.errors import LLM_UNREACHABLE
 from biasbench.queue.messages import (
     ERROR_LIMIT,
+    Forecast,
     TaskSeen,
     completion_text,
     duration_text,
@@ -94,3 +96,21 @@ def test_queue_messages() -> None:
 def test_the_subject_is_the_first_line_without_markup() -> None:
     text = failure_text(TASK, error="boom", critical=None, dependents=0)
     assert subject(text) == "❌ Failed: benchmark “Benchmark: <llama> & co - DS#4”"
+
+
+def test_the_started_and_drained_messages_carry_the_expected_and_actual_times() -> None:
+    now = datetime(2026, 11, 30, 22, 5, tzinfo=UTC)
+    forecast = Forecast(
+        datetime(2026, 12, 1, 5, 40, tzinfo=UTC),
+        datetime(2026, 12, 1, 6, 30, tzinfo=UTC),
+        ZoneInfo("Europe/Berlin"),
+    )
+    started = queue_text("started", waiting=12, forecast=forecast, now=now)
+    # The drain is tomorrow in Berlin: its weekday is named; its P90 is the same morning.
+    assert started == "▶️ <b>Queue started</b>: 12 tasks, done by about Tue 06:40 (P90 07:30 CET)."
+    finished = datetime(2026, 12, 1, 5, 52, tzinfo=UTC)
+    drained = queue_text("drained", tally={"done": 12}, forecast=forecast, now=finished)
+    assert drained == (
+        "🏁 <b>All queued tasks processed</b>: 12 done.\n"
+        "Finished at 06:52; predicted 06:40 (P90 07:30)."
+    )

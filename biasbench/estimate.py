@@ -1,0 +1,169 @@
+"""How long a task takes, from measured rates (biasbench.rates): pure functions.
+
+A running task's remaining time is its remaining items × its recent pace (seconds per item, an
+exponentially weighted average over time, so a server that slows down half-way is followed
+within minutes), blended with the pace of past runs of the same kind until the task has made
+enough progress of its own. The first interval of a run is left out of its pace: a fresh server
+warms up (CUDA graphs, caches), and those seconds are paid once per run, which the start-up
+cost of a queued task accounts for instead.
+
+Durations are log-normal: P50 × exp(±1.28 σ) gives P90 and P10. σ comes from the spread of
+past runs of the kind (or a wide default without history) and shrinks as the task's own
+progress takes over, but never below a floor for the drift no history can foresee."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from biasbench.rates import Interval
+
+Z90 = 1.2816  # the 90th percentile of a standard normal
+SIGMA_FLOOR = 0.04  # drift of a task's pace that no measurement foresees
+SIGMA_UNKNOWN = 0.5  # a kind never run before: P90 is about twice P50
+# How far a running task's pace may still wander over what is left: down (slower) more than up.
+SIGMA_DRIFT_UP = 0.25
+SIGMA_DRIFT_DOWN = 0.08
+DEFAULT_PACE = 1.0  # seconds per item with no history at all
+
+
+@dataclass(frozen=True)
+class Spread:
+    """A duration in seconds: its median and log-normal spread, wider above than below when
+    `sigma_up` says so (a pace drops more often than it rises)."""
+
+    p50: float
+    sigma: float
+    sigma_up: float | None = None
+
+    @property
+    def p90(self) -> float:
+        return self.p50 * math.exp(Z90 * (self.sigma if self.sigma_up is None else self.sigma_up))
+
+    @property
+    def p10(self) -> float:
+        return self.p50 * math.exp(-Z90 * self.sigma)
+
+    def plus(self, seconds: float) -> Spread:
+        """A fixed cost added (the spread stays that of the variable part)."""
+        total = self.p50 + seconds
+        scale = self.p50 / total if total > 0 else 0.0
+        up = None if self.sigma_up is None else self.sigma_up * scale
+        return Spread(total, self.sigma * scale, up)
+
+
+@dataclass(frozen=True)
+class Prior:
+    """What past runs of a kind say: pace (seconds per item), its spread, the start-up cost."""
+
+    pace: float
+    sigma: float
+    start_up: float
+    runs: int
+    items: int  # the newest run's planned items: a guess when a queued task's size is unknown
+
+
+def pace_of(intervals: Sequence[Interval]) -> float | None:
+    """A finished run's seconds per item, without its (slow) first interval."""
+    body = intervals[1:] if len(intervals) > 1 else intervals
+    items = sum(i.items for i in body)
+    return sum(i.seconds for i in body) / items if items else None
+
+
+def prior_of(past: Sequence[Sequence[Interval]]) -> Prior | None:
+    runs = [(run, pace) for run in past if run and (pace := pace_of(run)) is not None]
+    if not runs:
+        return None
+    logs = [math.log(pace) for _, pace in runs]
+    centre = statistics.median(logs)
+    if len(logs) >= 3:
+        spread = statistics.median(abs(x - centre) for x in logs) * 1.4826  # robust σ
+        sigma = max(spread, SIGMA_FLOOR)
+    else:
+        sigma = SIGMA_UNKNOWN / len(logs)
+    pace = math.exp(centre)
+    start_up = statistics.median(max(run[0].seconds - run[0].items * p, 0.0) for run, p in runs)
+    return Prior(pace, sigma, start_up, len(runs), runs[-1][0][-1].total)
+
+
+def recent_pace(intervals: Sequence[Interval], *, tau: float | None = None) -> float | None:
+    """Seconds per item, weighted towards the last `tau` seconds (default: 15 % of the run's
+    time so far, within 30 s – 15 min), without the first interval."""
+    body = intervals[1:]
+    if not body:
+        return None
+    elapsed = sum(i.seconds for i in body)
+    tau = tau or min(max(0.15 * elapsed, 30.0), 900.0)
+    seconds = items = 0.0
+    for interval in body:
+        decay = math.exp(-interval.seconds / tau)
+        seconds = seconds * decay + interval.seconds
+        items = items * decay + interval.items
+    return seconds / items if items > 0 else None
+
+
+def remaining(
+    intervals: Sequence[Interval], prior: Prior | None, *, now: datetime | None = None
+) -> Spread:
+    """A running task's time left, from `now` (default: its last interval's end)."""
+    if not intervals:
+        return duration(0, prior)
+    last = intervals[-1]
+    # What failed in this run is not asked again before it ends (a retry resumes it).
+    left = max(last.total - last.done - sum(i.failures for i in intervals), 0)
+    done = sum(i.items for i in intervals[1:])
+    own = recent_pace(intervals)
+    if own is None:  # only the warm-up interval so far
+        base = prior or Prior(DEFAULT_PACE, SIGMA_UNKNOWN, 0.0, 0, last.total)
+        spread = Spread(left * base.pace, base.sigma)
+    else:
+        weight = done / (done + max(10.0, 0.05 * last.total))
+        prior_log = math.log(prior.pace) if prior else math.log(own)
+        prior_sigma = prior.sigma if prior else SIGMA_UNKNOWN
+        pace = math.exp(weight * math.log(own) + (1 - weight) * prior_log)
+        share_left = math.sqrt(left / last.total if last.total else 0.0)
+        noise = _noise(intervals[1:], left * pace)
+        base_sigma = math.hypot((1 - weight) * prior_sigma, noise)
+        spread = Spread(
+            left * pace,
+            max(math.hypot(base_sigma, SIGMA_DRIFT_DOWN * share_left), SIGMA_FLOOR),
+            max(math.hypot(base_sigma, SIGMA_DRIFT_UP * share_left), SIGMA_FLOOR),
+        )
+    if now is not None:
+        since = max((now - last.ended_at).total_seconds(), 0.0)
+        return replace(spread, p50=max(spread.p50 - since, 0.0))
+    return spread
+
+
+def _noise(body: Sequence[Interval], left_seconds: float) -> float:
+    """The spread of what is left from the intervals' own scatter: it averages out over many
+    intervals, not over the last few."""
+    paces = [math.log(i.seconds / i.items) for i in body if i.items and i.seconds > 0]
+    if len(paces) < 3:
+        return 0.0
+    scatter = statistics.pstdev(paces)
+    typical = statistics.median(i.seconds for i in body)
+    return scatter / math.sqrt(max(left_seconds / typical, 1.0)) if typical > 0 else 0.0
+
+
+def speed_factor(intervals: Sequence[Interval], prior: Prior | None) -> float:
+    """How much slower (> 1) or faster than its kind's past runs a running task goes tonight.
+    The same server and model run the tasks queued behind it, so their durations are scaled
+    by it too; trusted as the task's own progress grows, and kept within 0.5-2."""
+    own = recent_pace(intervals)
+    if own is None or prior is None:
+        return 1.0
+    done = sum(i.items for i in intervals[1:])
+    weight = done / (done + max(10.0, 0.05 * intervals[-1].total))
+    return min(max(math.exp(weight * math.log(own / prior.pace)), 0.5), 2.0)
+
+
+def duration(items: int, prior: Prior | None, *, factor: float = 1.0) -> Spread:
+    """A queued task's whole duration: its start-up, then `items` at the kind's pace (times
+    tonight's `speed_factor` of its model, when one is known)."""
+    if prior is None:
+        return Spread(items * DEFAULT_PACE * factor, SIGMA_UNKNOWN)
+    return Spread(items * prior.pace * factor, prior.sigma).plus(prior.start_up)

@@ -1,0 +1,347 @@
+"""How accurate the ETAs are: replay recorded nights and compare every prediction with what
+happened.
+
+    .venv/bin/python perf/eta_accuracy.py            # --nights 12 --seed 1; about 20 s
+
+The nights are generated, not run: a full Prefect night per data point would take hours on
+this machine. Each night is a queue of attrgen and benchmark tasks on two models (one slot,
+the manager's order), and every task's answers are counted through the same recording code as
+the flows (`biasbench.rates.RateMeter` → `rates.record` into a real SQLite domain database),
+with a simulated clock. What varies, as on the fake server: the server's latency per night and
+model (±25 %), the failure rate per night (0-8 %, a failure costs two answers' time: retries),
+per-interval noise (±10 %), a warm-up of 20-60 s at each task's start, a model swap of 45-75 s
+when consecutive tasks use different models, an idle gap of 2-4 s between tasks, and in every
+night one task that slows down to 1.6x its pace half-way.
+
+Then the replay reads the nights back from the database and, using only what was recorded
+before each moment (the task's own intervals so far, the runs of its kind before it):
+
+- per task, at 10 %, 20 % … 90 % of its progress: the predicted end (P50) and its P10-P90 band
+  (biasbench.estimate.remaining) against the actual end. Error = |predicted - actual end| /
+  the task's actual duration. Beside it the naive estimate: elapsed / progress.
+- per night, at its start: each queued task's expected start (biasbench.queue.eta.simulate,
+  durations from biasbench.estimate.duration), for tasks whose kind has >= 3 past runs and
+  that have a task ahead of them. Error = |predicted - actual start| / (actual start - night
+  start).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import statistics
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlalchemy import Engine, select
+
+from biasbench import rates
+from biasbench.db.engine import ready_engine, session_scope
+from biasbench.db.models import TaskRate
+from biasbench.estimate import Prior, duration, prior_of, remaining, speed_factor
+from biasbench.llm.base import Usage
+from biasbench.queue.eta import constant_swap, simulate
+from biasbench.queue.model import QueueRun, TaskType
+
+T0 = datetime(2026, 11, 1, 23, 0, tzinfo=UTC)
+FLUSH_SECONDS = 10.0  # simulated seconds between flushes (PROGRESS_INTERVAL)
+SWAP_SECONDS = 60.0  # what the simulation is told a model swap costs (the true mean)
+# (task type, model, batch size) → seconds per item on a nominal night
+PACE = {
+    ("attrgen", "llama-8b", 2): 0.6,
+    ("benchmark", "llama-8b", 8): 0.05,
+    ("attrgen", "qwen-14b", 2): 1.0,
+    ("benchmark", "qwen-14b", 8): 0.09,
+}
+
+
+@dataclass
+class Task:
+    run_id: str
+    kind: tuple[str, str, int]
+    items: int
+    upstream: str | None
+    created: datetime
+    start: float = 0.0  # seconds after the night's start
+    end: float = 0.0
+
+
+def night_tasks(night: int, rng: random.Random) -> list[Task]:
+    """attrgen → benchmark on llama, then the same on qwen (the model swap), one extra
+    benchmark on llama at high priority is left out: one slot, submission order."""
+    tasks: list[Task] = []
+    created = T0 + timedelta(days=night)
+    for model in ("llama-8b", "qwen-14b"):
+        personas = rng.randint(400, 1500)
+        attr = Task(f"n{night}-{model}-attr", ("attrgen", model, 2), personas, None, created)
+        bench = Task(
+            f"n{night}-{model}-bench", ("benchmark", model, 8), personas * 15, attr.run_id, created
+        )
+        tasks += [attr, bench]
+    return tasks
+
+
+@dataclass
+class Night:
+    """What varies from night to night, as on the fake server."""
+
+    rng: random.Random
+    latency: dict[str, float]  # per model: a factor on its pace
+    failure_rate: float
+    slow_task: int  # the task that slows down half-way
+
+
+def record_night(
+    engine: Engine, night: int, rng: random.Random, latency_spread: float
+) -> list[Task]:
+    tasks = night_tasks(night, rng)
+    conditions = Night(
+        rng,
+        {m: math.exp(rng.gauss(0, latency_spread)) for m in ("llama-8b", "qwen-14b")},
+        rng.uniform(0.0, 0.08),
+        rng.randrange(len(tasks)),
+    )
+    clock = 0.0
+    loaded = "llama-8b"
+    night_start = T0 + timedelta(days=night)
+    for index, task in enumerate(tasks):
+        model = task.kind[1]
+        clock += rng.uniform(2, 4) + (rng.uniform(45, 75) if model != loaded else 0.0)
+        loaded = model
+        task.start = clock
+        rows = _run_task(task, conditions, slows=index == conditions.slow_task)
+        task.end = clock = rows[-1][1]
+        with session_scope(engine) as session:
+            for row, at in rows:
+                rates.record(session, row, ended_at=night_start + timedelta(seconds=at))
+    return tasks
+
+
+def _run_task(task: Task, night: Night, *, slows: bool) -> list[tuple[dict[str, Any], float]]:
+    """The task's answers counted through the flows' RateMeter, on a simulated clock."""
+    rng = night.rng
+    pace = PACE[task.kind] * night.latency[task.kind[1]]
+    usage = Usage()
+    now = [task.start]
+    rows: list[tuple[dict[str, Any], float]] = []
+    meter = rates.RateMeter(
+        rates.RateKind(*task.kind),
+        server="http://127.0.0.1:8000",
+        flow_run_id=task.run_id,
+        total=task.items,
+        usage=usage,
+        store=lambda row: rows.append((row, now[0])),
+        clock=lambda: now[0],
+    )
+    asked = answered = 0
+    warm_up = rng.uniform(20, 60)
+    while asked < task.items:
+        slow = 1.6 if slows and asked >= task.items / 2 else 1.0
+        per_item = pace * slow * math.exp(rng.gauss(0, 0.1))
+        settled = max(1, min(task.items - asked, round(FLUSH_SECONDS / per_item)))
+        failed = sum(rng.random() < night.failure_rate for _ in range(settled))
+        for n in range(settled):
+            meter.note(answered=n >= failed)
+        usage.add(settled * 180, (settled - failed) * 40)
+        # A failure costs about two answers' time: the client's retries.
+        now[0] += (settled + failed) * per_item + (warm_up if asked == 0 else 0.0)
+        asked += settled
+        answered += settled - failed
+        meter.flush(answered)
+    return rows
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nights", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--latency-spread",
+        type=float,
+        default=0.25,
+        help="σ of the server's log latency from night to night (0.25: ±25 %%)",
+    )
+    args = parser.parse_args()
+    rng = random.Random(args.seed)
+
+    with tempfile.TemporaryDirectory() as home:
+        engine = ready_engine(f"sqlite:///{home}/eta.db")
+        nights = [record_night(engine, n, rng, args.latency_spread) for n in range(args.nights)]
+        with session_scope(engine) as session:
+            recorded = session.scalar(select(TaskRate.id).order_by(TaskRate.id.desc()).limit(1))
+            by_run = {t.run_id: rates.intervals_of(session, t.run_id) for n in nights for t in n}
+    print(
+        f"{args.nights} nights, {sum(len(n) for n in nights)} tasks, {recorded} rate rows, "
+        f"seed {args.seed}, latency spread {args.latency_spread}"
+    )
+
+    history: dict[tuple[str, str, int], list[list[rates.Interval]]] = defaultdict(list)
+    # (our error, naive error, inside our band) per checkpoint; "early": each task's first
+    # checkpoint past 10 %, where the prior still weighs most.
+    every: list[tuple[float, float, bool]] = []
+    early: list[tuple[float, float, bool]] = []
+    starts: list[float] = []
+    replans: list[float] = []
+    for night, tasks in enumerate(nights):
+        priors: dict[tuple[str, str, int], Prior | None] = {
+            kind: prior_of(history[kind]) for kind in PACE
+        }
+        at_start, replanned = _start_errors(night, tasks, priors, history, by_run)
+        starts += at_start
+        replans += replanned
+        for task in tasks:
+            intervals = by_run[task.run_id]
+            task_start = intervals[0].ended_at - timedelta(seconds=intervals[0].seconds)
+            actual_end = intervals[-1].ended_at
+            length = (actual_end - task_start).total_seconds()
+            first = True
+            for k in range(1, len(intervals)):
+                seen = intervals[:k]
+                share = seen[-1].done / seen[-1].total
+                if share < 0.1:
+                    continue
+                checkpoint = seen[-1].ended_at
+                left = remaining(seen, priors[task.kind])
+                predicted = checkpoint + timedelta(seconds=left.p50)
+                elapsed = (checkpoint - task_start).total_seconds()
+                naive_end = task_start + timedelta(seconds=elapsed / share)
+                actual_left = (actual_end - checkpoint).total_seconds()
+                point = (
+                    abs((predicted - actual_end).total_seconds()) / length,
+                    abs((naive_end - actual_end).total_seconds()) / length,
+                    left.p10 <= actual_left <= left.p90,
+                )
+                every.append(point)
+                if first:
+                    early.append(point)
+                    first = False
+            history[task.kind].append(intervals)
+
+    print()
+    print(
+        "| running tasks, from 10 % of progress | median end-time error: ours | naive "
+        "(elapsed / progress) | inside our P10-P90 | n |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for what, points in (("every flush", every), ("at 10 %", early)):
+        ours = 100 * statistics.median(p[0] for p in points)
+        naive = 100 * statistics.median(p[1] for p in points)
+        inside = 100 * sum(p[2] for p in points) / len(points)
+        print(f"| {what} | {ours:.1f} % | {naive:.1f} % | {inside:.1f} % | {len(points)} |")
+    print()
+    print("| queued tasks with >= 3 past runs of their kind | median start-time error | P90 | n |")
+    print("|---|---:|---:|---:|")
+    for what, errors in (
+        ("planned at the night's start", starts),
+        ("re-planned at 20 % of the running task", replans),
+    ):
+        if errors:
+            print(
+                f"| {what} | {100 * statistics.median(errors):.1f} % "
+                f"| {100 * percentile(errors, 0.9):.1f} % | {len(errors)} |"
+            )
+    print("goals: end-time error <= 10 %, inside the band >= 80 %, start-time error <= 15 %")
+
+
+def _queue_run(task: Task, index: int, state: str) -> QueueRun:
+    return QueueRun(
+        id=task.run_id,
+        name=task.run_id,
+        task_type=TaskType(task.kind[0]),
+        state_type=state,
+        state_name={"PAUSED": "Waiting" if task.upstream else "Queued"}.get(state, state.title()),
+        created=task.created + timedelta(seconds=index),
+        upstream=(task.upstream,) if task.upstream else (),
+        parameters={"model_name": task.kind[1]},
+    )
+
+
+def _start_errors(
+    night: int,
+    tasks: list[Task],
+    priors: dict[tuple[str, str, int], Prior | None],
+    history: dict[tuple[str, str, int], list[list[rates.Interval]]],
+    by_run: dict[str, list[rates.Interval]],
+) -> tuple[list[float], list[float]]:
+    """The night's plan made at its start, and again when each task reaches 20 % (its own
+    pace tells tonight's speed of its model), against when each queued task actually started."""
+    night_start = T0 + timedelta(days=night)
+    at_start = _errors(tasks, 0, night_start, 0.0, priors, history, None)
+    replanned: list[float] = []
+    for index, task in enumerate(tasks[:-1]):
+        intervals = by_run[task.run_id]
+        seen = next(
+            (
+                intervals[:k]
+                for k in range(1, len(intervals))
+                if intervals[k - 1].done >= 0.2 * task.items
+            ),
+            None,
+        )
+        if seen is None:
+            continue
+        offset = (seen[-1].ended_at - night_start).total_seconds()
+        replanned += _errors(tasks, index, night_start, offset, priors, history, seen)
+    return at_start, replanned
+
+
+def _errors(
+    tasks: list[Task],
+    running: int,
+    night_start: datetime,
+    offset: float,
+    priors: dict[tuple[str, str, int], Prior | None],
+    history: dict[tuple[str, str, int], list[list[rates.Interval]]],
+    seen: list[rates.Interval] | None,
+) -> list[float]:
+    now = night_start + timedelta(seconds=offset)
+    runs = {}
+    durations = {}
+    factor, model = 1.0, None
+    for i, task in enumerate(tasks):
+        if seen is not None and i < running:
+            runs[task.run_id] = _queue_run(task, i, "COMPLETED")
+        elif seen is not None and i == running:
+            runs[task.run_id] = _queue_run(task, i, "RUNNING")
+            durations[task.run_id] = remaining(seen, priors[task.kind])
+            factor, model = speed_factor(seen, priors[task.kind]), task.kind[1]
+        else:
+            runs[task.run_id] = _queue_run(task, i, "PAUSED")
+    for task in tasks[running + (seen is not None) :]:
+        scale = factor if task.kind[1] == model else 1.0
+        durations[task.run_id] = duration(task.items, priors[task.kind], factor=scale)
+    plan = simulate(
+        runs,
+        slots=1,
+        now=now,
+        durations=durations,
+        idle_gap=3.0,
+        swap_seconds=constant_swap(SWAP_SECONDS),
+        loaded=[model or "llama-8b"],
+    )
+    expected = [t.run_id for t in tasks[running:]]
+    assert list(plan.tasks) == expected, "the night ran in the manager's order"
+    errors = []
+    for task in tasks[running + 1 :]:  # the first starts after the idle gap: nothing to predict
+        if len(history[task.kind]) < 3:
+            continue
+        predicted = (plan.tasks[task.run_id].start - now).total_seconds()
+        errors.append(abs(predicted - (task.start - offset)) / (task.start - offset))
+    return errors
+
+
+if __name__ == "__main__":
+    main()
