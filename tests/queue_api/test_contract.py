@@ -267,7 +267,8 @@ def test_a_run_a_schedule_made_for_later_is_not_queue_work_until_its_time(
     try:
         stats = api.get("/queue/stats").json()
         assert stats["scheduled"] == before["scheduled"] + 1
-        assert (stats["queued"], stats["total"]) == (before["queued"], before["total"])
+        # Not counted as queue work (an earlier test's task may have started meanwhile).
+        assert stats["total"] == before["total"] and stats["queued"] <= before["queued"]
         listed = api.get("/queue", params={"limit": 1000}).json()
         assert not [t for t in listed if t["config"].get("seed") == seed]
     finally:
