@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
+import random
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -414,6 +417,8 @@ async def create_held_run(
     return str(flow_run.id)
 
 
+_log = logging.getLogger(__name__)
+
 BULK_CREATE_LIMIT = 100  # the most runs Prefect's bulk route creates in one call
 
 
@@ -427,9 +432,12 @@ class HeldRun:
     tags: Sequence[str] = ()
 
 
-# Pauses before creating again what a bulk call could not (SQLite was locked): longer than
-# writes.py's, since a bulk transaction is longer and collides more often with the server's own.
-BULK_RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+# How long to keep creating again what a bulk call could not. The collisions are with the
+# server's own short write transactions (its triggers store every event a proactive watchdog
+# expects, two per created run; perf/README.md), so an attempt a moment later usually finds SQLite
+# free, but a burst of adds collides several times in a row: the budget is time, not a count.
+BULK_RETRY_SECONDS = 20.0
+BULK_RETRY_MAX_PAUSE = 0.2  # seconds; the pause doubles from 10 ms up to this, jittered
 
 
 async def create_held_runs(
@@ -446,8 +454,8 @@ async def create_held_runs(
         QueueBusy("Prefect's database stayed busy; the task was not created, try again")
     ] * len(runs)
     todo = list(range(len(runs)))
-    for pause in (0.0, *BULK_RETRY_PAUSES):
-        await asyncio.sleep(pause)
+    began = time.monotonic()
+    for attempt in itertools.count():
         results = await _bulk_create(client, deployment, [runs[i] for i in todo])
         made = {
             i: r["flow_run_id"]
@@ -460,8 +468,12 @@ async def create_held_runs(
         for i, run_id in made.items():
             outcomes[i] = str(run_id)
         todo = [i for i in todo if i not in made]
-        if not todo:
+        if not todo or time.monotonic() - began > BULK_RETRY_SECONDS:
             break
+        _log.info(
+            "bulk create, attempt %d: %d of %d runs not made", attempt + 1, len(todo), len(runs)
+        )
+        await asyncio.sleep(random.uniform(0, min(BULK_RETRY_MAX_PAUSE, 0.01 * 2**attempt)))
     return outcomes
 
 
