@@ -11,7 +11,7 @@ What is left are collisions with the server's own writers (its event persister, 
 heartbeats): with one writer alone, 50 concurrent creates still had a 34 s tail (perf/README.md),
 because the client backs off 2, 4, 8, 16 s. A write the server answers 503 (its transaction was
 rolled back, nothing was written) is therefore sent again within its turn after a short pause
-(`RETRY_PAUSES`), before the next write goes; only if that fails too does the Prefect client's
+(for `RETRY_SECONDS`), before the next write goes; only if that fails too does the Prefect client's
 own backoff take over.
 
 The turn is taken per HTTP request, below the Prefect client's retries, so that a retry's backoff
@@ -26,9 +26,11 @@ import time
 
 import httpx
 
-# Pauses before sending a write again that the server refused with a 503 (SQLite was locked by
-# one of its own writers): short, because such a collision lasts one transaction.
-RETRY_PAUSES = (0.05, 0.1, 0.2, 0.4, 0.8)
+from biasbench.queue.collisions import collision_pauses
+
+# How long a write the server refused with a 503 (SQLite was locked by one of its own writers) is
+# sent again within its turn (biasbench/queue/collisions.py).
+RETRY_SECONDS = 3.0
 
 # POST routes of the Prefect API that only read.
 _READ_SUFFIXES = ("/filter", "/count", "/history", "/paginate")
@@ -68,9 +70,8 @@ class OneWriterTransport(httpx.AsyncBaseTransport):
             raise WritesBusy(time.monotonic() - began) from None
         try:
             response = await self._send(request)
-            for pause in RETRY_PAUSES:
-                if response.status_code != 503:
-                    break
+            pauses = collision_pauses(RETRY_SECONDS)
+            while response.status_code == 503 and (pause := next(pauses, None)) is not None:
                 await asyncio.sleep(pause)
                 response = await self._send(request)
             return response

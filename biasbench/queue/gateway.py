@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import random
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -53,6 +51,7 @@ from prefect.variables import Variable
 from biasbench.errors import CRASHED, NotFound, QueueBusy, QueueError
 from biasbench.llm.model_host import HOST_VARIABLE_PREFIX
 from biasbench.queue.attempt import StateRecord
+from biasbench.queue.collisions import collision_pauses
 from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
@@ -432,12 +431,9 @@ class HeldRun:
     tags: Sequence[str] = ()
 
 
-# How long to keep creating again what a bulk call could not. The collisions are with the
-# server's own short write transactions (its triggers store every event a proactive watchdog
-# expects, two per created run; perf/README.md), so an attempt a moment later usually finds SQLite
-# free, but a burst of adds collides several times in a row: the budget is time, not a count.
+# How long to keep creating again what a bulk call could not (biasbench/queue/collisions.py): a
+# burst of adds collides several times in a row with the server's own writes.
 BULK_RETRY_SECONDS = 20.0
-BULK_RETRY_MAX_PAUSE = 0.2  # seconds; the pause doubles from 10 ms up to this, jittered
 
 
 async def create_held_runs(
@@ -454,8 +450,8 @@ async def create_held_runs(
         QueueBusy("Prefect's database stayed busy; the task was not created, try again")
     ] * len(runs)
     todo = list(range(len(runs)))
-    began = time.monotonic()
-    for attempt in itertools.count():
+    pauses = collision_pauses(BULK_RETRY_SECONDS)
+    for attempt in itertools.count(1):
         results = await _bulk_create(client, deployment, [runs[i] for i in todo])
         made = {
             i: r["flow_run_id"]
@@ -468,12 +464,10 @@ async def create_held_runs(
         for i, run_id in made.items():
             outcomes[i] = str(run_id)
         todo = [i for i in todo if i not in made]
-        if not todo or time.monotonic() - began > BULK_RETRY_SECONDS:
+        if not todo or (pause := next(pauses, None)) is None:
             break
-        _log.info(
-            "bulk create, attempt %d: %d of %d runs not made", attempt + 1, len(todo), len(runs)
-        )
-        await asyncio.sleep(random.uniform(0, min(BULK_RETRY_MAX_PAUSE, 0.01 * 2**attempt)))
+        _log.info("bulk create, attempt %d: %d of %d runs not made", attempt, len(todo), len(runs))
+        await asyncio.sleep(pause)
     return outcomes
 
 
