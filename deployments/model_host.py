@@ -49,6 +49,7 @@ RESTART_BACKOFF = (1.0, 2.0, 4.0)  # before each of the 3 restarts of a server t
 GPU_RELEASE_SECONDS = 60.0  # how long a stopped server's GPU memory may take to be freed
 PUBLISHED_LOADS = 20  # the latest loads in the published state, for the done messages
 KEPT_LOADS = 500  # the latest loads the host remembers (its status)
+WITHDRAW_SECONDS = 3.0  # how long a stopping host tries to delete its published state
 
 Publish = Callable[[dict[str, Any] | None], Awaitable[None]]  # None: the host is gone
 
@@ -323,13 +324,17 @@ class ModelHost:
         manager's model grouping to its GPU."""
         await self.stop_all()
         self._closed = True
+        if self.publish is None:
+            return
+        try:  # bounded: an unreachable Prefect server must not hold up the stack's shutdown
+            await asyncio.wait_for(self._withdraw(self.publish), WITHDRAW_SECONDS)
+        except Exception as exc:
+            self.say(f"could not take back the published model: {exc!r}")
+
+    async def _withdraw(self, publish: Publish) -> None:
         await asyncio.gather(*self._publishes, return_exceptions=True)
-        if self.publish is not None:
-            async with self._publishing:
-                try:
-                    await self.publish(None)
-                except Exception as exc:
-                    self.say(f"could not take back the published model: {exc!r}")
+        async with self._publishing:
+            await publish(None)
 
     # --- publishing ------------------------------------------------------------------------
 
