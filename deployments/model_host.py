@@ -16,7 +16,8 @@ and gets the server's base URL once it is ready, with a lease it renews while it
 - after MODEL_IDLE_TTL without a lease every server is stopped, so the GPU is free in the
   morning;
 - what it has loaded is published (a Prefect variable per host and slot) for the manager's
-  model-aware scheduling, and for /queue/stats.
+  model-aware scheduling, and for /queue/stats; a host that stops cleanly takes it back
+  (`close`), so a host that is gone shows no model.
 
 Why a process of its own rather than the flow starting vLLM: a server outlives the task that
 started it (that is the point of reuse), and a cancelled task's process group must not take
@@ -48,8 +49,9 @@ RESTART_BACKOFF = (1.0, 2.0, 4.0)  # before each of the 3 restarts of a server t
 GPU_RELEASE_SECONDS = 60.0  # how long a stopped server's GPU memory may take to be freed
 PUBLISHED_LOADS = 20  # the latest loads in the published state, for the done messages
 KEPT_LOADS = 500  # the latest loads the host remembers (its status)
+WITHDRAW_SECONDS = 3.0  # how long a stopping host tries to delete its published state
 
-Publish = Callable[[dict[str, Any]], Awaitable[None]]
+Publish = Callable[[dict[str, Any] | None], Awaitable[None]]  # None: the host is gone
 
 
 @dataclass
@@ -88,6 +90,8 @@ class ModelHost:
         self._last_used = time.monotonic()
         self._nvml_said = False
         self._publishing = asyncio.Lock()
+        self._publishes: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     # --- what the channel asks -----------------------------------------------------------
 
@@ -314,12 +318,31 @@ class ModelHost:
         self.active = None
         self._publish_soon()
 
+    async def close(self) -> None:
+        """Stop every server, then take the published state back once the last publish is
+        sent: a host that is gone must not show a loaded model in /queue/stats, nor draw the
+        manager's model grouping to its GPU."""
+        await self.stop_all()
+        self._closed = True
+        if self.publish is None:
+            return
+        try:  # bounded: an unreachable Prefect server must not hold up the stack's shutdown
+            await asyncio.wait_for(self._withdraw(self.publish), WITHDRAW_SECONDS)
+        except Exception as exc:
+            self.say(f"could not take back the published model: {exc!r}")
+
+    async def _withdraw(self, publish: Publish) -> None:
+        await asyncio.gather(*self._publishes, return_exceptions=True)
+        async with self._publishing:
+            await publish(None)
+
     # --- publishing ------------------------------------------------------------------------
 
     def _publish_soon(self) -> None:
-        if self.publish is not None:
+        if self.publish is not None and not self._closed:
             task = asyncio.get_running_loop().create_task(self._publish())
-            task.add_done_callback(lambda _: None)
+            self._publishes.add(task)  # close() waits for it, and a task kept is not collected
+            task.add_done_callback(self._publishes.discard)
 
     async def _publish(self) -> None:
         """The state at the time it is sent (not when asked), one at a time."""

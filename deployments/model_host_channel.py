@@ -12,7 +12,10 @@ the stack names it in its private socket directory, so two stacks never collide.
     POST /release {"lease"}          -> 200
     GET  /status                     -> 200 {"active", "servers", "leases", "loads"}
 
-SIGTERM or SIGINT stops every server (process group, SIGKILL after a grace) before it exits."""
+SIGTERM or SIGINT stops every server (process group, SIGKILL after a grace) and, with
+--publish, deletes the host's Prefect variable before it exits. A host killed with SIGKILL
+cannot: its variable shows its last state until a host of the same machine and slot starts
+again and publishes over it (the stack restarts a killed host at once)."""
 
 from __future__ import annotations
 
@@ -75,12 +78,16 @@ def variable_name(slot: int) -> str:
 
 
 def prefect_publisher(slot: int) -> Any:
-    """Write the host's state to its Prefect variable, where the manager reads it."""
+    """Write the host's state to its Prefect variable, where the manager reads it; delete the
+    variable when the host is gone (state None)."""
     from prefect.variables import Variable
 
     name = variable_name(slot)
 
-    async def publish(state: dict[str, Any]) -> None:
+    async def publish(state: dict[str, Any] | None) -> None:
+        if state is None:
+            await Variable.aunset(name)
+            return
         await Variable.aset(name, {**state, "slot": slot, "at": time.time()}, overwrite=True)
 
     return publish
@@ -115,7 +122,7 @@ async def serve(socket_path: Path, state_dir: Path, slot: int, publish: bool) ->
     await stop.wait()
     watching.cancel()
     say("stopping every server")
-    await host.stop_all()
+    await host.close()
     await runner.cleanup()
     socket_path.unlink(missing_ok=True)
 

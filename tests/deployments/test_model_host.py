@@ -12,12 +12,17 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
+from prefect import get_client
 
 from biasbench.errors import BiasBenchError, ModelServerFailed
 from biasbench.llm.model_host import ModelHostClient
 from biasbench.llm.openai_compat import OpenAICompatClient
+from biasbench.queue import gateway
+from deployments.model_host_channel import variable_name
+from deployments.model_server import gpu_free_gb
 from tests.support.model_host import (
     alive,
     model_entry,
@@ -189,9 +194,10 @@ def test_idle_servers_are_stopped_after_the_ttl(tmp_path: Path) -> None:
     with model_host(tmp_path, catalogue, idle_ttl=1) as (_, socket, state):
         asyncio.run(use(ModelHostClient(socket)))
         pid = server_pid(state, "alpha")
-        wait_until(lambda: not alive(pid))
+        # The host says so once the server is stopped (its process may die a moment earlier).
+        wait_until(lambda: asyncio.run(ModelHostClient(socket).status())["servers"] == {})
         status = asyncio.run(ModelHostClient(socket).status())
-    assert status["servers"] == {}
+    assert not alive(pid)
     assert status["active"] is None
 
 
@@ -289,3 +295,59 @@ def test_a_server_lost_for_good_mid_task_fails_the_task_with_its_output(tmp_path
     assert marker.exists()
     assert "exit status 4" in str(failed.value)
     assert "GPU fell off the bus" in str(failed.value)
+
+
+def test_a_host_that_stops_cleanly_takes_back_the_model_it_published(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """/queue/stats' gpu_models and the manager read the hosts' variables: a host that is gone
+    must not show a model there."""
+    catalogue = write_catalogue(tmp_path / "models.toml", model_entry("alpha"))
+    slot = 7  # a slot of its own: no other test's host publishes under this name
+    variable = variable_name(slot)
+
+    async def load(host: ModelHostClient) -> None:
+        async with host.model("alpha"):
+            pass
+
+    with model_host(tmp_path, catalogue, publish_to=prefect_server, slot=slot) as (
+        host,
+        socket,
+        _state,
+    ):
+        asyncio.run(load(ModelHostClient(socket)))
+        wait_until(lambda: published().get(variable, {}).get("model") == "alpha")
+        host.send_signal(signal.SIGTERM)
+        assert host.wait(30) == 0
+    assert variable not in published()
+
+
+def published() -> dict[str, dict[str, Any]]:
+    """The hosts' states as /queue/stats and the manager read them."""
+
+    async def read() -> dict[str, dict[str, Any]]:
+        async with get_client() as client:
+            return await gateway.model_hosts(client)
+
+    return asyncio.run(read())
+
+
+def test_without_a_gpu_the_memory_check_is_skipped_and_the_log_says_so_once(
+    tmp_path: Path,
+) -> None:
+    if gpu_free_gb() is not None:
+        pytest.skip("a GPU is visible through NVML here: the check runs")
+    catalogue = write_catalogue(tmp_path / "models.toml", model_entry("alpha"), model_entry("beta"))
+
+    async def two_cold_starts(host: ModelHostClient) -> list[str]:
+        hows = []
+        for model in ("alpha", "beta"):  # beta cannot sleep: alpha is stopped, beta started
+            async with host.model(model) as loaded:
+                hows.append(loaded.how)
+        return hows
+
+    with model_host(tmp_path, catalogue) as (_, socket, _state):
+        hows = asyncio.run(two_cold_starts(ModelHostClient(socket)))
+    assert hows == ["cold start", "cold start"]
+    log = (tmp_path / "model-host.log").read_text()
+    assert log.count("the free GPU memory check is skipped") == 1, log

@@ -42,9 +42,16 @@ def write_catalogue(path: Path, *entries: str) -> Path:
 
 @contextmanager
 def model_host(
-    tmp: Path, catalogue: Path, *, idle_ttl: float = 600, env: dict[str, str] | None = None
+    tmp: Path,
+    catalogue: Path,
+    *,
+    idle_ttl: float = 600,
+    env: dict[str, str] | None = None,
+    publish_to: str | None = None,
+    slot: int = 0,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
-    """The host process, its socket and its state directory; stopped (SIGTERM) at the end."""
+    """The host process, its socket and its state directory; stopped (SIGTERM) at the end.
+    publish_to: a Prefect API URL where the host publishes its state, as GPU slot `slot`."""
     socket, state = tmp / "host.sock", tmp / "host-state"
     log = tmp / "model-host.log"
     environment = {
@@ -52,9 +59,12 @@ def model_host(
         "MODEL_CATALOGUE": str(catalogue),
         "MODEL_IDLE_TTL": str(idle_ttl),
         "PYTHONUNBUFFERED": "1",
+        **({"PREFECT_API_URL": publish_to} if publish_to else {}),
         **(env or {}),
     }
-    command = [sys.executable, "-m", "deployments.model_host_channel"]
+    command = [sys.executable, "-m", "deployments.model_host_channel", "--slot", str(slot)]
+    if publish_to:
+        command.append("--publish")
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*command, "--socket", str(socket), "--state-dir", str(state)],
