@@ -174,34 +174,77 @@ def main() -> None:
         default=0.25,
         help="σ of the server's log latency from night to night (0.25: ±25 %%)",
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", help="several seeds, one row each (instead of --seed)"
+    )
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    seeds = args.seeds or [args.seed]
+    figures = [measure(args.nights, seed, args.latency_spread) for seed in seeds]
+    for seed, (rows, _, _) in zip(seeds, figures, strict=True):
+        print(
+            f"seed {seed}: {args.nights} nights, {rows} rate rows, "
+            f"latency spread {args.latency_spread}"
+        )
+    print()
+    print(
+        "| running tasks, from 10 % of progress | seed | median end-time error: ours | naive "
+        "(elapsed / progress) | inside our P10-P90 | n |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for what in ("every flush", "at 10 %"):
+        for seed, (_, ends, _) in zip(seeds, figures, strict=True):
+            points = ends[what]
+            ours = 100 * statistics.median(p[0] for p in points)
+            naive = 100 * statistics.median(p[1] for p in points)
+            inside = 100 * sum(p[2] for p in points) / len(points)
+            print(
+                f"| {what} | {seed} | {ours:.1f} % | {naive:.1f} % | {inside:.1f} % "
+                f"| {len(points)} |"
+            )
+    print()
+    print(
+        "| queued tasks with >= 3 past runs of their kind | seed | median start-time error "
+        "| P90 | n |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for what in START_WHEN:
+        for seed, (_, _, starts) in zip(seeds, figures, strict=True):
+            if errors := starts[what]:
+                print(
+                    f"| {what} | {seed} | {100 * statistics.median(errors):.1f} % "
+                    f"| {100 * percentile(errors, 0.9):.1f} % | {len(errors)} |"
+                )
+    print("goals: end-time error <= 10 %, inside the band >= 80 %, start-time error <= 15 %")
 
+
+START_WHEN = ("planned at the night's start", "re-planned at 20 % of the running task")
+Point = tuple[float, float, bool]  # our error, the naive one's, whether inside our band
+
+
+def measure(
+    n_nights: int, seed: int, latency_spread: float
+) -> tuple[int, dict[str, list[Point]], dict[str, list[float]]]:
+    """One seed's nights, recorded and replayed: rate rows, end-time points, start errors."""
+    rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as home:
         engine = ready_engine(f"sqlite:///{home}/eta.db")
-        nights = [record_night(engine, n, rng, args.latency_spread) for n in range(args.nights)]
+        nights = [record_night(engine, n, rng, latency_spread) for n in range(n_nights)]
         with session_scope(engine) as session:
             recorded = session.scalar(select(TaskRate.id).order_by(TaskRate.id.desc()).limit(1))
             by_run = {t.run_id: rates.intervals_of(session, t.run_id) for n in nights for t in n}
-    print(
-        f"{args.nights} nights, {sum(len(n) for n in nights)} tasks, {recorded} rate rows, "
-        f"seed {args.seed}, latency spread {args.latency_spread}"
-    )
+        engine.dispose()
 
     history: dict[tuple[str, str, int], list[list[rates.Interval]]] = defaultdict(list)
-    # (our error, naive error, inside our band) per checkpoint; "early": each task's first
-    # checkpoint past 10 %, where the prior still weighs most.
-    every: list[tuple[float, float, bool]] = []
-    early: list[tuple[float, float, bool]] = []
-    starts: list[float] = []
-    replans: list[float] = []
+    # "at 10 %": each task's first checkpoint past 10 %, where the prior still weighs most.
+    ends: dict[str, list[Point]] = {"every flush": [], "at 10 %": []}
+    starts: dict[str, list[float]] = {when: [] for when in START_WHEN}
     for night, tasks in enumerate(nights):
         priors: dict[tuple[str, str, int], Prior | None] = {
             kind: prior_of(history[kind]) for kind in PACE
         }
         at_start, replanned = _start_errors(night, tasks, priors, history, by_run)
-        starts += at_start
-        replans += replanned
+        starts[START_WHEN[0]] += at_start
+        starts[START_WHEN[1]] += replanned
         for task in tasks:
             intervals = by_run[task.run_id]
             task_start = intervals[0].ended_at - timedelta(seconds=intervals[0].seconds)
@@ -224,36 +267,12 @@ def main() -> None:
                     abs((naive_end - actual_end).total_seconds()) / length,
                     left.p10 <= actual_left <= left.p90,
                 )
-                every.append(point)
+                ends["every flush"].append(point)
                 if first:
-                    early.append(point)
+                    ends["at 10 %"].append(point)
                     first = False
             history[task.kind].append(intervals)
-
-    print()
-    print(
-        "| running tasks, from 10 % of progress | median end-time error: ours | naive "
-        "(elapsed / progress) | inside our P10-P90 | n |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for what, points in (("every flush", every), ("at 10 %", early)):
-        ours = 100 * statistics.median(p[0] for p in points)
-        naive = 100 * statistics.median(p[1] for p in points)
-        inside = 100 * sum(p[2] for p in points) / len(points)
-        print(f"| {what} | {ours:.1f} % | {naive:.1f} % | {inside:.1f} % | {len(points)} |")
-    print()
-    print("| queued tasks with >= 3 past runs of their kind | median start-time error | P90 | n |")
-    print("|---|---:|---:|---:|")
-    for what, errors in (
-        ("planned at the night's start", starts),
-        ("re-planned at 20 % of the running task", replans),
-    ):
-        if errors:
-            print(
-                f"| {what} | {100 * statistics.median(errors):.1f} % "
-                f"| {100 * percentile(errors, 0.9):.1f} % | {len(errors)} |"
-            )
-    print("goals: end-time error <= 10 %, inside the band >= 80 %, start-time error <= 15 %")
+    return recorded or 0, ends, starts
 
 
 def _queue_run(task: Task, index: int, state: str) -> QueueRun:
