@@ -173,7 +173,12 @@ def _blend(intervals: Sequence[Interval], own: float, prior: Prior | None) -> tu
     own_sigma = _own_sigma(intervals[1:])
     if prior is None:
         return own, own_sigma
-    weight = prior.sigma**2 / (prior.sigma**2 + own_sigma**2)
+    # A prior is no surer than its distance from a steady own pace: a task that changed pace
+    # (the server slowed down) is not pulled back to its kind's usual one. Within 3 σ of the
+    # own pace's own noise, the distance may be that noise.
+    distance = math.log(own / prior.pace)
+    prior_var = max(prior.sigma**2, distance**2 - (3 * own_sigma) ** 2)
+    weight = prior_var / (prior_var + own_sigma**2)
     pace = math.exp(weight * math.log(own) + (1 - weight) * math.log(prior.pace))
     return pace, math.sqrt(weight) * own_sigma
 

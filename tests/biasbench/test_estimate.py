@@ -62,3 +62,12 @@ def test_a_server_slower_tonight_than_its_scattered_past_is_followed_within_minu
     assert left.p10 < 1.5 * 1900 < left.p90
     # The queued tasks behind it on the same server are scaled by as much.
     assert 1.4 < speed_factor(run([1.5] * 10, total=2000), prior) < 1.55
+
+
+def test_a_task_that_slows_down_is_not_pulled_back_to_the_pace_its_kind_agrees_on() -> None:
+    prior = prior_of([run([1.0] * 20, total=200) for _ in range(5)])  # all at 1 s per item
+    assert prior is not None
+    slowed = run([1.0] * 50 + [1.6] * 30, total=2000)  # the server slowed down half-way
+    left = remaining(slowed, prior)
+    assert left.p50 > 1.5 * 1200  # 1200 items left at its new 1.6 s, not at the usual 1 s
+    assert left.p10 < 1.6 * 1200 < left.p90
