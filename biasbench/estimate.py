@@ -2,8 +2,10 @@
 
 A running task's remaining time is its remaining items × its recent pace (seconds per item, an
 exponentially weighted average over time, so a server that slows down half-way is followed
-within minutes), blended with the pace of past runs of the same kind until the task has made
-enough progress of its own. The first interval of a run is left out of its pace: a fresh server
+within minutes), blended with the pace of past runs of the same kind, each weighted by how sure
+it is: past runs that disagree with each other (the server's speed varies from night to night)
+give way to a few minutes of the task's own pace, runs that agree hold until the task's own
+intervals are as steady. The first interval of a run is left out of its pace: a fresh server
 warms up (CUDA graphs, caches), and those seconds are paid once per run, which the start-up
 cost of a queued task accounts for instead.
 
@@ -28,6 +30,9 @@ SIGMA_UNKNOWN = 0.5  # a kind never run before: P90 is about twice P50
 SIGMA_DRIFT_UP = 0.25
 SIGMA_DRIFT_DOWN = 0.08
 DEFAULT_PACE = 1.0  # seconds per item with no history at all
+OWN_SIGMA_ONE = 0.3  # how far one interval's pace may be off the task's, before scatter is seen
+# The recent pace's time constant: this share of the run's time so far, within the bounds.
+TAU_SHARE, TAU_MIN, TAU_MAX = 0.15, 30.0, 900.0
 
 
 @dataclass(frozen=True)
@@ -95,14 +100,17 @@ def recent_pace(intervals: Sequence[Interval], *, tau: float | None = None) -> f
     body = intervals[1:]
     if not body:
         return None
-    elapsed = sum(i.seconds for i in body)
-    tau = tau or min(max(0.15 * elapsed, 30.0), 900.0)
+    tau = tau or _tau(body)
     seconds = items = 0.0
     for interval in body:
         decay = math.exp(-interval.seconds / tau)
         seconds = seconds * decay + interval.seconds
         items = items * decay + interval.items
     return seconds / items if items > 0 else None
+
+
+def _tau(body: Sequence[Interval]) -> float:
+    return min(max(TAU_SHARE * sum(i.seconds for i in body), TAU_MIN), TAU_MAX)
 
 
 def remaining(
@@ -114,19 +122,15 @@ def remaining(
     last = intervals[-1]
     # What failed in this run is not asked again before it ends (a retry resumes it).
     left = max(last.total - last.done - sum(i.failures for i in intervals), 0)
-    done = sum(i.items for i in intervals[1:])
     own = recent_pace(intervals)
     if own is None:  # only the warm-up interval so far
         base = prior or Prior(DEFAULT_PACE, SIGMA_UNKNOWN, 0.0, 0, last.total)
         spread = Spread(left * base.pace, base.sigma)
     else:
-        weight = done / (done + max(10.0, 0.05 * last.total))
-        prior_log = math.log(prior.pace) if prior else math.log(own)
-        prior_sigma = prior.sigma if prior else SIGMA_UNKNOWN
-        pace = math.exp(weight * math.log(own) + (1 - weight) * prior_log)
+        pace, sigma = _blend(intervals, own, prior)
         share_left = math.sqrt(left / last.total if last.total else 0.0)
         noise = _noise(intervals[1:], left * pace)
-        base_sigma = math.hypot((1 - weight) * prior_sigma, noise)
+        base_sigma = math.hypot(sigma, noise)
         spread = Spread(
             left * pace,
             max(math.hypot(base_sigma, SIGMA_DRIFT_DOWN * share_left), SIGMA_FLOOR),
@@ -156,9 +160,46 @@ def speed_factor(intervals: Sequence[Interval], prior: Prior | None) -> float:
     own = recent_pace(intervals)
     if own is None or prior is None:
         return 1.0
-    done = sum(i.items for i in intervals[1:])
-    weight = done / (done + max(10.0, 0.05 * intervals[-1].total))
-    return min(max(math.exp(weight * math.log(own / prior.pace)), 0.5), 2.0)
+    pace, _ = _blend(intervals, own, prior)
+    return min(max(pace / prior.pace, 0.5), 2.0)
+
+
+def _blend(intervals: Sequence[Interval], own: float, prior: Prior | None) -> tuple[float, float]:
+    """The task's pace from its own recent pace and its kind's prior, each weighted by how
+    sure it is (inverse variances of the log paces): the prior is as sure as past runs agree
+    with each other, the task's own pace as its intervals agree and as many as the average
+    holds. Tonight's server may be 25 % off its usual speed: then a few minutes of the task's
+    own pace outweigh twenty past runs. Returns the pace and the σ of its log."""
+    own_sigma = _own_sigma(intervals[1:])
+    if prior is None:
+        return own, own_sigma
+    # A prior is no surer than its distance from a steady own pace: a task that changed pace
+    # (the server slowed down) is not pulled back to its kind's usual one. Within 3 σ of the
+    # own pace's own noise, the distance may be that noise.
+    distance = math.log(own / prior.pace)
+    prior_var = max(prior.sigma**2, distance**2 - (3 * own_sigma) ** 2)
+    weight = prior_var / (prior_var + own_sigma**2)
+    pace = math.exp(weight * math.log(own) + (1 - weight) * math.log(prior.pace))
+    return pace, math.sqrt(weight) * own_sigma
+
+
+def _own_sigma(body: Sequence[Interval]) -> float:
+    """How unsure the recent pace is (σ of its log): the intervals' scatter over the number
+    the weighted average holds (OWN_SIGMA_ONE per interval until three show their scatter)."""
+    paces = [math.log(i.seconds / i.items) for i in body if i.items and i.seconds > 0]
+    scatter = statistics.pstdev(paces) if len(paces) >= 3 else OWN_SIGMA_ONE
+    return max(scatter, SIGMA_FLOOR / 2) / math.sqrt(_effective(body))
+
+
+def _effective(body: Sequence[Interval]) -> float:
+    """How many intervals the exponentially weighted pace averages over: (1+d)/(1-d) for
+    a decay d per typical interval, at most the number there are."""
+    if not body:
+        return 1.0
+    typical = statistics.median(i.seconds for i in body)
+    tau = _tau(body)
+    decay = math.exp(-typical / tau) if tau > 0 else 0.0
+    return max(min(len(body), (1 + decay) / (1 - decay) if decay < 1 else len(body)), 1.0)
 
 
 def duration(items: int, prior: Prior | None, *, factor: float = 1.0) -> Spread:

@@ -192,8 +192,8 @@ class Settings(BaseSettings):
         default=60.0,
         ge=0,
         validation_alias="QUEUE_MODEL_SWAP_SECONDS",
-        description="What loading another model on a GPU costs, for the queue's ETAs (until "
-        "model hosts publish measured load times).",
+        description="What loading another model on a GPU costs, for the queue's ETAs, for a "
+        "model no model host has measured a load of yet (measured ones are used otherwise).",
     )
 
     # --- observability ---

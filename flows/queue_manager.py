@@ -160,7 +160,7 @@ class Manager:
         stopping = await gateway.stop_requested()
         await self.judge_crashes(client)
         runs = await gateway.read_queue(client)
-        await self.planner.look(runs, pool.slots)
+        await self.planner.look(runs, pool.slots, lambda: gateway.model_hosts(client))
         if self.was_paused is None:
             await self.notices.announce_missed(client)
             waiting = sum(r.is_held for r in runs.values())

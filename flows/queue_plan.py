@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,16 +64,24 @@ class QueuePlanner:
         self.plan: QueuePlan | None = None
         self.predicted: Forecast | None = None  # when the busy spell began: the drain expected
 
-    async def look(self, runs: dict[str, QueueRun], slots: int) -> None:
-        """Replan when the queue changed (or a minute passed); never stops the queue."""
+    async def look(
+        self,
+        runs: dict[str, QueueRun],
+        slots: int,
+        read_hosts: Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]] | None = None,
+    ) -> None:
+        """Replan when the queue changed (or a minute passed); never stops the queue.
+        read_hosts: what the model hosts published (loaded models, measured load times), read
+        only when a plan is made."""
         seen = tuple(sorted((r.id, r.state_type, r.state_name) for r in runs.values()))
         age = time.monotonic() - self._planned_at
         if age < MIN_REPLAN_SECONDS or (seen == self._seen and age < REPLAN_SECONDS):
             return
         self._planned_at = time.monotonic()  # a failed plan is tried again in a while
         try:
+            hosts = await self._hosts(read_hosts)
             # In a thread: a long queue's plan takes a moment, and the loop sends heartbeats.
-            self.plan = await asyncio.to_thread(self._make, runs, slots)
+            self.plan = await asyncio.to_thread(self._make, runs, slots, hosts)
             self._seen = seen
             if self.predicted is None and (forecast := self.forecast()) is not None:
                 self.predicted = forecast
@@ -83,10 +92,29 @@ class QueuePlanner:
                 self._logger.exception("The queue plan could not be made (tried again later)")
             self._failing = True
 
-    def _make(self, runs: dict[str, QueueRun], slots: int) -> QueuePlan:
+    async def _hosts(
+        self, read_hosts: Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]] | None
+    ) -> Mapping[str, Mapping[str, Any]]:
+        """Without them the plan prices every swap at QUEUE_MODEL_SWAP_SECONDS: still a plan."""
+        if read_hosts is None:
+            return {}
+        try:
+            return await read_hosts()
+        except Exception as exc:
+            self._logger.debug("Model hosts not read for the plan: %r", exc)
+            return {}
+
+    def _make(
+        self, runs: dict[str, QueueRun], slots: int, hosts: Mapping[str, Mapping[str, Any]]
+    ) -> QueuePlan:
         with session_scope(self._engine) as session:
             return plan_queue(
-                session, runs, slots=slots, now=datetime.now(UTC), swap_seconds=self._swap
+                session,
+                runs,
+                slots=slots,
+                now=datetime.now(UTC),
+                swap_seconds=self._swap,
+                hosts=hosts,
             )
 
     def forecast(self) -> Forecast | None:

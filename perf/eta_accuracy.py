@@ -1,7 +1,7 @@
 """How accurate the ETAs are: replay recorded nights and compare every prediction with what
 happened.
 
-    .venv/bin/python perf/eta_accuracy.py            # --nights 12 --seed 1; about 20 s
+    .venv/bin/python perf/eta_accuracy.py            # --nights 12 --seed 1 (or --seeds 1 2 3)
 
 The nights are generated, not run: a full Prefect night per data point would take hours on
 this machine. Each night is a queue of attrgen and benchmark tasks on two models (one slot,
@@ -10,8 +10,10 @@ the flows (`biasbench.rates.RateMeter` → `rates.record` into a real SQLite dom
 with a simulated clock. What varies, as on the fake server: the server's latency per night and
 model (±25 %), the failure rate per night (0-8 %, a failure costs two answers' time: retries),
 per-interval noise (±10 %), a warm-up of 20-60 s at each task's start, a model swap of 45-75 s
-when consecutive tasks use different models, an idle gap of 2-4 s between tasks, and in every
-night one task that slows down to 1.6x its pace half-way.
+when consecutive tasks use different models (published as the model host does, so the replay
+prices a swap from the loads of the nights before, as `swap_from_hosts` does in the product),
+an idle gap of 2-4 s between tasks, and in every night one task that slows down to 1.6x its
+pace half-way.
 
 Then the replay reads the nights back from the database and, using only what was recorded
 before each moment (the task's own intervals so far, the runs of its kind before it):
@@ -19,10 +21,10 @@ before each moment (the task's own intervals so far, the runs of its kind before
 - per task, at 10 %, 20 % … 90 % of its progress: the predicted end (P50) and its P10-P90 band
   (biasbench.estimate.remaining) against the actual end. Error = |predicted - actual end| /
   the task's actual duration. Beside it the naive estimate: elapsed / progress.
-- per night, at its start: each queued task's expected start (biasbench.queue.eta.simulate,
-  durations from biasbench.estimate.duration), for tasks whose kind has >= 3 past runs and
-  that have a task ahead of them. Error = |predicted - actual start| / (actual start - night
-  start).
+- per night, at its start and again at 10 %, 20 % … 90 % of each running task: each queued
+  task's expected start (biasbench.queue.eta.simulate, durations from
+  biasbench.estimate.duration), for tasks whose kind has >= 3 past runs and that have a task
+  ahead of them. Error = |predicted - actual start| / (actual start - moment of the plan).
 """
 
 from __future__ import annotations
@@ -48,12 +50,13 @@ from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import TaskRate
 from biasbench.estimate import Prior, duration, prior_of, remaining, speed_factor
 from biasbench.llm.base import Usage
-from biasbench.queue.eta import constant_swap, simulate
+from biasbench.queue.eta import SwapCost, simulate, swap_from_hosts
 from biasbench.queue.model import QueueRun, TaskType
 
 T0 = datetime(2026, 11, 1, 23, 0, tzinfo=UTC)
 FLUSH_SECONDS = 10.0  # simulated seconds between flushes (PROGRESS_INTERVAL)
-SWAP_SECONDS = 60.0  # what the simulation is told a model swap costs (the true mean)
+SWAP_SECONDS = 60.0  # QUEUE_MODEL_SWAP_SECONDS: a swap's cost before any load was measured
+Load = dict[str, Any]  # one model load as a host publishes it (deployments/model_host.py)
 # (task type, model, batch size) → seconds per item on a nominal night
 PACE = {
     ("attrgen", "llama-8b", 2): 0.6,
@@ -100,8 +103,10 @@ class Night:
 
 
 def record_night(
-    engine: Engine, night: int, rng: random.Random, latency_spread: float
+    engine: Engine, night: int, rng: random.Random, latency_spread: float, loads: list[Load]
 ) -> list[Task]:
+    """The night's tasks, their rates in the database; its model loads appended to `loads`,
+    as the GPU's model host publishes them."""
     tasks = night_tasks(night, rng)
     conditions = Night(
         rng,
@@ -114,7 +119,11 @@ def record_night(
     night_start = T0 + timedelta(days=night)
     for index, task in enumerate(tasks):
         model = task.kind[1]
-        clock += rng.uniform(2, 4) + (rng.uniform(45, 75) if model != loaded else 0.0)
+        swap = rng.uniform(45, 75) if model != loaded else 0.0
+        clock += rng.uniform(2, 4) + swap
+        if swap:
+            at = (night_start + timedelta(seconds=clock)).timestamp()
+            loads.append({"model": model, "how": "cold start", "seconds": swap, "at": at})
         loaded = model
         task.start = clock
         rows = _run_task(task, conditions, slows=index == conditions.slow_task)
@@ -174,34 +183,93 @@ def main() -> None:
         default=0.25,
         help="σ of the server's log latency from night to night (0.25: ±25 %%)",
     )
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", help="several seeds, one row each (instead of --seed)"
+    )
     args = parser.parse_args()
-    rng = random.Random(args.seed)
+    seeds: list[int | str] = list(args.seeds or [args.seed])
+    figures = [measure(args.nights, int(seed), args.latency_spread) for seed in seeds]
+    for seed, (rows, _, _) in zip(seeds, figures, strict=True):
+        print(
+            f"seed {seed}: {args.nights} nights, {rows} rate rows, "
+            f"latency spread {args.latency_spread}"
+        )
+    if len(figures) > 1:  # every seed's points together
+        seeds.append("all")
+        figures.append(
+            (
+                sum(f[0] for f in figures),
+                {k: [p for f in figures for p in f[1][k]] for k in figures[0][1]},
+                {k: [e for f in figures for e in f[2][k]] for k in figures[0][2]},
+            )
+        )
+    print()
+    print(
+        "| running tasks, from 10 % of progress | seed | median end-time error: ours | naive "
+        "(elapsed / progress) | inside our P10-P90 | n |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for what in ("every flush", "at 10 %"):
+        for seed, (_, ends, _) in zip(seeds, figures, strict=True):
+            points = ends[what]
+            ours = 100 * statistics.median(p[0] for p in points)
+            naive = 100 * statistics.median(p[1] for p in points)
+            inside = 100 * sum(p[2] for p in points) / len(points)
+            print(
+                f"| {what} | {seed} | {ours:.1f} % | {naive:.1f} % | {inside:.1f} % "
+                f"| {len(points)} |"
+            )
+    print()
+    print(
+        "| queued tasks with >= 3 past runs of their kind | seed | median start-time error "
+        "| P90 | n |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for what in START_WHEN:
+        for seed, (_, _, starts) in zip(seeds, figures, strict=True):
+            if errors := starts[what]:
+                print(
+                    f"| {what} | {seed} | {100 * statistics.median(errors):.1f} % "
+                    f"| {100 * percentile(errors, 0.9):.1f} % | {len(errors)} |"
+                )
+    print("goals: end-time error <= 10 %, inside the band >= 80 %, start-time error <= 15 %")
 
+
+START_WHEN = (
+    "planned at the night's start",
+    "re-planned at 20 % of the running task",
+    "re-planned at 10, 20 … 90 % of each running task",
+)
+Point = tuple[float, float, bool]  # our error, the naive one's, whether inside our band
+
+
+def measure(
+    n_nights: int, seed: int, latency_spread: float
+) -> tuple[int, dict[str, list[Point]], dict[str, list[float]]]:
+    """One seed's nights, recorded and replayed: rate rows, end-time points, start errors."""
+    rng = random.Random(seed)
     with tempfile.TemporaryDirectory() as home:
         engine = ready_engine(f"sqlite:///{home}/eta.db")
-        nights = [record_night(engine, n, rng, args.latency_spread) for n in range(args.nights)]
+        loads: list[list[Load]] = [[] for _ in range(n_nights)]
+        nights = [record_night(engine, n, rng, latency_spread, loads[n]) for n in range(n_nights)]
         with session_scope(engine) as session:
             recorded = session.scalar(select(TaskRate.id).order_by(TaskRate.id.desc()).limit(1))
             by_run = {t.run_id: rates.intervals_of(session, t.run_id) for n in nights for t in n}
-    print(
-        f"{args.nights} nights, {sum(len(n) for n in nights)} tasks, {recorded} rate rows, "
-        f"seed {args.seed}, latency spread {args.latency_spread}"
-    )
+        engine.dispose()
 
     history: dict[tuple[str, str, int], list[list[rates.Interval]]] = defaultdict(list)
-    # (our error, naive error, inside our band) per checkpoint; "early": each task's first
-    # checkpoint past 10 %, where the prior still weighs most.
-    every: list[tuple[float, float, bool]] = []
-    early: list[tuple[float, float, bool]] = []
-    starts: list[float] = []
-    replans: list[float] = []
+    # "at 10 %": each task's first checkpoint past 10 %, where the prior still weighs most.
+    ends: dict[str, list[Point]] = {"every flush": [], "at 10 %": []}
+    starts: dict[str, list[float]] = {when: [] for when in START_WHEN}
     for night, tasks in enumerate(nights):
         priors: dict[tuple[str, str, int], Prior | None] = {
             kind: prior_of(history[kind]) for kind in PACE
         }
-        at_start, replanned = _start_errors(night, tasks, priors, history, by_run)
-        starts += at_start
-        replans += replanned
+        # The host publishes its latest loads: the nights before this one.
+        published = {"loads": [load for earlier in loads[:night] for load in earlier][-20:]}
+        swap = swap_from_hosts([published], SWAP_SECONDS)
+        for when, errors in _start_errors(night, tasks, priors, history, by_run, swap).items():
+            starts[when] += errors
         for task in tasks:
             intervals = by_run[task.run_id]
             task_start = intervals[0].ended_at - timedelta(seconds=intervals[0].seconds)
@@ -224,36 +292,12 @@ def main() -> None:
                     abs((naive_end - actual_end).total_seconds()) / length,
                     left.p10 <= actual_left <= left.p90,
                 )
-                every.append(point)
+                ends["every flush"].append(point)
                 if first:
-                    early.append(point)
+                    ends["at 10 %"].append(point)
                     first = False
             history[task.kind].append(intervals)
-
-    print()
-    print(
-        "| running tasks, from 10 % of progress | median end-time error: ours | naive "
-        "(elapsed / progress) | inside our P10-P90 | n |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    for what, points in (("every flush", every), ("at 10 %", early)):
-        ours = 100 * statistics.median(p[0] for p in points)
-        naive = 100 * statistics.median(p[1] for p in points)
-        inside = 100 * sum(p[2] for p in points) / len(points)
-        print(f"| {what} | {ours:.1f} % | {naive:.1f} % | {inside:.1f} % | {len(points)} |")
-    print()
-    print("| queued tasks with >= 3 past runs of their kind | median start-time error | P90 | n |")
-    print("|---|---:|---:|---:|")
-    for what, errors in (
-        ("planned at the night's start", starts),
-        ("re-planned at 20 % of the running task", replans),
-    ):
-        if errors:
-            print(
-                f"| {what} | {100 * statistics.median(errors):.1f} % "
-                f"| {100 * percentile(errors, 0.9):.1f} % | {len(errors)} |"
-            )
-    print("goals: end-time error <= 10 %, inside the band >= 80 %, start-time error <= 15 %")
+    return recorded or 0, ends, starts
 
 
 def _queue_run(task: Task, index: int, state: str) -> QueueRun:
@@ -275,27 +319,33 @@ def _start_errors(
     priors: dict[tuple[str, str, int], Prior | None],
     history: dict[tuple[str, str, int], list[list[rates.Interval]]],
     by_run: dict[str, list[rates.Interval]],
-) -> tuple[list[float], list[float]]:
-    """The night's plan made at its start, and again when each task reaches 20 % (its own
-    pace tells tonight's speed of its model), against when each queued task actually started."""
+    swap: SwapCost,
+) -> dict[str, list[float]]:
+    """The night's plan made at its start, and again when each task reaches 10 %, 20 % … 90 %
+    (its own pace tells tonight's speed of its model; the manager re-plans every minute),
+    against when each queued task actually started."""
     night_start = T0 + timedelta(days=night)
-    at_start = _errors(tasks, 0, night_start, 0.0, priors, history, None)
-    replanned: list[float] = []
+    errors = {when: [] for when in START_WHEN}
+    errors[START_WHEN[0]] = _errors(tasks, 0, night_start, 0.0, priors, history, None, swap)
     for index, task in enumerate(tasks[:-1]):
         intervals = by_run[task.run_id]
-        seen = next(
-            (
-                intervals[:k]
-                for k in range(1, len(intervals))
-                if intervals[k - 1].done >= 0.2 * task.items
-            ),
-            None,
-        )
-        if seen is None:
-            continue
-        offset = (seen[-1].ended_at - night_start).total_seconds()
-        replanned += _errors(tasks, index, night_start, offset, priors, history, seen)
-    return at_start, replanned
+        for tenth in range(1, 10):
+            seen = next(
+                (
+                    intervals[:k]
+                    for k in range(1, len(intervals))
+                    if intervals[k - 1].done >= tenth / 10 * task.items
+                ),
+                None,
+            )
+            if seen is None:
+                continue
+            offset = (seen[-1].ended_at - night_start).total_seconds()
+            found = _errors(tasks, index, night_start, offset, priors, history, seen, swap)
+            errors[START_WHEN[2]] += found
+            if tenth == 2:
+                errors[START_WHEN[1]] += found
+    return errors
 
 
 def _errors(
@@ -306,6 +356,7 @@ def _errors(
     priors: dict[tuple[str, str, int], Prior | None],
     history: dict[tuple[str, str, int], list[list[rates.Interval]]],
     seen: list[rates.Interval] | None,
+    swap: SwapCost,
 ) -> list[float]:
     now = night_start + timedelta(seconds=offset)
     runs = {}
@@ -329,7 +380,7 @@ def _errors(
         now=now,
         durations=durations,
         idle_gap=3.0,
-        swap_seconds=constant_swap(SWAP_SECONDS),
+        swap_seconds=swap,
         loaded=[model or "llama-8b"],
     )
     expected = [t.run_id for t in tasks[running:]]

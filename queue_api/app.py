@@ -62,7 +62,9 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
     )
     app.state.settings = settings
     app.state.catalogue = catalogue
-    app.state.views = TaskViews(engine, TaskIds(engine))
+    app.state.views = TaskViews(
+        engine, TaskIds(engine), swap_seconds=domain.queue_model_swap_seconds
+    )
     app.add_exception_handler(BiasBenchError, _refused)
     app.add_exception_handler(RequestValidationError, _malformed)
     app.add_exception_handler(httpx.TransportError, _prefect_down)

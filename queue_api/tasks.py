@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prefect.client.orchestration import PrefectClient
 from sqlalchemy import Engine
@@ -34,8 +35,9 @@ _SHOWS_ERROR = {QueueStatus.FAILED, QueueStatus.SKIPPED}  # their state's messag
 class TaskViews:
     """What the read endpoints return, each in one call."""
 
-    def __init__(self, engine: Engine, ids: TaskIds) -> None:
+    def __init__(self, engine: Engine, ids: TaskIds, *, swap_seconds: float) -> None:
         self.engine, self.ids = engine, ids
+        self.swap_seconds = swap_seconds  # a model swap's cost until a host measured one
         self.attempts = Attempts()
         self.creator = BatchCreator()  # POST /queue/add's creates, batched when they coincide
         # The last plan, the queue it was made for and when: many clients poll one queue.
@@ -85,19 +87,30 @@ class TaskViews:
             runs = {r.id: r for r in active}
             missing = {u for r in active for u in r.upstream if u not in runs}
             runs.update(await gateway.runs_by_id(client, missing))
-            pool = await gateway.read_pool(client)
+            pool, hosts = await asyncio.gather(
+                gateway.read_pool(client), gateway.model_hosts(client)
+            )
             # In a thread: a long queue's plan takes a moment, and this loop also answers the
             # health probe and every other client meanwhile.
-            plan = await asyncio.to_thread(self._make_plan, runs, pool.slots)
+            plan = await asyncio.to_thread(self._make_plan, runs, pool.slots, hosts)
         except Exception:  # the times are an extension: the listing goes on without them
             log.warning("No queue plan for /queue this time", exc_info=True)
             return None
         self._last_plan = (seen, time.monotonic(), plan)
         return plan
 
-    def _make_plan(self, runs: dict[str, QueueRun], slots: int) -> QueuePlan:
+    def _make_plan(
+        self, runs: dict[str, QueueRun], slots: int, hosts: Mapping[str, Mapping[str, Any]]
+    ) -> QueuePlan:
         with session_scope(self.engine) as session:
-            return plan_queue(session, runs, slots=slots, now=datetime.now(UTC))
+            return plan_queue(
+                session,
+                runs,
+                slots=slots,
+                now=datetime.now(UTC),
+                swap_seconds=self.swap_seconds,
+                hosts=hosts,
+            )
 
     async def _recent_plan(self, client: PrefectClient) -> QueuePlan | None:
         """For /queue/stats: the last plan if it is fresh, so stats need not read every

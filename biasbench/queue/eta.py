@@ -7,17 +7,21 @@ manager's rules, and a second copy of them would drift. The simulation feeds `de
 snapshot, starts what it releases, lets the earliest task finish, and asks again.
 
 Between two tasks on a slot a measured idle gap passes (worker pick-up, process start), plus a
-model swap when the next task's model differs from the slot's (`swap_seconds(old, new)`: the
-model hosts know what a load costs; None is an empty slot). A released task goes to a free slot
-that has its model loaded, if any. P90s add the tasks' spreads along each chain as independent
-variances: the sum of P90s would be far too pessimistic for a night of many tasks."""
+model swap when the next task's model differs from the slot's (`swap_seconds(old, new)`: what
+the model hosts measured, `swap_from_hosts`; None is an empty slot, or a task that needs no
+model: it loads nothing and leaves the slot's model loaded). A released task goes to a free
+slot that has its model loaded, if any. P90s add the tasks' spreads along each chain as
+independent variances: the sum of P90s would be far too pessimistic for a night of many tasks."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
 from biasbench.estimate import Spread
 from biasbench.queue.decide import Cancel, Release, Skip, decide
@@ -29,10 +33,49 @@ PLAN_LIMIT = 200  # tasks planned one by one; a longer line is a night's work ma
 WINDOW = 16  # held runs in line that each simulated decision looks at (more when they all wait)
 
 
+LOADS_LOOKED_AT = 5  # a model's latest loads of one kind whose median is its cost
+
+
 def constant_swap(seconds: float) -> SwapCost:
-    """Every change of model (or a first load) costs the same: the default until model hosts
-    publish what a load of each model takes."""
-    return lambda old, new: 0.0 if old == new else seconds
+    """Every change of model (or a first load) costs the same. A task without a model
+    (pool_gen, balanced_gen) loads nothing."""
+    return lambda old, new: 0.0 if new is None or old == new else seconds
+
+
+def swap_from_hosts(hosts: Iterable[Mapping[str, Any]], fallback: float) -> SwapCost:
+    """What a change to a model costs, as the model hosts measured it (their published state,
+    deployments/model_host.py: `loads` with model, how, seconds, at; `servers` by state): the
+    median of the model's latest wakes when a host has it asleep now, else of its latest cold
+    starts; `fallback` (QUEUE_MODEL_SWAP_SECONDS) for a model no host has loaded that way
+    lately. Tonight's swaps are priced by the hosts' state now: a model the plan swaps out and
+    back later is priced as it sleeps or not now, which is what the host's sleep policy did
+    the last time."""
+    measured: dict[tuple[str, str], list[tuple[float, float]]] = defaultdict(list)
+    asleep: set[str] = set()
+    for host in hosts:
+        servers = host.get("servers")
+        if isinstance(servers, Mapping):
+            asleep |= {str(m) for m, state in servers.items() if str(state).startswith("asleep")}
+        for load in host.get("loads") or ():
+            if not isinstance(load, Mapping) or load.get("how") not in ("woken", "cold start"):
+                continue
+            try:
+                at, seconds = float(load.get("at") or 0.0), float(load["seconds"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            measured[(str(load.get("model")), str(load["how"]))].append((at, seconds))
+    costs: dict[tuple[str, str], float] = {
+        key: statistics.median(s for _, s in sorted(loads)[-LOADS_LOOKED_AT:])
+        for key, loads in measured.items()
+    }
+
+    def cost(old: str | None, new: str | None) -> float:
+        if new is None or old == new:
+            return 0.0
+        ways = ("woken", "cold start") if new in asleep else ("cold start",)
+        return next((costs[(new, w)] for w in ways if (new, w) in costs), fallback)
+
+    return cost
 
 
 @dataclass(frozen=True)
@@ -187,7 +230,8 @@ def _done() -> TaskResult:
 
 
 def _occupy(slot: _Slot, model: str | None, start: float, spread: Spread, start_var: float) -> None:
-    slot.model = model
+    if model is not None:  # a task without a model leaves the host's loaded one in place
+        slot.model = model
     slot.free_at = start + spread.p50
     slot.variance = start_var + (spread.p90 - spread.p50) ** 2
 

@@ -21,7 +21,7 @@ from biasbench import rates
 from biasbench.data import load_traits
 from biasbench.db.models import Dataset, Trait
 from biasbench.estimate import Prior, Spread, duration, prior_of, remaining, speed_factor
-from biasbench.queue.eta import QueuePlan, constant_swap, simulate
+from biasbench.queue.eta import QueuePlan, simulate, swap_from_hosts
 from biasbench.queue.model import QueueRun, TaskType
 
 # The flows' defaults for what a submission may leave out (flows/benchmark.py, attrgen.py).
@@ -29,7 +29,7 @@ DEFAULT_BATCH = {TaskType.BENCHMARK: 8, TaskType.ATTRGEN: 2}
 _DEFAULT_N = {TaskType.POOL_GEN: 20_000, TaskType.BALANCED_GEN: 500}  # flows/*_gen.py
 GENERATOR_SECONDS = 10.0  # pool_gen / balanced_gen: no LLM, seconds to a minute
 DEFAULT_IDLE_GAP = 3.0  # seconds between two tasks before any was measured
-# What a change of model on a GPU costs until the model hosts publish measured load times.
+# What a change of model on a GPU costs when no model host has measured a load of that model.
 DEFAULT_SWAP_SECONDS = 60.0
 
 
@@ -40,8 +40,11 @@ def plan_queue(
     slots: int,
     now: datetime,
     swap_seconds: float = DEFAULT_SWAP_SECONDS,
-    loaded: Sequence[str | None] = (),
+    hosts: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> QueuePlan:
+    """hosts: what each GPU's model host published (gateway.model_hosts), by name: the
+    models loaded now and what loads took (swap_seconds: for a model without a measured load)."""
+    hosts = hosts or {}
     priors = _Priors(session, [r.id for r in runs.values() if r.occupies_slot])
     factors = _speed_factors(session, runs, priors)
     durations = {
@@ -56,9 +59,14 @@ def plan_queue(
         now=now,
         durations=durations,
         idle_gap=statistics.median(gaps) if gaps else DEFAULT_IDLE_GAP,
-        swap_seconds=constant_swap(swap_seconds),
-        loaded=loaded,
+        swap_seconds=swap_from_hosts(hosts.values(), swap_seconds),
+        loaded=[_loaded(hosts[name]) for name in sorted(hosts)],
     )
+
+
+def _loaded(host: Mapping[str, Any]) -> str | None:
+    model = host.get("model")
+    return str(model) if model else None
 
 
 def _speed_factors(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from biasbench.estimate import duration, prior_of, remaining
+from biasbench.estimate import duration, prior_of, remaining, speed_factor
 from biasbench.rates import Interval
 
 T0 = datetime(2026, 11, 30, tzinfo=UTC)
@@ -49,3 +49,25 @@ def test_past_runs_of_the_kind_set_the_estimate_until_the_task_has_its_own_pace(
     # Far in, its own 1 s per item has taken over, and the band is narrower.
     late = remaining(run([1.0] * 100, total=2000), prior)
     assert late.p50 < 1.1 * 1000 and late.p90 / late.p50 < early.p90 / early.p50
+
+
+def test_a_server_slower_tonight_than_its_scattered_past_is_followed_within_minutes() -> None:
+    # Past runs at 0.8-1.25 s per item: tonight's speed is anybody's guess.
+    past = [run([pace] * 20, total=200) for pace in (0.8, 0.9, 1.0, 1.1, 1.25)]
+    prior = prior_of(past)
+    assert prior is not None and prior.sigma > 0.1
+    # Ten steady intervals in at 1.5 s per item: its own pace, not halfway to the prior's 1 s.
+    left = remaining(run([1.5] * 10, total=2000), prior)
+    assert 1.4 * 1900 < left.p50 < 1.55 * 1900
+    assert left.p10 < 1.5 * 1900 < left.p90
+    # The queued tasks behind it on the same server are scaled by as much.
+    assert 1.4 < speed_factor(run([1.5] * 10, total=2000), prior) < 1.55
+
+
+def test_a_task_that_slows_down_is_not_pulled_back_to_the_pace_its_kind_agrees_on() -> None:
+    prior = prior_of([run([1.0] * 20, total=200) for _ in range(5)])  # all at 1 s per item
+    assert prior is not None
+    slowed = run([1.0] * 50 + [1.6] * 30, total=2000)  # the server slowed down half-way
+    left = remaining(slowed, prior)
+    assert left.p50 > 1.5 * 1200  # 1200 items left at its new 1.6 s, not at the usual 1 s
+    assert left.p10 < 1.6 * 1200 < left.p90

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from biasbench.estimate import Spread
-from biasbench.queue.eta import constant_swap, simulate
+from biasbench.queue.eta import constant_swap, simulate, swap_from_hosts
 from biasbench.queue.model import QueueRun
 
 NOW = datetime(2026, 11, 30, 23, 0, tzinfo=UTC)
@@ -132,3 +133,53 @@ def test_a_run_scheduled_for_later_is_not_planned_but_one_due_now_is() -> None:
         runs, slots=1, now=NOW, durations={"due": Spread(10, 0), "later": Spread(10, 0)}
     )
     assert list(plan.tasks) == ["due"] and plan.drain == at(10)
+
+
+def test_a_swap_costs_what_the_model_hosts_measured_for_that_model() -> None:
+    hosts = [
+        {
+            "model": "m1",
+            "servers": {"m1": "ready", "m3": "asleep (level 1)"},
+            "loads": [
+                {"model": "m2", "how": "cold start", "seconds": s, "at": at}
+                for at, s in enumerate([90.0, 30.0, 34.0, 32.0])
+            ]
+            + [
+                {"model": "m2", "how": "reused", "seconds": 0.0, "at": 9},  # loads nothing
+                {"model": "m3", "how": "cold start", "seconds": 40.0, "at": 10},
+                {"model": "m3", "how": "woken", "seconds": 2.0, "at": 11},  # asleep now: a wake
+            ],
+        }
+    ]
+    swap = swap_from_hosts(hosts, fallback=60.0)
+    assert swap("m1", "m1") == 0.0 and swap("m1", None) == 0.0
+    assert swap("m1", "m2") == 33.0  # the median of its latest cold starts
+    assert swap("m1", "m3") == 2.0
+    assert swap("m1", "m4") == 60.0  # never loaded: the setting
+    runs = {r: task(r, m, minute=i) for i, (r, m) in enumerate([("A", "m2"), ("B", "m4")])}
+    plan = simulate(
+        runs,
+        slots=1,
+        now=NOW,
+        durations={"A": Spread(100, 0.0), "B": Spread(100, 0.0)},
+        idle_gap=2.0,
+        swap_seconds=swap,
+        loaded=["m1"],
+    )
+    assert plan.tasks["A"].start == at(2 + 33) and plan.tasks["B"].start == at(135 + 2 + 60)
+
+
+def test_a_task_without_a_model_loads_none_and_leaves_the_loaded_one() -> None:
+    pool = replace(task("P", "", minute=1), task_type="pool_gen", parameters={"n": 10})
+    runs = {"P": pool, "A": task("A", "m1", minute=2)}
+    plan = simulate(
+        runs,
+        slots=1,
+        now=NOW,
+        durations={"P": Spread(10, 0.0), "A": Spread(100, 0.0)},
+        idle_gap=2.0,
+        swap_seconds=constant_swap(60.0),
+        loaded=["m1"],
+    )
+    # P: 2 s gap, no load; A: m1 is still loaded after P, so no swap either.
+    assert plan.tasks["P"].start == at(2) and plan.tasks["A"].start == at(12 + 2)
