@@ -22,7 +22,7 @@ from prefect import get_client
 from biasbench.queue import gateway
 from biasbench.queue.messages import model_load_text
 from biasbench.queue.model import QueueRun, QueueStatus
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from biasbench.settings import Settings
 from deployments.notifications import describe_channels
 from deployments.settings import DeploymentSettings
@@ -65,34 +65,47 @@ async def submit_demo() -> list[Submitted]:
         # The original study's population (people living in Germany, official statistics).
         pool = await submit(
             client,
-            "pool_gen",
-            {"n": 2000, "seed": 7, "population": "de"},
-            label="Pool Generation: 2000 personas",
+            SubmitRequest(
+                "pool_gen",
+                {"n": 2000, "seed": 7, "population": "de"},
+                label="Pool Generation: 2000 personas",
+            ),
         )
         balanced = await submit(
             client,
-            "balanced_gen",
-            {"n": 60, "seed": 42},
-            upstream=[pool],
-            label="Balanced Gen: 60 personas",
+            SubmitRequest(
+                "balanced_gen",
+                {"n": 60, "seed": 42},
+                upstream=[pool],
+                label="Balanced Gen: 60 personas",
+            ),
         )
         catalogue = Settings().catalogue
         attrs = await submit(
             client,
-            "attrgen",
-            {"model_name": SMALL, "batch_size": 16},
-            upstream=[balanced],
-            label=f"AttrGen: {SMALL}",
-            catalogue=catalogue,
+            SubmitRequest(
+                "attrgen",
+                {"model_name": SMALL, "batch_size": 16},
+                upstream=[balanced],
+                label=f"AttrGen: {SMALL}",
+                catalogue=catalogue,
+            ),
         )
         benchmarks = [
             await submit(
                 client,
-                "benchmark",
-                {"model_name": model, "batch_size": 32, "scale_mode": mode, "dual_fraction": 0.2},
-                upstream=[attrs],
-                label=f"Benchmark: {model} ({mode})",
-                catalogue=catalogue,
+                SubmitRequest(
+                    "benchmark",
+                    {
+                        "model_name": model,
+                        "batch_size": 32,
+                        "scale_mode": mode,
+                        "dual_fraction": 0.2,
+                    },
+                    upstream=[attrs],
+                    label=f"Benchmark: {model} ({mode})",
+                    catalogue=catalogue,
+                ),
             )
             for model, mode in ((SMALL, "in"), (LARGE, "rev"))
         ]

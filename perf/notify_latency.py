@@ -34,7 +34,7 @@ from prefect.events.schemas.events import ResourceSpecification
 from pydantic import SecretStr
 
 from biasbench.queue.model import QUEUE_TAG
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.automations import ensure_automation
 from deployments.stack import Stack
 from deployments.telegram import TelegramBot
@@ -71,7 +71,10 @@ async def fail_one(server: TelegramServer, i: int) -> tuple[float, float]:
     label = f"perf-broken-{i}"
     async with get_client() as client:
         run_id = await submit(
-            client, "attrgen", {"llm": "fake", "model_name": "m", "dataset_id": 10**6}, label=label
+            client,
+            SubmitRequest(
+                "attrgen", {"llm": "fake", "model_name": "m", "dataset_id": 10**6}, label=label
+            ),
         )
         while True:
             run = await client.read_flow_run(run_id)  # type: ignore[arg-type]

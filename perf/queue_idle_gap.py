@@ -44,7 +44,7 @@ from prefect.states import Scheduled
 
 from biasbench.queue.gateway import deployment_name
 from biasbench.queue.model import RELEASED
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.process_tree import stop_process_group
 from deployments.setup import PROJECT_DIR
 from deployments.stack import Stack
@@ -100,7 +100,7 @@ async def measure_queue(tasks: int) -> list[Timeline]:
     async with get_client() as client:
         submitted: list[tuple[str, str | None]] = []
         for _ in range(tasks - tasks // 2):
-            submitted.append((await submit(client, "pool_gen", SMALL_POOL), None))
+            submitted.append((await submit(client, SubmitRequest("pool_gen", SMALL_POOL)), None))
         upstream: str | None = None
         chain = [
             ("pool_gen", SMALL_POOL),
@@ -110,7 +110,7 @@ async def measure_queue(tasks: int) -> list[Timeline]:
         ]
         for task_type, config in chain[: tasks // 2]:
             run_id = await submit(
-                client, task_type, config, upstream=[upstream] if upstream else ()
+                client, SubmitRequest(task_type, config, upstream=[upstream] if upstream else ())
             )
             submitted.append((run_id, upstream))
             upstream = run_id

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
 from biasbench.queue.payload import MAX_LABEL_LENGTH
-from biasbench.queue.submit import check_submission
+from biasbench.queue.submit import SubmitRequest, check_submission
 from queue_api.deps import DomainDb, FlowRunId, Ids, Mutating, Prefect, TaskId, Views
 from queue_api.ids import task_id_tag
 from queue_api.labels import default_label
@@ -31,15 +31,17 @@ async def add(
             raise InvalidSubmission("depends_on", f"task {task_id} does not exist")
     submission = await check_submission(
         client,
-        body.task_type,
-        body.config,
-        upstream=[upstream[task_id] for task_id in body.upstream_ids],
-        priority=body.priority,
-        label=body.label or default_label(body.task_type, body.config)[:MAX_LABEL_LENGTH],
-        db=db,
-        upstream_field="depends_on",
-        upstream_names={run: str(task_id) for task_id, run in upstream.items()},
-        catalogue=request.app.state.catalogue,
+        SubmitRequest(
+            body.task_type,
+            body.config,
+            upstream=[upstream[task_id] for task_id in body.upstream_ids],
+            priority=body.priority,
+            label=body.label or default_label(body.task_type, body.config)[:MAX_LABEL_LENGTH],
+            db=db,
+            upstream_field="depends_on",
+            upstream_names={run: str(task_id) for task_id, run in upstream.items()},
+            catalogue=request.app.state.catalogue,
+        ),
     )
     task_id = ids.reserve()  # before the run: if the id cannot be written, nothing is created
     flow_run_id = await views.creator.create(client, submission, tags=[task_id_tag(task_id)])

@@ -13,29 +13,16 @@ with another writer's, so there the ids come back from RETURNING as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.orm import Session
 
 from biasbench.db.models import DatasetMember, Persona
-
-PERSONA_COLUMNS: Final = (
-    "age",
-    "gender",
-    "education",
-    "occupation",
-    "marriage_status",
-    "migration_status",
-    "origin",
-    "religion",
-    "sexuality",
-)
-"""The personas table's columns in the order of a row tuple (PersonaDraft's field order)."""
+from biasbench.personas.sampling import PERSONA_ATTRIBUTES
 
 
 def insert_members(session: Session, dataset_id: int, rows: Sequence[Sequence[object]]) -> None:
-    """Insert one persona per row (tuples in PERSONA_COLUMNS order) and make them the dataset's
+    """Insert one persona per row (tuples in PERSONA_ATTRIBUTES order) and make them the dataset's
     members, in the order given."""
     if not rows:
         return
@@ -44,7 +31,7 @@ def insert_members(session: Session, dataset_id: int, rows: Sequence[Sequence[ob
         return
     persona_ids = session.scalars(
         insert(Persona).returning(Persona.id, sort_by_parameter_order=True),
-        [dict(zip(PERSONA_COLUMNS, row, strict=True)) for row in rows],
+        [dict(zip(PERSONA_ATTRIBUTES, row, strict=True)) for row in rows],
     ).all()
     session.execute(
         insert(DatasetMember),
@@ -56,8 +43,8 @@ def _insert_sqlite(session: Session, dataset_id: int, rows: Sequence[Sequence[ob
     connection = session.connection()
     before = connection.scalar(select(func.coalesce(func.max(Persona.id), 0)))
     assert before is not None
-    columns = ", ".join(PERSONA_COLUMNS)
-    marks = ", ".join("?" for _ in PERSONA_COLUMNS)
+    columns = ", ".join(PERSONA_ATTRIBUTES)
+    marks = ", ".join("?" for _ in PERSONA_ATTRIBUTES)
     connection.exec_driver_sql(
         f"INSERT INTO personas ({columns}) VALUES ({marks})",
         list(rows),

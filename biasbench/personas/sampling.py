@@ -72,6 +72,10 @@ class PersonaDraft(NamedTuple):
     sexuality: str
 
 
+PERSONA_ATTRIBUTES: Final[tuple[str, ...]] = PersonaDraft._fields
+"""A persona's attributes in row order: the personas table's columns, the pool report's axes."""
+
+
 def choose_seed() -> int:
     """A fresh random seed from the OS, in [0, 2**31) so that it fits a 32-bit database column."""
     return random.SystemRandom().randrange(2**31)

@@ -12,6 +12,7 @@ from typing import Any, Final
 
 from biasbench.population.compare import Comparison
 from biasbench.population.profiles import Profile
+from biasbench.population.shares import marginal_shares
 
 MAX_ROWS: Final = 15
 """Rows per attribute in the report; the rest are summed into one line (origin has 186)."""
@@ -123,7 +124,7 @@ def balanced_report(
         provenance.population, provenance.version, provenance.files, provenance.assumed
     )
     for axis, counts in marginals.items():
-        total = sum(counts.values()) or 1
+        own = marginal_shares(counts)
         population = provenance.population_shares.get(axis, {})
         lines += [
             f"## {axis}",
@@ -135,6 +136,6 @@ def balanced_report(
             share = population.get(value)
             shown = f"{share:.2%}" if share is not None else "–"
             target = targets.get(axis, {}).get(value, "")
-            lines.append(f"| {value} | {count} | {count / total:.2%} | {target} | {shown} |")
+            lines.append(f"| {value} | {count} | {own.get(value, 0.0):.2%} | {target} | {shown} |")
         lines.append("")
     return "\n".join(lines)

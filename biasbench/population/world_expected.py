@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from biasbench.data import countries_by_code, load_distributions
-from biasbench.population.de_expected import normalised
+from biasbench.population.shares import marginal_shares
 
 
 def world_marginals(age_from: int | None, age_to: int | None) -> dict[str, dict[str, float]]:
@@ -18,9 +18,9 @@ def world_marginals(age_from: int | None, age_to: int | None) -> dict[str, dict[
         first, last = max(b.min_age, lo), min(b.max_age, hi)
         if first <= last:
             weights[b.label] = b.weight * (last - first + 1) / (b.max_age - b.min_age + 1)
-    bins = normalised(weights)
+    bins = marginal_shares(weights)
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
-    gender = normalised(dist.gender)
+    gender = marginal_shares(dist.gender)
     for label, p_bin in bins.items():
         out["age_bin"][label] += p_bin
         for sex, p_sex in gender.items():
@@ -32,15 +32,15 @@ def world_marginals(age_from: int | None, age_to: int | None) -> dict[str, dict[
         for status, p in dist.marriage_status[label].items():
             out["marriage_status"][status] += p_bin * p
     countries = countries_by_code()
-    origin = normalised({code: c.population for code, c in countries.items()})
+    origin = marginal_shares({code: c.population for code, c in countries.items()})
     for code, p_origin in origin.items():
         for religion, p in countries[code].religion.items():
             out["religion"][religion] += p_origin * p
     result = {attribute: dict(shares) for attribute, shares in out.items()}
     result |= {
         "gender": gender,
-        "migration_status": normalised(dist.migration_status),
+        "migration_status": marginal_shares(dist.migration_status),
         "origin": origin,
-        "sexuality": normalised(dist.sexuality),
+        "sexuality": marginal_shares(dist.sexuality),
     }
     return {k: {v: s for v, s in shares.items() if s > 0} for k, shares in result.items()}

@@ -6,7 +6,7 @@ create runs directly; those join the queue when they start (flows/queue_turn.py)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 from uuid import UUID
 
@@ -44,70 +44,54 @@ class Submission:
     held_as: str
 
 
-async def submit(
-    client: PrefectClient,
-    task_type: str,
-    config: Mapping[str, Any],
-    *,
-    upstream: Sequence[str] = (),
-    priority: int = 0,
-    label: str | None = None,
-    db: Engine | None = None,
-    upstream_field: str = "upstream",
-    upstream_names: Mapping[str, str] | None = None,
-    catalogue: Catalogue | None = None,
-) -> str:
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One task to queue, and how to check it: what `submit` and `check_submission` take."""
+
+    task_type: str
+    config: Mapping[str, Any]
+    _: KW_ONLY
+    upstream: Sequence[str] = ()
+    priority: int = 0
+    label: str | None = None
+    # The domain database: the datasets and runs the config names are looked up too, as the
+    # task's flow will when it starts.
+    db: Engine | None = None
+    # Errors about upstream tasks name the field and the tasks so (e.g. the API's task ids).
+    upstream_field: str = "upstream"
+    upstream_names: Mapping[str, str] | None = None
+    # A model the catalogue does not know is refused with the known ones.
+    catalogue: Catalogue | None = None
+
+
+async def submit(client: PrefectClient, request: SubmitRequest) -> str:
     """Queue one task; returns its flow-run id. Refused input raises InvalidSubmission naming
-    the field, and leaves nothing behind. With `db` (the domain database) the datasets and runs
-    the config names are looked up too, as the task's flow will when it starts. Errors about
-    upstream tasks name them `upstream_field` and `upstream_names` (e.g. the API's task ids).
-    With a model `catalogue`, a model it does not know is refused with the known ones."""
-    submission = await check_submission(
-        client,
-        task_type,
-        config,
-        upstream=upstream,
-        priority=priority,
-        label=label,
-        db=db,
-        upstream_field=upstream_field,
-        upstream_names=upstream_names,
-        catalogue=catalogue,
-    )
-    return await create(client, submission)
+    the field, and leaves nothing behind."""
+    return await create(client, await check_submission(client, request))
 
 
-async def check_submission(
-    client: PrefectClient,
-    task_type: str,
-    config: Mapping[str, Any],
-    *,
-    upstream: Sequence[str] = (),
-    priority: int = 0,
-    label: str | None = None,
-    db: Engine | None = None,
-    upstream_field: str = "upstream",
-    upstream_names: Mapping[str, str] | None = None,
-    catalogue: Catalogue | None = None,
-) -> Submission:
+async def check_submission(client: PrefectClient, request: SubmitRequest) -> Submission:
     """Every check of `submit`, without creating anything."""
-    kind = _task_type(task_type)
+    kind = _task_type(request.task_type)
+    config, priority, names = request.config, request.priority, request.upstream_names or {}
     for key in QUEUE_PARAMETERS:
         if key in config:
             raise InvalidSubmission(f"config.{key}", f"give {key} as the submission's own field")
     check_value(dict(config), "config")
     check_size(config)
     check_value(priority, "priority")
-    ids = _upstream_ids(upstream, upstream_field)
+    ids = _upstream_ids(request.upstream, request.upstream_field)
     deployment = await gateway.task_deployment(client, kind)
-    upstream_runs = await _upstream_runs(client, ids, upstream_field, upstream_names or {})
+    upstream_runs = await _upstream_runs(client, ids, request.upstream_field, names)
     parameters = {**config, "upstream": ids or None, "priority": priority}
     _check_parameters(parameters, deployment.parameter_schema)
-    _check_task(kind, config, deployment.parameter_schema, upstream_runs, db, catalogue)
-    if db is not None:
-        _check_wiring(kind, parameters, upstream_runs, db, upstream_names or {})
-    _check_label(label)
-    return Submission(deployment, parameters, label, HELD_WAITING if ids else HELD_QUEUED)
+    _check_task(
+        kind, config, deployment.parameter_schema, upstream_runs, request.db, request.catalogue
+    )
+    if request.db is not None:
+        _check_wiring(kind, parameters, upstream_runs, request.db, names)
+    _check_label(request.label)
+    return Submission(deployment, parameters, request.label, HELD_WAITING if ids else HELD_QUEUED)
 
 
 async def create(client: PrefectClient, submission: Submission, *, tags: Sequence[str] = ()) -> str:

@@ -25,7 +25,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 
 from biasbench.queue.control import cancel
 from biasbench.queue.messages import STACK_GAVE_UP, STACK_RESTARTED
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.stack import Stack
 from flows.balanced_gen import balanced_gen
 from flows.pool_gen import pool_gen
@@ -62,7 +62,7 @@ def serve_env(prefect_server: str, db_url: str) -> dict[str, str]:
 
 async def submit_one(task_type: str, config: dict[str, Any], label: str) -> str:
     async with get_client() as client:
-        return await submit(client, task_type, config, label=label)
+        return await submit(client, SubmitRequest(task_type, config, label=label))
 
 
 def first_start(run: FlowRun) -> datetime:

@@ -3,12 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 from sqlalchemy import Engine, select
 
@@ -17,9 +11,9 @@ from biasbench.db.models import BenchmarkResult, BenchmarkRun
 from flows.benchmark import benchmark
 from tests.flows.conftest import MODEL
 from tests.support.openai_server import OpenAIServer
+from tests.support.processes import kill_benchmark_after
 from tests.support.rows import count, result_keys
 
-REPO = Path(__file__).resolve().parents[2]
 CONFIG = {
     "model_name": MODEL,
     "llm": "vllm",
@@ -34,26 +28,7 @@ def test_killed_benchmark_resumes_to_exactly_one_result_per_key(
 ) -> None:
     with OpenAIServer(models=[MODEL], latency=0.1) as slow_server:
         config = {**CONFIG, "vllm_base_url": slow_server.base_url, "dataset_id": small_dataset}
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import asyncio; from flows.benchmark import benchmark; "
-                f"asyncio.run(benchmark(**{config!r}))",
-            ],
-            cwd=REPO,
-            env={**os.environ, "PREFECT_API_URL": prefect_server},
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while count(engine, BenchmarkResult) < 30:
-                assert process.poll() is None, "the flow process ended before it could be killed"
-                assert time.monotonic() < deadline, "no results were stored within 120 s"
-                time.sleep(0.2)
-            os.killpg(process.pid, signal.SIGKILL)
-        finally:
-            process.wait(30)
+        kill_benchmark_after(config, prefect_server, engine, BenchmarkResult, rows=30)
         stored_at_kill = count(engine, BenchmarkResult)
 
         with session_scope(engine) as session:

@@ -17,7 +17,7 @@ from prefect import get_client
 
 from biasbench.errors import LLM_UNREACHABLE
 from biasbench.queue.control import cancel, set_paused
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.notifications import MANAGER_STOPPED, SEND_MESSAGES
 from deployments.telegram import TelegramBot
 from tests.support.notifications import wait_for_message
@@ -67,9 +67,11 @@ def dataset_id(stack: RunningStack, telegram: TelegramServer) -> int:
 
     async def make() -> list[str]:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 100, "seed": 3}, label="notify-pool")
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 100, "seed": 3}, label="notify-pool")
+            )
             balanced = await submit(
-                client, "balanced_gen", {"n": 4}, upstream=[pool], label="notify-ds"
+                client, SubmitRequest("balanced_gen", {"n": 4}, upstream=[pool], label="notify-ds")
             )
         await wait_for(all_final, [pool, balanced])
         return [pool, balanced]
@@ -90,9 +92,11 @@ def test_the_queue_announces_its_start_and_each_completed_task(
         async with get_client() as client:
             bench = await submit(
                 client,
-                "benchmark",
-                {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
-                label="notify-bench",
+                SubmitRequest(
+                    "benchmark",
+                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                    label="notify-bench",
+                ),
             )
         await wait_for(all_final, [bench])
 
@@ -116,16 +120,20 @@ def test_a_failure_names_its_error_and_dependents_and_arrives_once_through_429s(
             await set_paused(client, True)  # both are queued before the first one fails
             broken = await submit(
                 client,
-                "attrgen",
-                {"llm": "fake", "model_name": "m", "dataset_id": 10**6},
-                label="notify-broken",
+                SubmitRequest(
+                    "attrgen",
+                    {"llm": "fake", "model_name": "m", "dataset_id": 10**6},
+                    label="notify-broken",
+                ),
             )
             after = await submit(
                 client,
-                "benchmark",
-                {"llm": "fake", "model_name": "m"},
-                upstream=[broken],
-                label="notify-after-broken",
+                SubmitRequest(
+                    "benchmark",
+                    {"llm": "fake", "model_name": "m"},
+                    upstream=[broken],
+                    label="notify-after-broken",
+                ),
             )
             await set_paused(client, False)
         runs = await wait_for(all_final, [broken, after])
@@ -164,14 +172,16 @@ def test_a_critical_failure_is_marked_with_its_hint_within_seconds(
         async with get_client() as client:
             bench = await submit(
                 client,
-                "benchmark",
-                {
-                    "llm": "vllm",
-                    "model_name": "m",
-                    "dataset_id": dataset_id,
-                    "vllm_base_url": closed_port_url(),
-                },
-                label="notify-unreachable",
+                SubmitRequest(
+                    "benchmark",
+                    {
+                        "llm": "vllm",
+                        "model_name": "m",
+                        "dataset_id": dataset_id,
+                        "vllm_base_url": closed_port_url(),
+                    },
+                    label="notify-unreachable",
+                ),
             )
         (run,) = await wait_for(all_final, [bench])
         assert run.state is not None and run.state_name == LLM_UNREACHABLE.name
@@ -190,10 +200,14 @@ def test_a_cancelled_task_sends_no_message(stack: RunningStack, telegram: Telegr
             await set_paused(client, True)
             await asyncio.to_thread(wait_for_message, telegram, "⏸ <b>Queue paused</b>")
             try:
-                held = await submit(client, "pool_gen", {"n": 10}, label="notify-cancelled")
+                held = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 10}, label="notify-cancelled")
+                )
                 await cancel(client, held)
                 await wait_for(all_final, [held])
-                after = await submit(client, "pool_gen", {"n": 10}, label="notify-after-cancel")
+                after = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 10}, label="notify-after-cancel")
+                )
             finally:
                 await set_paused(client, False)
         await wait_for(all_final, [after])
@@ -216,7 +230,7 @@ def test_a_run_scheduled_for_later_does_not_hold_back_the_drained_message(
 
     async def scenario() -> None:
         async with get_client() as client:
-            now = await submit(client, "pool_gen", {"n": 10}, label="notify-tonight")
+            now = await submit(client, SubmitRequest("pool_gen", {"n": 10}, label="notify-tonight"))
         await wait_for(all_final, [now])
 
     try:
@@ -250,13 +264,15 @@ def test_a_task_that_ends_while_no_manager_watches_is_announced_once_by_the_next
 
     async def scenario() -> None:
         async with get_client() as client:
-            run = await submit(client, "benchmark", slow, label="notify-unwatched")
+            run = await submit(client, SubmitRequest("benchmark", slow, label="notify-unwatched"))
         await wait_for(lambda runs: runs[0].state_name == "Running", [run], timeout=120)
         stack.kill_manager()  # the task runs on; nobody watches it end
         await wait_for(all_final, [run])
         stack.restart_manager()
         async with get_client() as client:  # proof that the new manager has looked since
-            later = await submit(client, "pool_gen", {"n": 10}, label="notify-after-unwatched")
+            later = await submit(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="notify-after-unwatched")
+            )
         await wait_for(all_final, [later])
 
     asyncio.run(scenario())
@@ -301,11 +317,15 @@ def test_without_credentials_failures_are_logged_and_the_next_task_runs(
         async with get_client() as client:
             broken = await submit(
                 client,
-                "attrgen",
-                {"llm": "fake", "model_name": "m", "dataset_id": 10**6},
-                label="notify-unsent",
+                SubmitRequest(
+                    "attrgen",
+                    {"llm": "fake", "model_name": "m", "dataset_id": 10**6},
+                    label="notify-unsent",
+                ),
             )
-            after = await submit(client, "pool_gen", {"n": 10}, label="notify-goes-on")
+            after = await submit(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="notify-goes-on")
+            )
         runs = await wait_for(all_final, [broken, after])
         assert [r.state_name for r in runs] == ["Failed", "Completed"]
 

@@ -18,7 +18,7 @@ from sqlalchemy import Engine, func, select
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import BenchmarkResult, BenchmarkRun
 from biasbench.queue.control import cancel, retry, set_paused
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from biasbench.results import result_of_flow_run
 from tests.support.notifications import wait_for_message
 from tests.support.openai_server import Delay, OpenAIServer, Status
@@ -55,9 +55,11 @@ def dataset_id(stack_db: Engine) -> int:
 
     async def make() -> str:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 100, "seed": 9}, label="faults-pool")
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 100, "seed": 9}, label="faults-pool")
+            )
             balanced = await submit(
-                client, "balanced_gen", {"n": 4}, upstream=[pool], label="faults-ds"
+                client, SubmitRequest("balanced_gen", {"n": 4}, upstream=[pool], label="faults-ds")
             )
         await wait_for(
             lambda runs: all(r.state and r.state.is_final() for r in runs), [pool, balanced]
@@ -110,14 +112,17 @@ def test_a_failed_task_retried_resumes_and_its_skipped_dependents_run_again(
         async def scenario() -> tuple[list[FlowRun], list[str], list[FlowRun]]:
             async with get_client() as client:
                 bench = await submit(
-                    client, "benchmark", bench_config(server, dataset_id), label="flaky"
+                    client,
+                    SubmitRequest("benchmark", bench_config(server, dataset_id), label="flaky"),
                 )
                 after = await submit(
                     client,
-                    "benchmark",
-                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
-                    upstream=[bench],
-                    label="after-flaky",
+                    SubmitRequest(
+                        "benchmark",
+                        {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                        upstream=[bench],
+                        label="after-flaky",
+                    ),
                 )
             first = await wait_for(all_final, [bench, after])
             async with get_client() as client:
@@ -144,9 +149,12 @@ def test_cancelling_a_running_task_stops_its_process_and_keeps_its_results(
         async def scenario() -> tuple[float, int, int, list[FlowRun]]:
             async with get_client() as client:
                 bench = await submit(
-                    client, "benchmark", bench_config(server, dataset_id), label="to-stop"
+                    client,
+                    SubmitRequest("benchmark", bench_config(server, dataset_id), label="to-stop"),
                 )
-                after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
+                after = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 10}, label="after-stop")
+                )
             await wait_for(lambda runs: results_of(stack_db, bench) >= 5, [bench], timeout=120)
             (running,) = await read_runs([bench])
             pids = [launcher_pid(running), *flow_process_pids(bench)]
@@ -186,14 +194,19 @@ def test_a_task_killed_from_outside_goes_back_in_its_place_and_resumes(
         async def scenario() -> tuple[list[FlowRun], float]:
             async with get_client() as client:
                 bench = await submit(
-                    client, "benchmark", bench_config(server, dataset_id), label="killed-once"
+                    client,
+                    SubmitRequest(
+                        "benchmark", bench_config(server, dataset_id), label="killed-once"
+                    ),
                 )
                 dependent = await submit(
                     client,
-                    "benchmark",
-                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
-                    upstream=[bench],
-                    label="after-killed-once",
+                    SubmitRequest(
+                        "benchmark",
+                        {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                        upstream=[bench],
+                        label="after-killed-once",
+                    ),
                 )
             await kill_flow_process_after(stack_db, bench, 5)
             killed, stored = time.monotonic(), results_of(stack_db, bench)
@@ -218,16 +231,21 @@ def test_a_task_killed_twice_fails_as_crashed_and_its_dependents_are_skipped(
         async def scenario() -> tuple[list[FlowRun], list[FlowRun]]:
             async with get_client() as client:
                 bench = await submit(
-                    client, "benchmark", bench_config(server, dataset_id), label="killed"
+                    client,
+                    SubmitRequest("benchmark", bench_config(server, dataset_id), label="killed"),
                 )
                 dependent = await submit(
                     client,
-                    "benchmark",
-                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
-                    upstream=[bench],
-                    label="after-killed",
+                    SubmitRequest(
+                        "benchmark",
+                        {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                        upstream=[bench],
+                        label="after-killed",
+                    ),
                 )
-                unrelated = await submit(client, "pool_gen", {"n": 10}, label="goes-on")
+                unrelated = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 10}, label="goes-on")
+                )
             await kill_flow_process_after(stack_db, bench, 5)
             await kill_flow_process_after(stack_db, bench, results_of(stack_db, bench) + 5)
             first = await wait_for(all_final, [bench, dependent, unrelated])
@@ -256,14 +274,17 @@ def test_a_task_without_progress_fails_as_stalled_and_its_dependents_are_skipped
         async def scenario() -> list[FlowRun]:
             async with get_client() as client:
                 bench = await submit(
-                    client, "benchmark", bench_config(server, dataset_id), label="hangs"
+                    client,
+                    SubmitRequest("benchmark", bench_config(server, dataset_id), label="hangs"),
                 )
                 dependent = await submit(
                     client,
-                    "benchmark",
-                    {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
-                    upstream=[bench],
-                    label="after-hang",
+                    SubmitRequest(
+                        "benchmark",
+                        {"llm": "fake", "model_name": "m", "dataset_id": dataset_id},
+                        upstream=[bench],
+                        label="after-hang",
+                    ),
                 )
             return await wait_for(all_final, [bench, dependent], timeout=120)
 

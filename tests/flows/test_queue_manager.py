@@ -21,7 +21,7 @@ from prefect.states import Cancelling
 
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.queue import control
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from biasbench.results import result_of_flow_run
 from tests.support.stack import RunningStack, queue_stack
 from tests.support.waiting import wait_final
@@ -85,7 +85,9 @@ def test_twelve_tasks_run_one_at_a_time_by_priority_then_submission_with_results
             async with get_client() as client:
 
                 async def add(kind: str, config: dict, label: str, *up: str, **kw: int) -> str:  # type: ignore[type-arg]
-                    return await submit(client, kind, config, upstream=up, label=label, **kw)
+                    return await submit(
+                        client, SubmitRequest(kind, config, upstream=up, label=label, **kw)
+                    )
 
                 pool_a = await add("pool_gen", {"n": 300, "seed": 1}, "pool-a")
                 balanced_a = await add("balanced_gen", {"n": 6}, "balanced-a", pool_a)
@@ -169,24 +171,34 @@ def test_a_failed_upstream_skips_its_chain_and_unrelated_tasks_still_run(
         await set_paused(True)
         try:
             async with get_client() as client:
-                pool = await submit(client, "pool_gen", {"n": 40, "seed": 4}, label="pool-for-fail")
+                pool = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 40, "seed": 4}, label="pool-for-fail")
+                )
                 attrs = await submit(
                     client,
-                    "attrgen",
-                    {"llm": "fake", "model_name": "m@fail"},
-                    upstream=[pool],
-                    label="broken-attrgen",
+                    SubmitRequest(
+                        "attrgen",
+                        {"llm": "fake", "model_name": "m@fail"},
+                        upstream=[pool],
+                        label="broken-attrgen",
+                    ),
                 )
-                bench = await submit(client, "benchmark", FAKE, upstream=[attrs], label="bench-a")
+                bench = await submit(
+                    client, SubmitRequest("benchmark", FAKE, upstream=[attrs], label="bench-a")
+                )
                 # A benchmark produces no dataset: this one names its own (it never runs).
                 below = await submit(
                     client,
-                    "benchmark",
-                    {**FAKE, "dataset_id": 1},
-                    upstream=[bench],
-                    label="bench-below",
+                    SubmitRequest(
+                        "benchmark",
+                        {**FAKE, "dataset_id": 1},
+                        upstream=[bench],
+                        label="bench-below",
+                    ),
                 )
-                other = await submit(client, "pool_gen", {"n": 30, "seed": 5}, label="unrelated")
+                other = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 30, "seed": 5}, label="unrelated")
+                )
         finally:
             await set_paused(False)
         return await wait_final([pool, attrs, bench, below, other])
@@ -205,13 +217,17 @@ def test_cancelling_a_queued_upstream_cancels_its_dependents(stack: RunningStack
         await set_paused(True)
         try:
             async with get_client() as client:
-                upstream = await submit(client, "pool_gen", {"n": 30}, label="to-cancel")
+                upstream = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 30}, label="to-cancel")
+                )
                 dependent = await submit(
                     client,
-                    "balanced_gen",
-                    {"n": 5},
-                    upstream=[upstream],
-                    label="dependent-of-cancelled",
+                    SubmitRequest(
+                        "balanced_gen",
+                        {"n": 5},
+                        upstream=[upstream],
+                        label="dependent-of-cancelled",
+                    ),
                 )
                 # what the UI's Cancel button does
                 await client.set_flow_run_state(upstream, Cancelling())  # type: ignore[arg-type]
@@ -310,13 +326,17 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(
 ) -> None:
     async def scenario() -> None:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 20, "seed": 6}, label="pause-pool")
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 20, "seed": 6}, label="pause-pool")
+            )
             slow = await submit(
                 client,
-                "attrgen",
-                {"llm": "fake", "model_name": "m@slow=0.25", "batch_size": 1},
-                upstream=[pool],
-                label="running-at-pause",
+                SubmitRequest(
+                    "attrgen",
+                    {"llm": "fake", "model_name": "m@slow=0.25", "batch_size": 1},
+                    upstream=[pool],
+                    label="running-at-pause",
+                ),
             )
             while (await client.read_flow_run(slow)).state_name not in {"Running", "Completed"}:  # type: ignore[arg-type]
                 await asyncio.sleep(0.2)
@@ -324,7 +344,9 @@ def test_pause_lets_the_running_task_finish_and_starts_nothing_until_resumed(
                 await control.set_paused(client, True)
                 # Submitted after the pause, so that it is queued while paused even when a
                 # loaded machine finished the slow task before the pause.
-                after = await submit(client, "pool_gen", {"n": 10}, label="after-pause")
+                after = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 10}, label="after-pause")
+                )
 
                 (done,) = await wait_final([slow])
                 assert done.state_name == "Completed"  # the running task finished
@@ -347,16 +369,20 @@ def test_restarting_the_manager_mid_queue_loses_nothing_and_keeps_the_order(
 ) -> None:
     async def scenario() -> list[FlowRun]:
         async with get_client() as client:
-            first = await submit(client, "pool_gen", {"n": 20, "seed": 11}, label="restart-1")
+            first = await submit(
+                client, SubmitRequest("pool_gen", {"n": 20, "seed": 11}, label="restart-1")
+            )
             slow = await submit(
                 client,
-                "attrgen",
-                {"llm": "fake", "model_name": "m@slow=0.2", "batch_size": 1},
-                upstream=[first],
-                label="restart-2",
+                SubmitRequest(
+                    "attrgen",
+                    {"llm": "fake", "model_name": "m@slow=0.2", "batch_size": 1},
+                    upstream=[first],
+                    label="restart-2",
+                ),
             )
-            third = await submit(client, "pool_gen", {"n": 10}, label="restart-3")
-            fourth = await submit(client, "pool_gen", {"n": 10}, label="restart-4")
+            third = await submit(client, SubmitRequest("pool_gen", {"n": 10}, label="restart-3"))
+            fourth = await submit(client, SubmitRequest("pool_gen", {"n": 10}, label="restart-4"))
             # Until it runs (or, on a loaded machine, already ran: the restart then still
             # comes with two tasks queued).
             while (await client.read_flow_run(slow)).state_name not in {"Running", "Completed"}:  # type: ignore[arg-type]
@@ -377,13 +403,17 @@ def test_stop_lets_the_current_task_finish_then_the_manager_ends_and_start_goes_
 ) -> None:
     async def scenario() -> None:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 20, "seed": 12}, label="stop-pool")
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 20, "seed": 12}, label="stop-pool")
+            )
             slow = await submit(
                 client,
-                "attrgen",
-                {"llm": "fake", "model_name": "m@slow=0.2", "batch_size": 1},
-                upstream=[pool],
-                label="running-at-stop",
+                SubmitRequest(
+                    "attrgen",
+                    {"llm": "fake", "model_name": "m@slow=0.2", "batch_size": 1},
+                    upstream=[pool],
+                    label="running-at-stop",
+                ),
             )
             while (await client.read_flow_run(slow)).state_name not in {"Running", "Completed"}:  # type: ignore[arg-type]
                 await asyncio.sleep(0.2)
@@ -391,7 +421,7 @@ def test_stop_lets_the_current_task_finish_then_the_manager_ends_and_start_goes_
             await control.stop()
             # Submitted after the stop, so that it waits even when a loaded machine finished
             # the slow task before the stop.
-            after = await submit(client, "pool_gen", {"n": 10}, label="after-stop")
+            after = await submit(client, SubmitRequest("pool_gen", {"n": 10}, label="after-stop"))
 
             (done,) = await wait_final([slow])
             assert done.state_name == "Completed"  # the current task finished

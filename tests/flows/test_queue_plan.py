@@ -12,7 +12,7 @@ import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from tests.support.notifications import wait_for_message
 from tests.support.stack import RunningStack, queue_stack
 from tests.support.telegram_server import TelegramServer
@@ -51,9 +51,11 @@ def test_the_plan_artifact_and_the_started_and_drained_messages_carry_the_times(
 
     async def queue_two() -> list[str]:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 100, "seed": 4}, label="plan-pool")
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 100, "seed": 4}, label="plan-pool")
+            )
             dataset = await submit(
-                client, "balanced_gen", {"n": 4}, upstream=[pool], label="plan-ds"
+                client, SubmitRequest("balanced_gen", {"n": 4}, upstream=[pool], label="plan-ds")
             )
         return [pool, dataset]
 

@@ -25,7 +25,7 @@ from prefect.client.schemas.schedules import CronSchedule
 
 from biasbench.queue.gateway import deployment_name
 from biasbench.queue.model import GPU_POOL
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.stack import Stack
 from tests.support.ports import free_port
 from tests.support.processes import flow_process_pids
@@ -81,13 +81,21 @@ def test_restarting_the_prefect_server_mid_queue_loses_nothing_and_keeps_the_ord
 ) -> None:
     async def scenario() -> tuple[list[FlowRun], list[int]]:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 100, "seed": 4}, label="pool")
-            balanced = await submit(
-                client, "balanced_gen", {"n": 4}, upstream=[pool], label="balanced"
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 100, "seed": 4}, label="pool")
             )
-            first = await submit(client, "benchmark", SLOW, upstream=[balanced], label="first")
-            second = await submit(client, "benchmark", SLOW, upstream=[balanced], label="second")
-            last = await submit(client, "pool_gen", {"n": 50, "seed": 5}, label="last")
+            balanced = await submit(
+                client, SubmitRequest("balanced_gen", {"n": 4}, upstream=[pool], label="balanced")
+            )
+            first = await submit(
+                client, SubmitRequest("benchmark", SLOW, upstream=[balanced], label="first")
+            )
+            second = await submit(
+                client, SubmitRequest("benchmark", SLOW, upstream=[balanced], label="second")
+            )
+            last = await submit(
+                client, SubmitRequest("pool_gen", {"n": 50, "seed": 5}, label="last")
+            )
             ids = [pool, balanced, first, second, last]
             while (await client.read_flow_run(first)).state_type != StateType.RUNNING:  # type: ignore[arg-type]
                 await asyncio.sleep(0.5)
@@ -108,7 +116,9 @@ def test_a_cron_scheduled_run_joins_the_queue_at_its_scheduled_time(stack: Stack
         async with get_client() as client:
             await set_paused(client, True)  # nothing starts until every run is in place
             try:
-                before = await submit(client, "pool_gen", {"n": 20}, label="submitted-before")
+                before = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 20}, label="submitted-before")
+                )
                 deployment = await client.read_deployment_by_name(deployment_name("pool_gen"))
                 await client.create_deployment_schedules(
                     deployment.id, [(CronSchedule(cron="* * * * *"), True)]
@@ -116,7 +126,9 @@ def test_a_cron_scheduled_run_joins_the_queue_at_its_scheduled_time(stack: Stack
                 cron_run = await scheduled_run(client, deployment.id)
                 while datetime.now(UTC) < cron_run.expected_start_time:  # type: ignore[operator]
                     await asyncio.sleep(1)
-                after = await submit(client, "pool_gen", {"n": 20}, label="submitted-after")
+                after = await submit(
+                    client, SubmitRequest("pool_gen", {"n": 20}, label="submitted-after")
+                )
             finally:
                 await set_paused(client, False)
             # Removing a schedule deletes its runs still waiting to start; wait for ours.
@@ -157,16 +169,23 @@ def test_a_frozen_run_is_crashed_through_heartbeats_and_the_run_resumes(
 
     async def scenario() -> tuple[float, list[FlowRun], list[str]]:
         async with get_client() as client:
-            pool = await submit(client, "pool_gen", {"n": 100, "seed": 7}, label="vanish-pool")
+            pool = await submit(
+                client, SubmitRequest("pool_gen", {"n": 100, "seed": 7}, label="vanish-pool")
+            )
             balanced = await submit(
-                client, "balanced_gen", {"n": 4}, upstream=[pool], label="vanish-ds"
+                client, SubmitRequest("balanced_gen", {"n": 4}, upstream=[pool], label="vanish-ds")
             )
             long = {**SLOW, "model_name": "fake-model@slow=2"}  # 60 questions, 2 s each
-            orphaned = await submit(client, "benchmark", long, upstream=[balanced], label="orphan")
-            dependent = await submit(  # waits for the orphan, whatever it produces
-                client, "pool_gen", {"n": 10}, upstream=[orphaned], label="after-orphan"
+            orphaned = await submit(
+                client, SubmitRequest("benchmark", long, upstream=[balanced], label="orphan")
             )
-            unrelated = await submit(client, "pool_gen", {"n": 10}, label="after-power-cut")
+            dependent = await submit(  # waits for the orphan, whatever it produces
+                client,
+                SubmitRequest("pool_gen", {"n": 10}, upstream=[orphaned], label="after-orphan"),
+            )
+            unrelated = await submit(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="after-power-cut")
+            )
             while (await client.read_flow_run(orphaned)).state_type != StateType.RUNNING:  # type: ignore[arg-type]
                 await asyncio.sleep(0.5)
         await asyncio.sleep(3)

@@ -5,12 +5,6 @@ recorded, and its resume adds to it, so the history a queue ETA reads survives c
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 from prefect import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
@@ -21,9 +15,7 @@ from biasbench.db.models import BenchmarkRun, TaskRate
 from flows.benchmark import benchmark
 from tests.flows.conftest import MODEL
 from tests.support.openai_server import OpenAIServer
-from tests.support.rows import count
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.processes import kill_benchmark_after
 
 
 def _rates(engine: Engine) -> list[TaskRate]:
@@ -39,26 +31,7 @@ def test_rates_are_recorded_per_interval_and_survive_a_kill_and_resume(
     config = {"model_name": MODEL, "llm": "vllm", "batch_size": 2, "dataset_id": small_dataset}
     with OpenAIServer(models=[MODEL], latency=0.1) as slow_server:
         config["vllm_base_url"] = slow_server.base_url
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                "import asyncio; from flows.benchmark import benchmark; "
-                f"asyncio.run(benchmark(**{config!r}))",
-            ],
-            cwd=REPO,
-            env={**os.environ, "PREFECT_API_URL": prefect_server},
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 120
-            while count(engine, TaskRate) < 2:
-                assert process.poll() is None, "the flow process ended before it could be killed"
-                assert time.monotonic() < deadline, "no rates were recorded within 120 s"
-                time.sleep(0.2)
-            os.killpg(process.pid, signal.SIGKILL)
-        finally:
-            process.wait(30)
+        kill_benchmark_after(config, prefect_server, engine, TaskRate, rows=2)
     before = _rates(engine)
     with session_scope(engine) as session:
         run = session.scalars(select(BenchmarkRun)).one()

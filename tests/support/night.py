@@ -34,7 +34,7 @@ from sqlalchemy import func, select
 
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import AttrgenRun, BenchmarkResult, BenchmarkRun, PersonaAttribute
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.process_tree import STACK_ENV
 from tests.support.ports import free_port
 from tests.support.process_tree import command_line, descendants
@@ -198,7 +198,10 @@ class Night:
                 for task in tasks:
                     upstream = [self.ids[label] for label in task.upstream]
                     self.ids[task.label] = await submit(
-                        client, task.task_type, task.config, upstream=upstream, label=task.label
+                        client,
+                        SubmitRequest(
+                            task.task_type, task.config, upstream=upstream, label=task.label
+                        ),
                     )
 
         with self.prefect():

@@ -1,12 +1,23 @@
 """Finding a flow run's processes the way an operator would: by the worker's record, or by the
-`biasbench flow-run <id>` title the warm starter gives each flow process (see `ps`)."""
+`biasbench flow-run <id>` title the warm starter gives each flow process (see `ps`); and
+crashing a benchmark flow mid-run the way a power cut would."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from prefect.client.schemas.objects import FlowRun
+from sqlalchemy import Engine
+
+from tests.support.rows import count
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def launcher_pid(run: FlowRun) -> int:
@@ -40,3 +51,37 @@ def alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
     except (OSError, IndexError):
         return False
+
+
+def kill_benchmark_after(
+    config: Mapping[str, object],
+    prefect_api_url: str,
+    engine: Engine,
+    table: type,
+    rows: int,
+    timeout: float = 120,
+) -> None:
+    """Run `benchmark(**config)` in its own process group and SIGKILL the group as soon as
+    `table` holds `rows` rows: the flow dies without a chance to record anything."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio; from flows.benchmark import benchmark; "
+            f"asyncio.run(benchmark(**{dict(config)!r}))",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PREFECT_API_URL": prefect_api_url},
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while count(engine, table) < rows:
+            assert process.poll() is None, "the flow process ended before it could be killed"
+            assert time.monotonic() < deadline, (
+                f"fewer than {rows} {table.__name__} rows in {timeout} s"
+            )
+            time.sleep(0.2)
+        os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.wait(30)

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from biasbench.datasets import ensure_reference_data, store_pool
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import DatasetMember, Persona
-from biasbench.db.persona_rows import PERSONA_COLUMNS
+from biasbench.personas.sampling import PERSONA_ATTRIBUTES
 from biasbench.population.de_sampler import sample_de
 from biasbench.population.profiles import load_profile
 
@@ -36,7 +36,7 @@ def _pools_read_back_in_order(url: str) -> None:
                     .where(DatasetMember.dataset_id == dataset_id)
                     .order_by(Persona.id)
                 ).scalars()
-                stored = [tuple(getattr(p, c) for c in PERSONA_COLUMNS) for p in rows]
+                stored = [tuple(getattr(p, c) for c in PERSONA_ATTRIBUTES) for p in rows]
             assert stored == [tuple(d) for d in drafts]
     finally:
         engine.dispose()

@@ -15,14 +15,14 @@ from prefect.client.schemas.objects import FlowRun
 
 from biasbench.queue import control, gateway
 from biasbench.queue.decide import Action, Relabel, Release, Skip
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 
 pytestmark = pytest.mark.usefixtures("deployed")
 
 
 async def decided_then_cancelled(label: str, decide: type[Action]) -> FlowRun:
     async with get_client() as client:
-        run_id = await submit(client, "pool_gen", {"n": 10}, label=label)
+        run_id = await submit(client, SubmitRequest("pool_gen", {"n": 10}, label=label))
         snapshot = await gateway.read_queue(client)  # the manager looks ...
         await control.cancel(client, run_id)  # ... the user cancels ...
         run = snapshot[run_id]
@@ -51,7 +51,9 @@ def test_a_cancel_between_the_managers_check_and_its_write_still_wins() -> None:
 
     async def scenario() -> FlowRun:
         async with get_client() as client:
-            run_id = await submit(client, "pool_gen", {"n": 10}, label="race-after-check")
+            run_id = await submit(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="race-after-check")
+            )
             snapshot = await gateway.read_queue(client)
             read = client.read_flow_run
             cancelled = False
@@ -84,7 +86,9 @@ def test_cancelling_a_released_task_that_ran_before_ends_it_at_once() -> None:
 
     async def scenario() -> FlowRun:
         async with get_client() as client:
-            run_id = await submit(client, "pool_gen", {"n": 10}, label="race-released-cancel")
+            run_id = await submit(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="race-released-cancel")
+            )
             # What an earlier attempt leaves behind: the worker's record of its process.
             await client.update_flow_run(UUID(run_id), infrastructure_pid="4194000")
             snapshot = await gateway.read_queue(client)

@@ -12,7 +12,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from biasbench.errors import InvalidSubmission
 from biasbench.queue.model import QUEUE_TAG
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -82,7 +82,7 @@ def test_bad_submissions_name_the_field_and_create_nothing(
         before = await task_runs()
         async with get_client() as client:
             with pytest.raises(error, match=rf"^{field}\b"):
-                await submit(client, task_type, config, **extra)
+                await submit(client, SubmitRequest(task_type, config, **extra))
         assert await task_runs() == before
 
     asyncio.run(scenario())
@@ -92,7 +92,7 @@ def test_a_good_submission_is_held_in_the_queue_with_its_label(deployed: None) -
     async def scenario() -> tuple[str | None, str, dict[str, Any]]:
         async with get_client() as client:
             run_id = await submit(
-                client, "pool_gen", {"n": 10}, label="Pool Generation: 10 personas"
+                client, SubmitRequest("pool_gen", {"n": 10}, label="Pool Generation: 10 personas")
             )
             run = await client.read_flow_run(run_id)  # type: ignore[arg-type]
             await client.delete_flow_run(run.id)  # keep the queue of other tests clean
