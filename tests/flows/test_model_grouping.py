@@ -20,7 +20,7 @@ from biasbench.llm.model_host import ModelHostClient
 from biasbench.queue import control, gateway
 from biasbench.queue.grouping import ModelGrouping, grouped
 from biasbench.queue.model import QueueRun
-from biasbench.queue.submit import submit
+from biasbench.queue.submit import SubmitRequest, submit
 from deployments.model_host_channel import variable_name
 from flows.balanced_gen import balanced_gen
 from flows.pool_gen import pool_gen
@@ -143,9 +143,11 @@ async def run_interleaved(dataset: int, submitted: list[str]) -> list[FlowRun]:
             ids = [
                 await submit(
                     client,
-                    "attrgen",
-                    {"dataset_id": dataset, "model_name": m, "llm": "vllm", "batch_size": 1},
-                    label=f"{m[-1]}{i}",
+                    SubmitRequest(
+                        "attrgen",
+                        {"dataset_id": dataset, "model_name": m, "llm": "vllm", "batch_size": 1},
+                        label=f"{m[-1]}{i}",
+                    ),
                 )
                 for i, m in enumerate(submitted)
             ]
