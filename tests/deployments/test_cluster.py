@@ -1,0 +1,188 @@
+"""`serve --profile cluster`: the queue on Prefect's distributed set-up (deployments/cluster.py).
+
+One stack for the module, as a user starts it: Prefect on a PostgreSQL database of its own with
+Redis messaging, two API processes behind one port, one services process, the domain database on
+PostgreSQL. Tasks go in through the /queue API, whose Prefect client talks to that one port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support.ports import free_port
+from tests.support.process_tree import command_line, descendants
+from tests.support.services import postgres_database, redis_database
+from tests.support.stack import REPO
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class Cluster:
+    serve: subprocess.Popen[bytes]
+    base: str  # the /queue API
+    prefect_db: str  # Prefect's own database (a synchronous URL, to look into it)
+    domain_db: str
+    log: Path
+
+    def api_processes(self) -> list[int]:
+        """The processes that serve requests: uvicorn's workers under `prefect server start`."""
+        (server,) = [
+            pid
+            for pid in descendants(self.serve.pid)
+            if "prefect server start" in command_line(pid)
+        ]
+        return [pid for pid in descendants(server) if "spawn_main" in command_line(pid)]
+
+    def services_processes(self) -> list[int]:
+        return [
+            pid
+            for pid in descendants(self.serve.pid)
+            if "prefect server services start" in command_line(pid)
+        ]
+
+    def add(self, task_type: str, config: dict[str, Any], label: str, **extra: Any) -> int:
+        body = {"task_type": task_type, "config": config, "label": label, **extra}
+        response = httpx.post(f"{self.base}/queue/add", json=body, timeout=120)
+        assert response.status_code == 200, response.text
+        return int(response.json()["task_id"])
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.base}/queue/{task_id}", timeout=30).json())
+
+    def wait_done(self, task_ids: list[int], timeout: float = 150) -> list[dict[str, Any]]:
+        def finished() -> list[dict[str, Any]] | None:
+            tasks = [self.task(i) for i in task_ids]
+            ended = {"done", "failed", "cancelled", "skipped"}
+            return tasks if all(t["status"] in ended for t in tasks) else None
+
+        tasks: list[dict[str, Any]] = until(finished, timeout, f"tasks {task_ids} end")
+        return tasks
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("cluster")
+    with (
+        postgres_database("asyncpg") as prefect_db,
+        postgres_database() as domain_db,
+        redis_database() as redis_url,
+    ):
+        port, api_port = free_port(), free_port()
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("TELEGRAM_", "SMTP_", "PREFECT_API_"))
+            },
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db,
+            "REDIS_URL": redis_url,
+            "DB_URL": domain_db,
+            "PROGRESS_INTERVAL": "0.5",
+        }
+        log = home / "serve.log"
+        command = [sys.executable, "-m", "deployments", "serve", "--profile", "cluster"]
+        options = ["--port", str(port), "--api-port", str(api_port), "--logs", str(home / "logs")]
+        with log.open("wb") as out:
+            serve = subprocess.Popen(
+                [*command, *options],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack = Cluster(
+            serve,
+            f"http://127.0.0.1:{api_port}",
+            prefect_db.replace("+asyncpg", "+psycopg"),
+            domain_db,
+            log,
+        )
+        try:
+            until(
+                lambda: serve.poll() is not None or "Queue running (cluster)" in log.read_text(),
+                240,
+                "the cluster stack starts",
+            )
+            assert serve.poll() is None, log.read_text()
+            until(
+                lambda: httpx.get(f"{stack.base}/queue/stats").json()["executor_running"],
+                120,
+                "the /queue API answers and the manager runs",
+            )
+            yield stack
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(serve.pid, signal.SIGKILL)
+                serve.wait()
+
+
+def _count(db_url: str, sql: str) -> int:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_dependent_pair_runs_on_the_cluster_profile(cluster: Cluster) -> None:
+    assert len(cluster.api_processes()) == 2, "two API processes behind the one port"
+    assert len(cluster.services_processes()) == 1
+
+    pool = cluster.add("pool_gen", {"n": 40, "seed": 5}, "cluster-pool")
+    balanced = cluster.add("balanced_gen", {"n": 4, "seed": 1}, "cluster-bal", depends_on=pool)
+    first, second = cluster.wait_done([pool, balanced])
+
+    assert (first["status"], second["status"]) == ("done", "done"), (first, second)
+    assert second["started_at"] >= first["finished_at"]
+    assert second["config"]["dataset_id"] == first["result_run_id"]
+    # Both databases are the PostgreSQL ones: Prefect's holds the runs, the domain's the data.
+    flow_runs = "SELECT count(*) FROM flow_run"
+    assert _count(cluster.prefect_db, flow_runs) >= 2
+    assert _count(cluster.domain_db, "SELECT count(*) FROM datasets") == 2
+
+
+def test_a_killed_api_process_loses_no_submission_and_the_queue_goes_on(
+    cluster: Cluster,
+) -> None:
+    labels = [f"kill-{i}" for i in range(5)]
+    ids = [cluster.add("pool_gen", {"n": 10, "seed": 1}, labels[0])]
+    until(lambda: cluster.task(ids[0])["status"] == "running", 120, "the first task runs")
+
+    # The other submissions go in while one API process is SIGKILLed, as the OOM killer would.
+    def submit() -> None:
+        ids.extend(cluster.add("pool_gen", {"n": 10, "seed": 1}, label) for label in labels[1:])
+
+    submitter = threading.Thread(target=submit)
+    victim, survivor = cluster.api_processes()
+    submitter.start()
+    os.kill(victim, signal.SIGKILL)
+    submitter.join(timeout=180)
+    assert not submitter.is_alive()
+
+    tasks = cluster.wait_done(ids)
+    assert [t["status"] for t in tasks] == ["done"] * len(labels), tasks
+    listed = httpx.get(f"{cluster.base}/queue", params={"limit": 100}, timeout=30).json()
+    mine = sorted(t["label"] for t in listed if t["label"] in labels)
+    assert mine == labels, "each submission exactly once"
+    # The API process is started again; the other one served meanwhile.
+    until(lambda: len(cluster.api_processes()) == 2, 60, "a second API process again")
+    assert survivor in cluster.api_processes() and victim not in cluster.api_processes()
