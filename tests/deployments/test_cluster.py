@@ -20,10 +20,12 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.support.notifications import wait_for_message
 from tests.support.ports import free_port
 from tests.support.process_tree import command_line, descendants
 from tests.support.services import postgres_database, redis_database
 from tests.support.stack import REPO
+from tests.support.telegram_server import CHAT_ID, TOKEN, TelegramServer
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.postgres
@@ -36,6 +38,7 @@ class Cluster:
     prefect_db: str  # Prefect's own database (a synchronous URL, to look into it)
     domain_db: str
     log: Path
+    telegram: TelegramServer
 
     def api_processes(self) -> list[int]:
         """The processes that serve requests: uvicorn's workers under `prefect server start`."""
@@ -79,6 +82,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         postgres_database("asyncpg") as prefect_db,
         postgres_database() as domain_db,
         redis_database() as redis_url,
+        TelegramServer() as telegram,
     ):
         port, api_port = free_port(), free_port()
         env = {
@@ -92,6 +96,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "REDIS_URL": redis_url,
             "DB_URL": domain_db,
             "PROGRESS_INTERVAL": "0.5",
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_CHAT_ID": CHAT_ID,
+            "TELEGRAM_API_BASE": telegram.base_url,
         }
         log = home / "serve.log"
         command = [sys.executable, "-m", "deployments", "serve", "--profile", "cluster"]
@@ -111,6 +118,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             prefect_db.replace("+asyncpg", "+psycopg"),
             domain_db,
             log,
+            telegram,
         )
         try:
             until(
@@ -186,3 +194,21 @@ def test_a_killed_api_process_loses_no_submission_and_the_queue_goes_on(
     # The API process is started again; the other one served meanwhile.
     until(lambda: len(cluster.api_processes()) == 2, 60, "a second API process again")
     assert survivor in cluster.api_processes() and victim not in cluster.api_processes()
+
+
+def test_a_killed_services_process_is_restarted_and_messages_flow_again(cluster: Cluster) -> None:
+    """The automations run in the services process: the queue's messages reach Telegram only
+    through its triggers and actions, fed over Redis by the API processes."""
+    (services,) = cluster.services_processes()
+    os.kill(services, signal.SIGKILL)
+    until(
+        lambda: [p for p in cluster.services_processes() if p != services],
+        120,
+        "the stack starts the services process again",
+    )
+
+    pool = cluster.add("pool_gen", {"n": 40, "seed": 4}, "cluster-pool-2")
+    fake_failing = {"llm": "fake", "model_name": "m@fail"}
+    broken = cluster.add("attrgen", fake_failing, "cluster-broken", depends_on=pool)
+    assert cluster.wait_done([broken])[0]["status"] == "failed"
+    wait_for_message(cluster.telegram, "cluster-broken", timeout=120)
