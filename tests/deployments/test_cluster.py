@@ -11,7 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ pytestmark = pytest.mark.postgres
 class Cluster:
     serve: subprocess.Popen[bytes]
     base: str  # the /queue API
+    prefect_api: str  # the one address of the API processes
     prefect_db: str  # Prefect's own database (a synchronous URL, to look into it)
     domain_db: str
     log: Path
@@ -71,8 +72,23 @@ class Cluster:
             ended = {"done", "failed", "cancelled", "skipped"}
             return tasks if all(t["status"] in ended for t in tasks) else None
 
-        tasks: list[dict[str, Any]] = until(finished, timeout, f"tasks {task_ids} end")
+        tasks: list[dict[str, Any]] = self.wait(finished, timeout, f"tasks {task_ids} end")
         return tasks
+
+    def wait(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        """`until`, and where it fails, what Prefect says of the runs."""
+        try:
+            return until(check, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; runs: {self.runs()}") from None
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        body = {"sort": "EXPECTED_START_TIME_DESC", "limit": 20}
+        try:
+            found = httpx.post(f"{self.prefect_api}/flow_runs/filter", json=body, timeout=30)
+            return [(r["name"], r["state_type"], r["state_name"]) for r in found.json()]
+        except httpx.HTTPError as exc:
+            return [("?", "?", repr(exc))]
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +131,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         stack = Cluster(
             serve,
             f"http://127.0.0.1:{api_port}",
+            f"http://127.0.0.1:{port}/api",
             prefect_db.replace("+asyncpg", "+psycopg"),
             domain_db,
             log,
@@ -173,7 +190,7 @@ def test_a_killed_api_process_loses_no_submission_and_the_queue_goes_on(
 ) -> None:
     labels = [f"kill-{i}" for i in range(5)]
     ids = [cluster.add("pool_gen", {"n": 10, "seed": 1}, labels[0])]
-    until(lambda: cluster.task(ids[0])["status"] == "running", 120, "the first task runs")
+    cluster.wait(lambda: cluster.task(ids[0])["status"] == "running", 120, "the first task runs")
 
     # The other submissions go in while one API process is SIGKILLed, as the OOM killer would.
     def submit() -> None:
