@@ -2,7 +2,7 @@
 
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
 python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
-                            [--logs .stack-logs]
+                            [--logs .stack-logs] [--profile embedded|cluster]
                                               run the stack in the foreground until Ctrl-C,
                                               restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
@@ -59,6 +59,13 @@ def main() -> int:
             command.add_argument(
                 "--logs", type=Path, default=unset, help="where each process logs (.stack-logs)"
             )
+            command.add_argument(
+                "--profile",
+                choices=("embedded", "cluster"),
+                default=unset,
+                help="embedded: one Prefect server on SQLite; cluster: Prefect on PostgreSQL "
+                "and Redis, several API processes (default: STACK_PROFILE, else embedded)",
+            )
     commands.add_parser("notify-test", help="send a test message through each channel")
     reaper = commands.add_parser("reap", help="internal: kill a stack's leftovers once it is gone")
     reaper.add_argument("--token", required=True, help="the stack's BIASBENCH_STACK token")
@@ -110,11 +117,11 @@ def main() -> int:
                     raise
         print(f"The queue stopped: {stack.failure}", file=sys.stderr)
         return 1
-    given = ("port", "api_port", "restart_delay", "logs")
+    given = ("port", "api_port", "restart_delay", "logs", "profile")
     options = {k: v for k, v in vars(args).items() if k in given}
     with Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set()) as stack:
         print(
-            f"Queue running: Prefect UI at {stack.ui_url}, /queue API at "
+            f"Queue running ({stack.profile}): Prefect UI at {stack.ui_url}, /queue API at "
             f"http://127.0.0.1:{stack.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
             flush=True,
         )

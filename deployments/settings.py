@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -11,6 +13,32 @@ class DeploymentSettings(BaseSettings):
     """Configuration from the environment (and an optional `.env` file)."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    # --- stack profile (README "Scaling out", deployments/cluster.py) ---
+    stack_profile: Literal["embedded", "cluster"] = Field(
+        default="embedded",
+        validation_alias="STACK_PROFILE",
+        description="embedded: one Prefect server process on SQLite. cluster: Prefect on "
+        "PostgreSQL with Redis messaging, several API processes and one services process.",
+    )
+    prefect_database_url: str | None = Field(
+        default=None,
+        validation_alias="PREFECT_API_DATABASE_CONNECTION_URL",
+        description="Prefect's own database; the cluster profile needs a PostgreSQL one "
+        "(postgresql+asyncpg://...).",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        validation_alias="REDIS_URL",
+        description="Redis of the cluster profile: the server processes' messaging, event "
+        "ordering, concurrency leases and background tasks.",
+    )
+    api_processes: int = Field(
+        default=2,
+        ge=1,
+        validation_alias="STACK_API_PROCESSES",
+        description="Prefect API processes of the cluster profile, behind one port.",
+    )
 
     # --- watchdog ---
     queue_heartbeat_timeout: int = Field(

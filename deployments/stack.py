@@ -1,5 +1,8 @@
 """The whole queue on one machine, supervised: Prefect server (SQLite), GPU worker, manager.
 
+That is the "embedded" profile; the "cluster" profile runs the Prefect server as several
+processes on PostgreSQL and Redis instead (cluster.py), the rest of the stack unchanged.
+
 Used by `make serve` (foreground until Ctrl-C) and `make run` (the demo). The stack starts its
 machine's processes in order and stops them in reverse; in between it is their supervisor
 (design.md §8, supervisor.py): what dies is restarted with backoff and announced, and a child
@@ -30,9 +33,11 @@ import httpx
 from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from biasbench.db.engine import migrate
 from biasbench.queue import control, gateway
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from biasbench.settings import Settings
+from deployments import cluster
 from deployments.automations import finish_silent_runs
 from deployments.launcher import SOCKET_ENV
 from deployments.process_tree import (
@@ -55,7 +60,7 @@ DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients ne
 # The children in reverse start order (see __enter__), without the reaper: it is closed last,
 # after everything it might have to kill. The model hosts ("model-host-<slot>") stop right
 # after the GPU worker: no task uses their servers any more.
-STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "server")
+STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "services", "server")
 MODEL_HOST = "model-host-"
 
 
@@ -71,8 +76,10 @@ class Stack(Supervisor):
         logs: Path | None = None,
         restart_delay: float = RESTART_DELAY,
         on_give_up: Callable[[str], None] | None = None,
+        profile: str | None = None,
     ) -> None:
         """api_port: where the /queue REST API listens (None: not started).
+        profile: "embedded" or "cluster" (cluster.py); default STACK_PROFILE, else embedded.
         on_give_up: called (from the watcher thread) with the reason when a child keeps dying;
         the stack then stops watching, and its owner is expected to leave the `with` block."""
         super().__init__(restart_delay=restart_delay, on_give_up=on_give_up)
@@ -82,6 +89,17 @@ class Stack(Supervisor):
         self.api_url = self.external_api or f"http://127.0.0.1:{port}/api"
         self.ui_url = self.api_url.removesuffix("/api")
         self.port = port
+        settings = DeploymentSettings()
+        self.profile = profile or settings.stack_profile
+        if self.profile not in cluster.PROFILES:
+            raise ValueError(f"unknown stack profile {self.profile!r}: one of {cluster.PROFILES}")
+        self.api_processes = settings.api_processes
+        # The server processes' own settings (cluster: PostgreSQL, Redis); checked up front.
+        self.server_env: dict[str, str] = {}
+        if self.profile == "cluster":
+            cluster.check_domain_db(Settings().db_url)
+            if self.external_api is None:
+                self.server_env = cluster.server_env(settings)
         self.logs = logs or PROJECT_DIR / ".stack-logs"
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.token = uuid.uuid4().hex
@@ -118,8 +136,15 @@ class Stack(Supervisor):
         self._context.enter_context(temporary_settings(updates={PREFECT_API_URL: self.api_url}))
         try:
             self._start_reaper()
+            if self.profile == "cluster":
+                # Once, before any process of the queue opens the domain database.
+                migrate(Settings().db_url)
             if self.external_api is None:
+                if self.profile == "cluster":
+                    self._migrate_prefect()
                 self._start_server()
+                if self.profile == "cluster":
+                    self._start_services()
             # The worker's --limit follows the pool's, kept as set unless given here.
             self.gpu_slots = setup(gpu_slots=self.gpu_slots).gpu_slots
             asyncio.run(_end_orphans())  # what the last stack left running is over
@@ -162,9 +187,29 @@ class Stack(Supervisor):
             self._tell_reaper(f"+ {session} {started}")
 
     def _start_server(self) -> None:
-        address = ["--host", "127.0.0.1", "--port", str(self.port)]
-        self._start("server", ["prefect", "server", "start", *address])
+        if self.profile == "cluster":
+            command = cluster.api_command("127.0.0.1", self.port, self.api_processes)
+        else:
+            address = ["--host", "127.0.0.1", "--port", str(self.port)]
+            command = ["prefect", "server", "start", *address]
+        self._start("server", command, extra_env=self.server_env)
         self._wait_healthy()
+
+    def _migrate_prefect(self) -> None:
+        """The one migration of Prefect's database (and registration of its block types): no
+        server process does either when it starts."""
+        with (self.logs / "server.log").open("ab") as log:
+            subprocess.run(
+                [sys.executable, "-m", *cluster.prepare_command()],
+                cwd=PROJECT_DIR,
+                env={**self.env, **self.server_env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+            )
+
+    def _start_services(self) -> None:
+        self._start("services", cluster.services_command(), extra_env=self.server_env)
 
     def _start_warm_starter(self) -> None:
         self._start("warm-start", warm_start_command(self.warm_socket))
@@ -280,6 +325,8 @@ class Stack(Supervisor):
             # After a long outage the server drops the watchdogs' open windows unevaluated:
             # finish the runs that went silent meanwhile, as setup does.
             asyncio.run(_finish_silent_runs())
+        elif name == "services":
+            self._start_services()
         elif name == "warm-start":
             self._start_warm_starter()
         elif name == "gpu-worker":

@@ -50,6 +50,7 @@ LOG_TAIL_LINES = 10
 CHILDREN = {
     "reaper": "process reaper",
     "server": "Prefect server",
+    "services": "Prefect server's services",  # the cluster profile's (cluster.py)
     "warm-start": "warm starter",
     "gpu-worker": "GPU worker",
     "manager-worker": "queue manager's worker",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,13 +18,9 @@ os.environ.pop("VLLM_API_KEY", None)
 import pytest  # noqa: E402
 from prefect.settings import PREFECT_API_URL  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
 
 from biasbench.db.engine import ready_engine  # noqa: E402
-
-POSTGRES_ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+from tests.support.services import postgres_database  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -56,22 +51,10 @@ def engine(db_url: str):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database, dropped afterwards. Skips where no server runs (a laptop);
-    CI and the dev machines have one at 127.0.0.1:5432."""
-    try:
-        admin = create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            name = f"biasbench_{uuid.uuid4().hex[:12]}"
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN_URL}: {exc.__class__.__name__}")
-    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    try:
+    """A fresh PostgreSQL database, dropped afterwards. Skips where no server runs (a laptop),
+    fails in CI (tests/support/services.py)."""
+    with postgres_database() as url:
         yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(scope="module", autouse=True)

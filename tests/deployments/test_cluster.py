@@ -1,0 +1,251 @@
+"""`serve --profile cluster`: the queue on Prefect's distributed set-up (deployments/cluster.py).
+
+One stack for the module, as a user starts it: Prefect on a PostgreSQL database of its own with
+Redis messaging, two API processes behind one port, one services process, the domain database on
+PostgreSQL. Tasks go in through the /queue API, whose Prefect client talks to that one port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.support.notifications import wait_for_message
+from tests.support.ports import free_port
+from tests.support.process_tree import command_line, descendants
+from tests.support.services import postgres_database, redis_database
+from tests.support.stack import REPO
+from tests.support.telegram_server import CHAT_ID, TOKEN, TelegramServer
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.postgres
+
+
+@dataclass
+class Cluster:
+    serve: subprocess.Popen[bytes]
+    base: str  # the /queue API
+    prefect_api: str  # the one address of the API processes
+    prefect_db: str  # Prefect's own database (a synchronous URL, to look into it)
+    domain_db: str
+    log: Path
+    telegram: TelegramServer
+    retried: int = 0  # requests the /queue API answered with 503 (try again)
+
+    def api_processes(self) -> list[int]:
+        """The processes that serve requests: uvicorn's workers under `prefect server start`."""
+        (server,) = [
+            pid
+            for pid in descendants(self.serve.pid)
+            if "prefect server start" in command_line(pid)
+        ]
+        return [pid for pid in descendants(server) if "spawn_main" in command_line(pid)]
+
+    def services_processes(self) -> list[int]:
+        return [
+            pid
+            for pid in descendants(self.serve.pid)
+            if "prefect server services start" in command_line(pid)
+        ]
+
+    def add(self, task_type: str, config: dict[str, Any], label: str, **extra: Any) -> int:
+        """As a client does: a 503 says "not carried out, try again" (Retry-After)."""
+        body = {"task_type": task_type, "config": config, "label": label, **extra}
+        for _ in range(30):
+            response = httpx.post(f"{self.base}/queue/add", json=body, timeout=120)
+            if response.status_code != 503:
+                break
+            self.retried += 1
+            time.sleep(1)
+        assert response.status_code == 200, response.text
+        return int(response.json()["task_id"])
+
+    def task(self, task_id: int) -> dict[str, Any]:
+        response = httpx.get(f"{self.base}/queue/{task_id}", timeout=30)
+        if response.status_code == 503:  # "try again" (Retry-After): a client asks again
+            self.retried += 1
+            return {"status": "unknown yet"}
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    def wait_done(self, task_ids: list[int], timeout: float = 150) -> list[dict[str, Any]]:
+        def finished() -> list[dict[str, Any]] | None:
+            tasks = [self.task(i) for i in task_ids]
+            ended = {"done", "failed", "cancelled", "skipped"}
+            return tasks if all(t["status"] in ended for t in tasks) else None
+
+        tasks: list[dict[str, Any]] = self.wait(finished, timeout, f"tasks {task_ids} end")
+        return tasks
+
+    def wait(self, check: Callable[[], Any], timeout: float, what: str) -> Any:
+        """`until`, and where it fails, what Prefect says of the runs."""
+        try:
+            return until(check, timeout, what)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; runs: {self.runs()}") from None
+
+    def runs(self) -> list[tuple[str, str, str]]:
+        body = {"sort": "EXPECTED_START_TIME_DESC", "limit": 50}
+        try:
+            found = httpx.post(f"{self.prefect_api}/flow_runs/filter", json=body, timeout=30)
+            return [(r["name"], r["state_type"], r["state_name"]) for r in found.json()]
+        except httpx.HTTPError as exc:
+            return [("?", "?", repr(exc))]
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    home = tmp_path_factory.mktemp("cluster")
+    with (
+        postgres_database("asyncpg") as prefect_db,
+        postgres_database() as domain_db,
+        redis_database() as redis_url,
+        TelegramServer() as telegram,
+    ):
+        port, api_port = free_port(), free_port()
+        env = {
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("TELEGRAM_", "SMTP_", "PREFECT_API_"))
+            },
+            "PREFECT_HOME": str(home / "prefect"),
+            "PREFECT_API_DATABASE_CONNECTION_URL": prefect_db,
+            "REDIS_URL": redis_url,
+            "DB_URL": domain_db,
+            "PROGRESS_INTERVAL": "0.5",
+            "TELEGRAM_BOT_TOKEN": TOKEN,
+            "TELEGRAM_CHAT_ID": CHAT_ID,
+            "TELEGRAM_API_BASE": telegram.base_url,
+        }
+        log = home / "serve.log"
+        command = [sys.executable, "-m", "deployments", "serve", "--profile", "cluster"]
+        options = ["--port", str(port), "--api-port", str(api_port), "--logs", str(home / "logs")]
+        with log.open("wb") as out:
+            serve = subprocess.Popen(
+                [*command, *options],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        stack = Cluster(
+            serve,
+            f"http://127.0.0.1:{api_port}",
+            f"http://127.0.0.1:{port}/api",
+            prefect_db.replace("+asyncpg", "+psycopg"),
+            domain_db,
+            log,
+            telegram,
+        )
+        try:
+            until(
+                lambda: serve.poll() is not None or "Queue running (cluster)" in log.read_text(),
+                240,
+                "the cluster stack starts",
+            )
+            assert serve.poll() is None, log.read_text()
+            until(
+                lambda: httpx.get(f"{stack.base}/queue/stats").json()["executor_running"],
+                120,
+                "the /queue API answers and the manager runs",
+            )
+            yield stack
+        finally:
+            serve.send_signal(signal.SIGTERM)
+            try:
+                serve.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(serve.pid, signal.SIGKILL)
+                serve.wait()
+
+
+def _count(db_url: str, sql: str) -> int:
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(sql)).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def test_a_dependent_pair_runs_on_the_cluster_profile(cluster: Cluster) -> None:
+    assert len(cluster.api_processes()) == 2, "two API processes behind the one port"
+    assert len(cluster.services_processes()) == 1
+
+    pool = cluster.add("pool_gen", {"n": 40, "seed": 5}, "cluster-pool")
+    balanced = cluster.add("balanced_gen", {"n": 4, "seed": 1}, "cluster-bal", depends_on=pool)
+    first, second = cluster.wait_done([pool, balanced])
+
+    assert (first["status"], second["status"]) == ("done", "done"), (first, second)
+    assert second["started_at"] >= first["finished_at"]
+    assert second["config"]["dataset_id"] == first["result_run_id"]
+    # Both databases are the PostgreSQL ones: Prefect's holds the runs, the domain's the data.
+    flow_runs = "SELECT count(*) FROM flow_run"
+    assert _count(cluster.prefect_db, flow_runs) >= 2
+    assert _count(cluster.domain_db, "SELECT count(*) FROM datasets") == 2
+
+
+def test_a_killed_api_process_loses_no_submission_and_the_queue_goes_on(
+    cluster: Cluster,
+) -> None:
+    labels = [f"kill-{i}" for i in range(5)]
+    # A pool_gen ends within a poll or two: the task running at the kill asks a slow fake LLM.
+    ids = [cluster.add("pool_gen", {"n": 10, "seed": 1}, labels[0])]
+    slow = {"llm": "fake", "model_name": "fake-model@slow=0.5"}
+    ids.append(cluster.add("attrgen", slow, labels[1], depends_on=ids[0]))
+    cluster.wait(lambda: cluster.task(ids[1])["status"] == "running", 120, "the attrgen runs")
+
+    # The other submissions go in while one API process is SIGKILLed, as the OOM killer would.
+    def submit() -> None:
+        ids.extend(cluster.add("pool_gen", {"n": 10, "seed": 1}, label) for label in labels[2:])
+
+    submitter = threading.Thread(target=submit)
+    victim, survivor = cluster.api_processes()
+    submitter.start()
+    os.kill(victim, signal.SIGKILL)
+    submitter.join(timeout=180)
+    assert not submitter.is_alive()
+
+    tasks = cluster.wait_done(ids)
+    print(f"\nrequests answered 503 (try again) so far: {cluster.retried}")
+    assert [t["status"] for t in tasks] == ["done"] * len(labels), tasks
+    listed = httpx.get(f"{cluster.base}/queue", params={"limit": 100}, timeout=30).json()
+    mine = sorted(t["label"] for t in listed if t["label"] in labels)
+    assert mine == labels, "each submission exactly once"
+    # Prefect's client retries a request whose answer was lost: still one run per submission.
+    runs = sorted(name for name, _, _ in cluster.runs() if name in labels)
+    assert runs == labels, "each submission is one Prefect run"
+    # The API process is started again; the other one served meanwhile.
+    until(lambda: len(cluster.api_processes()) == 2, 60, "a second API process again")
+    assert survivor in cluster.api_processes() and victim not in cluster.api_processes()
+
+
+def test_a_killed_services_process_is_restarted_and_messages_flow_again(cluster: Cluster) -> None:
+    """The automations run in the services process: the queue's messages reach Telegram only
+    through its triggers and actions, fed over Redis by the API processes."""
+    (services,) = cluster.services_processes()
+    os.kill(services, signal.SIGKILL)
+    until(
+        lambda: [p for p in cluster.services_processes() if p != services],
+        120,
+        "the stack starts the services process again",
+    )
+
+    pool = cluster.add("pool_gen", {"n": 40, "seed": 4}, "cluster-pool-2")
+    fake_failing = {"llm": "fake", "model_name": "m@fail"}
+    broken = cluster.add("attrgen", fake_failing, "cluster-broken", depends_on=pool)
+    assert cluster.wait_done([broken])[0]["status"] == "failed"
+    wait_for_message(cluster.telegram, "cluster-broken", timeout=120)
