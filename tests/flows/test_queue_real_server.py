@@ -161,6 +161,9 @@ async def scheduled_run(client: PrefectClient, deployment_id: UUID) -> FlowRun:
     raise AssertionError("the scheduler made no run within 30 s")
 
 
+# Two minutes of questions, the watchdog's minute, the resumed rest: over the default 300 s
+# guard on a loaded 2-core machine (the waits inside are bounded on their own).
+@pytest.mark.timeout(600)
 def test_a_frozen_run_is_crashed_through_heartbeats_and_the_run_resumes(
     stack: Stack,
 ) -> None:
