@@ -23,10 +23,9 @@ from prefect.artifacts import acreate_markdown_artifact
 from prefect.utilities.urls import url_for
 from sqlalchemy import Engine
 
-from biasbench.db.engine import session_scope
 from biasbench.queue.decide import describe
 from biasbench.queue.eta import QueuePlan
-from biasbench.queue.forecast import plan_queue
+from biasbench.queue.forecast import plan_now
 from biasbench.queue.messages import Forecast, clock_text
 from biasbench.queue.model import QueueRun
 
@@ -81,7 +80,9 @@ class QueuePlanner:
         try:
             hosts = await self._hosts(read_hosts)
             # In a thread: a long queue's plan takes a moment, and the loop sends heartbeats.
-            self.plan = await asyncio.to_thread(self._make, runs, slots, hosts)
+            self.plan = await asyncio.to_thread(
+                plan_now, self._engine, runs, slots=slots, swap_seconds=self._swap, hosts=hosts
+            )
             self._seen = seen
             if self.predicted is None and (forecast := self.forecast()) is not None:
                 self.predicted = forecast
@@ -103,19 +104,6 @@ class QueuePlanner:
         except Exception as exc:
             self._logger.debug("Model hosts not read for the plan: %r", exc)
             return {}
-
-    def _make(
-        self, runs: dict[str, QueueRun], slots: int, hosts: Mapping[str, Mapping[str, Any]]
-    ) -> QueuePlan:
-        with session_scope(self._engine) as session:
-            return plan_queue(
-                session,
-                runs,
-                slots=slots,
-                now=datetime.now(UTC),
-                swap_seconds=self._swap,
-                hosts=hosts,
-            )
 
     def forecast(self) -> Forecast | None:
         plan = self.plan

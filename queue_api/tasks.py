@@ -7,7 +7,6 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
 
 from prefect.client.orchestration import PrefectClient
 from sqlalchemy import Engine
@@ -17,7 +16,7 @@ from biasbench.db.engine import session_scope
 from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
 from biasbench.queue.eta import QueuePlan
-from biasbench.queue.forecast import plan_queue
+from biasbench.queue.forecast import plan_now
 from biasbench.queue.grouping import model_of
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
@@ -92,25 +91,19 @@ class TaskViews:
             )
             # In a thread: a long queue's plan takes a moment, and this loop also answers the
             # health probe and every other client meanwhile.
-            plan = await asyncio.to_thread(self._make_plan, runs, pool.slots, hosts)
+            plan = await asyncio.to_thread(
+                plan_now,
+                self.engine,
+                runs,
+                slots=pool.slots,
+                swap_seconds=self.swap_seconds,
+                hosts=hosts,
+            )
         except Exception:  # the times are an extension: the listing goes on without them
             log.warning("No queue plan for /queue this time", exc_info=True)
             return None
         self._last_plan = (seen, time.monotonic(), plan)
         return plan
-
-    def _make_plan(
-        self, runs: dict[str, QueueRun], slots: int, hosts: Mapping[str, Mapping[str, Any]]
-    ) -> QueuePlan:
-        with session_scope(self.engine) as session:
-            return plan_queue(
-                session,
-                runs,
-                slots=slots,
-                now=datetime.now(UTC),
-                swap_seconds=self.swap_seconds,
-                hosts=hosts,
-            )
 
     async def _recent_plan(self, client: PrefectClient) -> QueuePlan | None:
         """For /queue/stats: the last plan if it is fresh, so stats need not read every

@@ -11,14 +11,15 @@ from __future__ import annotations
 import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from biasbench import rates
 from biasbench.data import load_traits
+from biasbench.db.engine import session_scope
 from biasbench.db.models import Dataset, Trait
 from biasbench.estimate import Prior, Spread, duration, prior_of, remaining, speed_factor
 from biasbench.queue.eta import QueuePlan, simulate, swap_from_hosts
@@ -31,6 +32,26 @@ GENERATOR_SECONDS = 10.0  # pool_gen / balanced_gen: no LLM, seconds to a minute
 DEFAULT_IDLE_GAP = 3.0  # seconds between two tasks before any was measured
 # What a change of model on a GPU costs when no model host has measured a load of that model.
 DEFAULT_SWAP_SECONDS = 60.0
+
+
+def plan_now(
+    engine: Engine,
+    runs: Mapping[str, QueueRun],
+    *,
+    slots: int,
+    swap_seconds: float,
+    hosts: Mapping[str, Mapping[str, Any]],
+) -> QueuePlan:
+    """The plan as of now, in a session of its own (blocking: callers run it in a thread)."""
+    with session_scope(engine) as session:
+        return plan_queue(
+            session,
+            runs,
+            slots=slots,
+            now=datetime.now(UTC),
+            swap_seconds=swap_seconds,
+            hosts=hosts,
+        )
 
 
 def plan_queue(
