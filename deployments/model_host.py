@@ -122,7 +122,7 @@ class ModelHost:
         load = {"model": model, "how": how, "seconds": seconds, "at": time.time(), "task": task}
         if self._made_room is not None:
             load["swapped"] = self._made_room
-        self.loads = [*self.loads[-KEPT_LOADS + 1 :], load]
+        self._remember(load)
         self.say(f"{model}: {how} in {seconds:.1f} s")
         self._publish_soon()
         return {"base_url": self.servers[model].base_url, **load}
@@ -157,6 +157,10 @@ class ModelHost:
             "leases": leases,
             "loads": self.loads,
         }
+
+    def _remember(self, load: dict[str, Any]) -> None:
+        """Keep the latest loads only: a host that runs for weeks must not grow without end."""
+        self.loads = [*self.loads[-KEPT_LOADS + 1 :], load]
 
     def _free_for(self, model: str) -> bool:
         """No task uses another model's server."""
@@ -301,7 +305,7 @@ class ModelHost:
             await self._drop(dead)
             await self._start(dead.spec, attempts=len(RESTART_BACKOFF), port=dead.port)
             self.active = name
-            self.loads.append({"model": name, "how": "restart", "seconds": 0, "at": time.time()})
+            self._remember({"model": name, "how": "restart", "seconds": 0, "at": time.time()})
         except (ModelServerFailed, ModelDoesNotFit) as exc:
             for lease_id, lease in self.leases.items():
                 if lease.model == name:
