@@ -189,15 +189,27 @@ class TaskViews:
 
     @staticmethod
     async def _loading(client: PrefectClient, runs: Sequence[QueueRun]) -> set[str]:
-        """Runs whose model a model host is loading now (as the hosts published it)."""
-        if not any(run.is_running and model_of(run) for run in runs):
+        """Running runs whose model is not ready for them yet, as the model hosts published it:
+        a host is loading it for them, or has not yet served them at all (the flow is still
+        on its way to ask, which would otherwise show `running` for a moment first)."""
+        needing = {run.id for run in runs if run.is_running and model_of(run)}
+        if not needing:
             return set()
-        hosts = await gateway.model_hosts(client)
-        return {
+        hosts = [host for host in (await gateway.model_hosts(client)).values() if host]
+        if not hosts:  # no host publishes: nothing to tell
+            return set()
+        loading = {
             str(host["loading"].get("task"))
-            for host in hosts.values()
+            for host in hosts
             if isinstance(host.get("loading"), dict)
         }
+        served = {
+            str(load.get("task"))
+            for host in hosts
+            for load in host.get("loads") or ()
+            if isinstance(load, dict)
+        }
+        return (needing & loading) | (needing - served)
 
     def _task(
         self,

@@ -58,4 +58,6 @@ def test_a_running_task_shows_loading_model_then_running(
     loading = until(lambda: task_in("loading model"), 180, f"loading model; seen {seen}")
     running = until(lambda: task_in("running"), 120, f"running after loading; seen {seen}")
     assert loading["status"] == running["status"] == "running"
+    # Never `running` before the model was ready (no phase while queued).
+    assert [phase for phase in seen if phase is not None] == ["loading model", "running"], seen
     assert loading["model"] == running["model"] == MODEL
