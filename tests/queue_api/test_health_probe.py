@@ -17,7 +17,7 @@ from queue_api.health import PROBE_EVERY_SECONDS, PrefectHealth
 class _Health(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive allowed: the client decides
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.server.peers.add(self.client_address[1])  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("Content-Length", "2")
