@@ -46,9 +46,10 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # One Prefect client for the app's life: a client per request costs a new connection
         # and an SSL context, which was half of a request's time (perf/README.md).
-        async with get_client(httpx_settings=_transport(settings)) as client:
+        health = PrefectHealth(PREFECT_API_URL.value())
+        async with get_client(httpx_settings=_client_settings(settings, health)) as client:
             app.state.prefect = client
-            app.state.health = health = PrefectHealth(PREFECT_API_URL.value())
+            app.state.health = health
             watching = asyncio.create_task(health.watch())
             try:
                 yield
@@ -134,16 +135,16 @@ async def _prefect_down(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _transport(api: ApiSettings) -> dict[str, object] | None:
-    """The Prefect client's transport: writes one at a time (writes.py), when the server is
-    remote (an in-process one gets the client's own ASGI transport)."""
-    if not api.one_writer or PREFECT_API_URL.value() is None:
-        return None
-    return {
-        "transport": one_writer_transport(
+def _client_settings(api: ApiSettings, health: PrefectHealth) -> dict[str, object]:
+    """The Prefect client's: every answer tells `health` the server is up; writes go one at a
+    time (writes.py) when the server is remote (an in-process one gets the client's own ASGI
+    transport)."""
+    settings: dict[str, object] = {"event_hooks": {"response": [health.heard]}}
+    if api.one_writer and PREFECT_API_URL.value() is not None:
+        settings["transport"] = one_writer_transport(
             max_wait=api.write_wait_seconds, http2=bool(PREFECT_API_ENABLE_HTTP2.value())
         )
-    }
+    return settings
 
 
 async def _busy(request: Request, exc: Exception) -> JSONResponse:

@@ -5,6 +5,10 @@ stopped: a SIGSTOPped process accepts connections and never answers) the API say
 within about two seconds instead of holding every client for the Prefect client's minute of
 retries. A slow but answering server is not down: requests then take as long as they take.
 
+Every answer the API's own Prefect client receives counts too (`heard`): under a burst of
+writes a busy server may answer the probe late while it answers the API's requests all along,
+and it must not be called down for that.
+
 Each probe opens a new connection: behind one port, several Prefect API processes (the cluster
 profile) share the socket, and a kept-alive connection would ask the same, possibly busy, process
 every time and call the whole server down while the others answer."""
@@ -33,6 +37,10 @@ class PrefectHealth:
     @property
     def down(self) -> bool:
         return self.silent_for > DOWN_AFTER_SECONDS
+
+    async def heard(self, response: httpx.Response) -> None:
+        """An httpx response hook for the API's Prefect client: the server answered."""
+        self._last_answer = time.monotonic()
 
     def reason(self) -> str:
         return (

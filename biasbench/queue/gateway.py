@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -386,15 +387,27 @@ class TaskDeployment:
     parameter_schema: dict[str, Any]  # what a submission's config is checked against
 
 
+# A task type's deployment is read at most this often per server: 50 clients adding at once
+# would otherwise send the same 50 reads to a server busy creating their runs.
+DEPLOYMENT_FRESH_SECONDS = 5.0
+_deployments: dict[tuple[str, TaskType], tuple[float, TaskDeployment]] = {}
+
+
 async def task_deployment(client: PrefectClient, task_type: TaskType) -> TaskDeployment:
+    key = (str(client.api_url), task_type)
+    if (known := _deployments.get(key)) and time.monotonic() - known[0] < DEPLOYMENT_FRESH_SECONDS:
+        return known[1]
     try:
         deployment = await client.read_deployment_by_name(deployment_name(task_type))
     except ObjectNotFound as exc:
+        _deployments.pop(key, None)
         raise QueueError(
             f"deployment {deployment_name(task_type)} does not exist: "
             "run `python -m deployments setup`"
         ) from exc
-    return TaskDeployment(deployment.id, deployment.parameter_openapi_schema or {})
+    found = TaskDeployment(deployment.id, deployment.parameter_openapi_schema or {})
+    _deployments[key] = (time.monotonic(), found)
+    return found
 
 
 async def create_held_run(
