@@ -39,7 +39,7 @@ from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from biasbench.settings import Settings
 from deployments import cluster
 from deployments.automations import finish_silent_runs
-from deployments.launcher import SOCKET_ENV
+from deployments.launcher import SOCKET_ENV, checkout_first, interpreter_first
 from deployments.process_tree import (
     STACK_ENV,
     close_reaper,
@@ -114,6 +114,10 @@ class Stack(Supervisor):
             # Queued runs wait on purpose: Prefect's "Late" renaming would only confuse.
             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
             SOCKET_ENV: str(self.warm_socket),
+            # The deployments' `python -m deployments.launcher` runs this interpreter and
+            # imports this checkout, in the temporary directory the worker gives each run.
+            "PATH": interpreter_first(os.environ.get("PATH")),
+            "PYTHONPATH": checkout_first(os.environ.get("PYTHONPATH"), str(PROJECT_DIR)),
             # Logs complete up to a crash: their last lines are what a restart reports.
             "PYTHONUNBUFFERED": "1",
         }
