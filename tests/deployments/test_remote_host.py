@@ -273,3 +273,25 @@ async def _state_names(run_id: str) -> list[str]:
     async with get_client() as client:
         states = await client.read_flow_run_states(UUID(run_id))
     return [str(s.name) for s in sorted(states, key=lambda s: s.timestamp)]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--role", "worker"], "argument --role: invalid choice: 'worker'"),
+        (["--role", "gpu"], "the gpu role runs no Prefect server: set PREFECT_API_URL"),
+    ],
+    ids=["unknown role", "gpu role without a server"],
+)
+def test_serve_refuses_a_role_it_cannot_run(args: list[str], said: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments", "serve", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert said in done.stderr
