@@ -107,6 +107,9 @@ class Stack(Supervisor):
         self.api_url = self.external_api or f"http://127.0.0.1:{port}/api"
         self.ui_url = self.api_url.removesuffix("/api")
         self.port = port
+        # Loopback unless asked (Prefect's own setting): a control host whose GPU hosts are
+        # other machines sets it to an address they reach (README "Scaling out").
+        self.server_host = os.environ.get("PREFECT_SERVER_API_HOST", "127.0.0.1")
         settings = DeploymentSettings()
         self.profile = profile or settings.stack_profile
         if self.profile not in cluster.PROFILES:
@@ -220,9 +223,9 @@ class Stack(Supervisor):
 
     def _start_server(self) -> None:
         if self.profile == "cluster":
-            command = cluster.api_command("127.0.0.1", self.port, self.api_processes)
+            command = cluster.api_command(self.server_host, self.port, self.api_processes)
         else:
-            address = ["--host", "127.0.0.1", "--port", str(self.port)]
+            address = ["--host", self.server_host, "--port", str(self.port)]
             command = ["prefect", "server", "start", *address]
         self._start("server", command, extra_env=self.server_env)
         self._wait_healthy()
