@@ -4,7 +4,9 @@ GPU worker, model hosts) against another host's Prefect server and the shared do
 Both hosts run on this machine, sharing nothing but PREFECT_API_URL and DB_URL: host 1 is
 `serve --role control` from this checkout (its own Prefect server, the manager, the /queue API);
 host 2 is `serve --role gpu` from a copy of the source tree in another directory, with its own
-PREFECT_HOME. Real processes throughout; a fake Telegram server takes host 1's messages."""
+PREFECT_HOME and a model catalogue: its model host starts the task's model server (an
+OpenAI-compatible test server standing in for vLLM). Real processes throughout; a fake Telegram
+server takes host 1's messages."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from sqlalchemy import select
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import BenchmarkRun, QueueTaskId
 from deployments.process_tree import STACK_ENV
+from tests.support.model_host import alive, model_entry, server_pid, write_catalogue
 from tests.support.night import Night
 from tests.support.process_tree import descendants
 from tests.support.processes import flow_process_pids, launcher_pid
@@ -40,8 +43,9 @@ from tests.support.waiting import until
 
 # What a GPU host needs of the project: the packages and the files that describe them.
 COPIED = ("biasbench", "flows", "deployments", "queue_api", "prefect.yaml", "pyproject.toml")
-# 4 personas x 15 traits = 60 questions, half a second each: half a minute of running.
-SLOW = {"llm": "fake", "model_name": "fake-model@slow=0.5", "batch_size": 1}
+# The model host 2 serves: 4 personas x 15 traits = 60 questions, half a second each.
+MODEL = "remote-model"
+BENCH = {"llm": "vllm", "model_name": MODEL, "batch_size": 1}
 PLANNED = 60
 
 
@@ -66,7 +70,17 @@ class GpuHost:
     def log(self) -> Path:
         return self.root / "serve.log"
 
+    @property
+    def catalogue(self) -> Path:
+        return self.root / "models.toml"
+
+    @property
+    def model_state(self) -> Path:
+        return self.checkout / ".stack-logs" / "model-host-0"
+
     def install(self) -> None:
+        """The code, and a model catalogue whose server is the test OpenAI server (copied too:
+        it is this host's "vLLM")."""
         ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
         for name in COPIED:
             source = REPO / name
@@ -74,6 +88,10 @@ class GpuHost:
                 shutil.copytree(source, self.checkout / name, ignore=ignore)
             else:
                 shutil.copy2(source, self.checkout / name)
+        shutil.copytree(
+            REPO / "tests" / "support", self.checkout / "tests" / "support", ignore=ignore
+        )
+        write_catalogue(self.catalogue, model_entry(MODEL, options="--latency 0.5"))
 
     def start(self, timeout: float = 180) -> None:
         inherited = {
@@ -87,6 +105,7 @@ class GpuHost:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_LOGGING_LEVEL": "INFO",
             "DB_URL": self.db_url,
+            "MODEL_CATALOGUE": str(self.catalogue),
         }
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
@@ -171,7 +190,7 @@ def test_a_task_submitted_on_host_1_runs_on_host_2s_gpu_worker_and_resumes_after
         host1,
         {
             "task_type": "benchmark",
-            "config": {**SLOW, "dataset_id": dataset["result_run_id"]},
+            "config": {**BENCH, "dataset_id": dataset["result_run_id"]},
             "label": "remote bench",
         },
     )
@@ -190,16 +209,20 @@ def test_a_task_submitted_on_host_1_runs_on_host_2s_gpu_worker_and_resumes_after
     assert host2.process is not None
     (flow_process,) = flow_process_pids(run_id)
     assert flow_process in descendants(host2.process.pid)
+    # Its model is served by host 2's model host.
+    model_server = server_pid(host2.model_state, MODEL)
+    assert model_server in descendants(host2.process.pid)
 
     # Its progress shows in /queue on host 1, its results are in the shared database.
     shown = _task(host1, bench)
-    assert shown["status"] == "running"
+    assert (shown["status"], shown.get("model")) == ("running", MODEL)
     assert shown["progress"]["total"] == PLANNED and shown["progress"]["done"] >= 1
     listed = {t["id"]: t for t in httpx.get(host1.queue_url, timeout=30).json()}
     assert listed[bench]["status"] == "running"
 
     # Host 2 stops mid-task: the task goes back in the queue, not Crashed, not lost.
     assert host2.stop() == 0, host2.output()
+    assert not alive(model_server)
     answered_before = host1.results_of("remote bench")
     assert 10 <= answered_before < PLANNED
     assert _task(host1, bench)["status"] == "queued"
