@@ -73,12 +73,12 @@ class Notices:
         ended = [
             run_id for run_id in self._unfinished if run_id not in runs or runs[run_id].is_settled
         ]
-        self._unfinished = {i: r for i, r in runs.items() if not r.is_settled}
-        if not ended:
-            return
-        seen = counting_stalls(await gateway.runs_by_id(client, ended), stalled)
+        # Read what the ended runs became before forgetting them: a read that fails (a busy or
+        # restarting server) must leave them to the next look, not lose their message.
+        seen = counting_stalls(await gateway.runs_by_id(client, ended), stalled) if ended else {}
         if any(run.status is QueueStatus.DONE and model_of(run) for run in seen.values()):
             self._model_loads.update(await gateway.model_loads(client))
+        self._unfinished = {i: r for i, r in runs.items() if not r.is_settled}
         for run in seen.values():
             if not run.is_settled:
                 self._unfinished[run.id] = run  # e.g. a stalled run still being stopped

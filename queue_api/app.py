@@ -23,6 +23,7 @@ from prefect.settings import PREFECT_API_ENABLE_HTTP2, PREFECT_API_URL
 from biasbench.db.engine import ready_engine
 from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound, QueueBusy
 from biasbench.settings import Settings
+from queue_api.batch_create import CreateTicket, GivenUp
 from queue_api.guard import RequestGuard
 from queue_api.health import PrefectHealth
 from queue_api.ids import TaskIds
@@ -69,6 +70,7 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
     app.add_exception_handler(RequestValidationError, _malformed)
     app.add_exception_handler(httpx.TransportError, _prefect_down)
     app.add_exception_handler(WritesBusy, _busy)
+    app.add_exception_handler(GivenUp, _busy)  # (its client has had its 503 already)
     app.add_exception_handler(PrefectHTTPStatusError, _prefect_refused)
     app.middleware("http")(_while_prefect_answers)
     # Outermost but for CORS: nothing reads a request the guard refuses.
@@ -95,6 +97,10 @@ async def _while_prefect_answers(
 ) -> Response:
     """A request that needs a Prefect server that does not answer gets a 503 at once, or as
     soon as the server stops answering while it waits."""
+    # Shared with the route (set before it gets its copy of the request's scope): an add marks
+    # it once its create is sent. The route is not stopped by a 503 here (the app runs on in
+    # its own task), so a given-up add must not be created later (batch_create.py).
+    request.state.create = ticket = CreateTicket()
     health: PrefectHealth | None = getattr(request.app.state, "health", None)
     if health is None or request.url.path in _NEEDS_NO_PREFECT:
         return await call_next(request)
@@ -106,9 +112,18 @@ async def _while_prefect_answers(
         if done:
             return answer.result()
         if health.down:
+            if ticket.sent:  # a 503 now and the client's retry would add it twice
+                done, _ = await asyncio.wait({answer}, timeout=CREATE_OUTCOME_WAIT_SECONDS)
+                if done:
+                    return answer.result()
+            ticket.given_up = True
             answer.cancel()
             return _unavailable(health.reason())
 
+
+# How long an add whose create was sent waits for Prefect's answer while the server is silent: a
+# server back within this time has created it, and the client gets its id.
+CREATE_OUTCOME_WAIT_SECONDS = 25.0
 
 _NEEDS_NO_PREFECT = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/config"}
 

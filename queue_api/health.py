@@ -3,7 +3,11 @@
 A probe of `/health` every second, with a short timeout, so that while the server is down (or
 stopped: a SIGSTOPped process accepts connections and never answers) the API says so with a 503
 within about two seconds instead of holding every client for the Prefect client's minute of
-retries. A slow but answering server is not down: requests then take as long as they take."""
+retries. A slow but answering server is not down: requests then take as long as they take.
+
+Each probe opens a new connection: behind one port, several Prefect API processes (the cluster
+profile) share the socket, and a kept-alive connection would ask the same, possibly busy, process
+every time and call the whole server down while the others answer."""
 
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ class PrefectHealth:
         """Probe until cancelled (the app's lifespan)."""
         if self.api_url is None:  # an in-process server: it is up while this process is
             return
-        async with httpx.AsyncClient(timeout=PROBE_EVERY_SECONDS) as http:
+        fresh_each_time = httpx.Limits(max_keepalive_connections=0)
+        async with httpx.AsyncClient(timeout=PROBE_EVERY_SECONDS, limits=fresh_each_time) as http:
             while True:
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(f"{self.api_url}/health")).status_code == 200:

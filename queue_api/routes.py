@@ -44,7 +44,9 @@ async def add(
         ),
     )
     task_id = ids.reserve()  # before the run: if the id cannot be written, nothing is created
-    flow_run_id = await views.creator.create(client, submission, tags=[task_id_tag(task_id)])
+    flow_run_id = await views.creator.create(
+        client, submission, tags=[task_id_tag(task_id)], ticket=request.state.create
+    )
     try:
         ids.bind(task_id, flow_run_id)
     except Exception:  # the run carries its id in a tag: the next read binds it (ids.py)

@@ -4,6 +4,8 @@ real HTTP peers on 127.0.0.1 (see tests/support)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,18 @@ def prefect_server() -> Iterator[str]:
     """A real Prefect API server (SQLite), started once: it takes ~10 s."""
     with prefect_test_harness(server_startup_timeout=60):
         yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="module")
+def deployed(prefect_server: str) -> None:
+    """The project's deployments on the session's server (`python -m deployments setup`)."""
+    subprocess.run(
+        [sys.executable, "-m", "deployments", "setup"],
+        cwd=Path(__file__).resolve().parents[1],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PREFECT_API_URL": prefect_server},
+    )
 
 
 @pytest.fixture(autouse=True)

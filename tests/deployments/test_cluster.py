@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests.support.night import pipeline
 from tests.support.notifications import wait_for_message
 from tests.support.ports import free_port
 from tests.support.process_tree import command_line, descendants
@@ -249,3 +251,32 @@ def test_a_killed_services_process_is_restarted_and_messages_flow_again(cluster:
     broken = cluster.add("attrgen", fake_failing, "cluster-broken", depends_on=pool)
     assert cluster.wait_done([broken])[0]["status"] == "failed"
     wait_for_message(cluster.telegram, "cluster-broken", timeout=120)
+
+
+def test_the_night_pipeline_runs_on_the_cluster_profile(cluster: Cluster) -> None:
+    """The night of the fault matrix (tests/support/night.py), as a client submits it through
+    /queue/add: it runs in order, one task at a time, wired, its results in PostgreSQL."""
+    ids: dict[str, int] = {}
+    night = pipeline({"llm": "fake", "model_name": "fake-model"})
+    for task in night:
+        upstream = [ids[label] for label in task.upstream]
+        extra = {"depends_on": upstream} if upstream else {}
+        ids[task.label] = cluster.add(task.task_type, task.config, task.label, **extra)
+    tasks = cluster.wait_done(list(ids.values()), timeout=300)
+
+    assert [t["status"] for t in tasks] == ["done"] * len(night), tasks
+    spans = sorted((t["started_at"], t["finished_at"], t["label"]) for t in tasks)
+    assert [label for _, _, label in spans] == [t.label for t in night], "order not kept"
+    assert all(end <= start for (_, end, _), (start, _, _) in pairwise(spans)), "overlap"
+    by_label = {t["label"]: t for t in tasks}
+    attrgen = by_label["night-attrgen"]
+    for bench in ("night-slow-bench", "night-quick-bench"):
+        assert by_label[bench]["config"]["attrgen_run_id"] == attrgen["result_run_id"]
+    # Every planned question answered once, in the PostgreSQL domain database.
+    bench_runs = [by_label[b]["result_run_id"] for b in ("night-slow-bench", "night-quick-bench")]
+    for run_id in bench_runs:
+        planned = _count(cluster.domain_db, f"SELECT planned FROM benchmark_runs WHERE id={run_id}")
+        answered = _count(
+            cluster.domain_db, f"SELECT count(*) FROM benchmark_results WHERE run_id={run_id}"
+        )
+        assert planned > 0 and answered == planned, (run_id, planned, answered)
