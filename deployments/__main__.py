@@ -3,8 +3,11 @@
 python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
 python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
                             [--logs .stack-logs] [--profile embedded|cluster]
+                            [--role all|control|gpu]
                                               run the stack in the foreground until Ctrl-C,
-                                              restarting what dies (exits 1 if it gives up)
+                                              restarting what dies (exits 1 if it gives up);
+                                              --role gpu: only this host's GPU side, against
+                                              PREFECT_API_URL and DB_URL (README "Scaling out")
 python -m deployments demo                    start the stack, run the demo pipeline, stop
 python -m deployments notify-test             send a test message through each configured channel
 python -m deployments reap --token T          (internal: the stack's reaper, see process_tree.py)
@@ -66,6 +69,14 @@ def main() -> int:
                 help="embedded: one Prefect server on SQLite; cluster: Prefect on PostgreSQL "
                 "and Redis, several API processes (default: STACK_PROFILE, else embedded)",
             )
+            command.add_argument(
+                "--role",
+                choices=("all", "control", "gpu"),  # deployments.stack.ROLES
+                default=unset,
+                help="all: the whole queue on this machine (default); control: all but the GPU "
+                "side (server, manager, /queue API); gpu: only the GPU worker, warm starter and "
+                "model hosts, against PREFECT_API_URL and DB_URL; --gpu-slots: this host's GPUs",
+            )
     commands.add_parser("notify-test", help="send a test message through each channel")
     reaper = commands.add_parser("reap", help="internal: kill a stack's leftovers once it is gone")
     reaper.add_argument("--token", required=True, help="the stack's BIASBENCH_STACK token")
@@ -117,14 +128,21 @@ def main() -> int:
                     raise
         print(f"The queue stopped: {stack.failure}", file=sys.stderr)
         return 1
-    given = ("port", "api_port", "restart_delay", "logs", "profile")
+    given = ("port", "api_port", "restart_delay", "logs", "profile", "role")
     options = {k: v for k, v in vars(args).items() if k in given}
-    with Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set()) as stack:
-        print(
-            f"Queue running ({stack.profile}): Prefect UI at {stack.ui_url}, /queue API at "
-            f"http://127.0.0.1:{stack.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
-            flush=True,
-        )
+    try:
+        stack = Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set())
+    except ValueError as exc:  # a setting that cannot work, e.g. --role gpu without a server
+        parser.error(str(exc))
+    with stack:
+        if stack.role == "gpu":
+            said = f"GPU side running ({stack.gpu_slots} slot(s)) against {stack.api_url}"
+        else:
+            said = (
+                f"Queue running ({stack.profile}, {stack.role}): Prefect UI at {stack.ui_url}, "
+                f"/queue API at http://127.0.0.1:{stack.api_port}/queue"
+            )
+        print(f"{said}, logs in {stack.logs}. Ctrl-C stops it.", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             stopping.wait()
         print("Stopping the queue ...", flush=True)

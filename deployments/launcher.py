@@ -8,7 +8,11 @@ in for that process towards the worker: signals are passed on, and the exit stat
 too) is passed back. Without a warm starter it becomes `python -m prefect.engine` itself.
 
 If this process is SIGKILLed (cancellation that ran out of grace, the worker killed), the warm
-starter sees the connection close and SIGKILLs the flow process's whole group."""
+starter sees the connection close and SIGKILLs the flow process's whole group.
+
+The command is `python -m deployments.launcher` on every host, so deployments name no
+interpreter or checkout: the worker's environment decides which `python` and which copy of the
+code run (`interpreter_first`, `checkout_first`; the stack sets both for its workers)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,21 @@ import sys
 
 SOCKET_ENV = "BIASBENCH_WARM_SOCKET"
 HEADER_BYTES = 8
+
+
+def interpreter_first(path: str | None) -> str:
+    """PATH with this interpreter's directory first: the job command's `python` is then the
+    interpreter the worker runs on (its virtualenv), whatever else is on the host's PATH."""
+    first = os.path.dirname(sys.executable)
+    rest = [p for p in (path or os.defpath).split(os.pathsep) if p and p != first]
+    return os.pathsep.join([first, *rest])
+
+
+def checkout_first(pythonpath: str | None, checkout: str) -> str:
+    """PYTHONPATH with this host's checkout first: a flow process, which starts in a fresh
+    temporary directory, imports the worker's copy of `flows` and `biasbench`."""
+    rest = [p for p in (pythonpath or "").split(os.pathsep) if p and p != checkout]
+    return os.pathsep.join([checkout, *rest])
 
 
 def _fresh_engine(reason: str) -> None:

@@ -7,18 +7,24 @@ worker labels every run it starts with that name and records the process id, and
 process carries the run's id in its environment. A run of this host's worker with no such
 process is over, and is ended (Crashed, so that the manager puts it back; Cancelled if the user
 was cancelling it) as soon as the stack starts or restarts its worker. Runs of other hosts'
-workers are left to their heartbeats."""
+workers are left to their heartbeats.
+
+A GPU host that stops on purpose (`serve --role gpu`, SIGTERM) kills its worker and then puts
+the runs it leaves behind back in the queue at their place, as if never started: nothing is
+lost, no crash retry is used up, and the task resumes on another host or after the restart."""
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 from pathlib import Path
 
 from prefect.client.orchestration import PrefectClient
 
 from biasbench.queue import gateway
-from biasbench.queue.model import GPU_POOL
+from biasbench.queue.model import GPU_POOL, HELD_QUEUED
 
+STOPPED = "Its GPU host stopped; the task goes back in the queue."
 GONE = "Its process is gone: the GPU worker or the whole stack died (found when it restarted)."
 
 
@@ -46,3 +52,20 @@ async def end_orphans(client: PrefectClient, worker: str | None = None) -> list[
         await gateway.end_orphan(client, run, GONE)
         ended.append(run.run_id)
     return ended
+
+
+async def requeue_left_runs(client: PrefectClient, workers: Collection[str] = ()) -> list[str]:
+    """Put back in the queue the runs of this host's GPU worker(s) (`workers`, default this
+    host's one) whose process is gone; one a user was cancelling ends Cancelled. Returns the
+    ids of the runs put back."""
+    names = set(workers) or {gpu_worker_name()}
+    requeued = []
+    for run in await gateway.started_runs(client):
+        if run.worker not in names or (run.pid is not None and runs_process(run.pid, run.run_id)):
+            continue
+        if run.state_type == "CANCELLING":
+            await gateway.end_orphan(client, run, STOPPED)
+            continue
+        await gateway.requeue(client, await gateway.run_by_id(client, run.run_id), HELD_QUEUED)
+        requeued.append(run.run_id)
+    return requeued

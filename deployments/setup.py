@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -46,12 +45,10 @@ async def ensure_pool(name: str, *, concurrency_limit: int | None, description: 
 
 
 def deploy_all() -> None:
-    """`prefect deploy --all` for prefect.yaml; re-applying an unchanged file changes nothing."""
-    env = {
-        **os.environ,
-        "BIASBENCH_PROJECT_DIR": str(PROJECT_DIR),
-        "BIASBENCH_LAUNCHER": f"{shlex.quote(sys.executable)} -m deployments.launcher",
-    }
+    """`prefect deploy --all` for prefect.yaml; re-applying an unchanged file changes nothing.
+    Nothing of this machine (checkout, interpreter) goes into the deployments: any host's
+    worker runs them with its own copy of the code (README "Scaling out")."""
+    env = dict(os.environ)
     # The server this process talks to, also when it was set in-process (the stack does that).
     if api_url := get_current_settings().api.url:
         env["PREFECT_API_URL"] = api_url

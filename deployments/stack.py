@@ -3,6 +3,11 @@
 That is the "embedded" profile; the "cluster" profile runs the Prefect server as several
 processes on PostgreSQL and Redis instead (cluster.py), the rest of the stack unchanged.
 
+A role splits the stack across machines (README "Scaling out"): "control" runs everything but
+the GPU side (server unless PREFECT_API_URL names one, setup, manager, /queue API); "gpu" runs
+only the GPU side (warm starter, model hosts, GPU worker) against the control host's
+PREFECT_API_URL and the shared DB_URL; "all" (the default) runs both.
+
 Used by `make serve` (foreground until Ctrl-C) and `make run` (the demo). The stack starts its
 machine's processes in order and stops them in reverse; in between it is their supervisor
 (design.md §8, supervisor.py): what dies is restarted with backoff and announced, and a child
@@ -17,7 +22,9 @@ known to ignore SIGTERM for minutes)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +46,7 @@ from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from biasbench.settings import Settings
 from deployments import cluster
 from deployments.automations import finish_silent_runs
-from deployments.launcher import SOCKET_ENV
+from deployments.launcher import SOCKET_ENV, checkout_first, interpreter_first
 from deployments.process_tree import (
     STACK_ENV,
     close_reaper,
@@ -48,7 +55,7 @@ from deployments.process_tree import (
     start_time,
     stop_process_group,
 )
-from deployments.recovery import end_orphans, gpu_worker_name
+from deployments.recovery import end_orphans, gpu_worker_name, requeue_left_runs
 from deployments.settings import DeploymentSettings
 from deployments.setup import PROJECT_DIR, setup
 from deployments.supervisor import RESTART_DELAY, Supervisor
@@ -62,6 +69,7 @@ DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients ne
 # after the GPU worker: no task uses their servers any more.
 STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "services", "server")
 MODEL_HOST = "model-host-"
+ROLES = ("all", "control", "gpu")
 
 
 class Stack(Supervisor):
@@ -77,18 +85,31 @@ class Stack(Supervisor):
         restart_delay: float = RESTART_DELAY,
         on_give_up: Callable[[str], None] | None = None,
         profile: str | None = None,
+        role: str = "all",
     ) -> None:
         """api_port: where the /queue REST API listens (None: not started).
         profile: "embedded" or "cluster" (cluster.py); default STACK_PROFILE, else embedded.
+        role: one of ROLES (see the module's docstring); "gpu" needs PREFECT_API_URL.
         on_give_up: called (from the watcher thread) with the reason when a child keeps dying;
         the stack then stops watching, and its owner is expected to leave the `with` block."""
         super().__init__(restart_delay=restart_delay, on_give_up=on_give_up)
         self.gpu_slots = gpu_slots
         self.api_port = api_port
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
+        self.role = role
         self.external_api = os.environ.get("PREFECT_API_URL")
+        if role == "gpu" and not self.external_api:
+            raise ValueError(
+                "the gpu role runs no Prefect server: set PREFECT_API_URL to the control "
+                "host's (and DB_URL to the shared domain database)"
+            )
         self.api_url = self.external_api or f"http://127.0.0.1:{port}/api"
         self.ui_url = self.api_url.removesuffix("/api")
         self.port = port
+        # Loopback unless asked (Prefect's own setting): a control host whose GPU hosts are
+        # other machines sets it to an address they reach (README "Scaling out").
+        self.server_host = os.environ.get("PREFECT_SERVER_API_HOST", "127.0.0.1")
         settings = DeploymentSettings()
         self.profile = profile or settings.stack_profile
         if self.profile not in cluster.PROFILES:
@@ -114,6 +135,10 @@ class Stack(Supervisor):
             # Queued runs wait on purpose: Prefect's "Late" renaming would only confuse.
             "PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false",
             SOCKET_ENV: str(self.warm_socket),
+            # The deployments' `python -m deployments.launcher` runs this interpreter and
+            # imports this checkout, in the temporary directory the worker gives each run.
+            "PATH": interpreter_first(os.environ.get("PATH")),
+            "PYTHONPATH": checkout_first(os.environ.get("PYTHONPATH"), str(PROJECT_DIR)),
             # Logs complete up to a crash: their last lines are what a restart reports.
             "PYTHONUNBUFFERED": "1",
         }
@@ -136,24 +161,20 @@ class Stack(Supervisor):
         self._context.enter_context(temporary_settings(updates={PREFECT_API_URL: self.api_url}))
         try:
             self._start_reaper()
-            if self.profile == "cluster":
-                # Once, before any process of the queue opens the domain database.
-                migrate(Settings().db_url)
-            if self.external_api is None:
-                if self.profile == "cluster":
-                    self._migrate_prefect()
-                self._start_server()
-                if self.profile == "cluster":
-                    self._start_services()
-            # The worker's --limit follows the pool's, kept as set unless given here.
-            self.gpu_slots = setup(gpu_slots=self.gpu_slots).gpu_slots
-            asyncio.run(_end_orphans())  # what the last stack left running is over
-            self._start_warm_starter()
-            self._start_model_hosts()
-            self.start_gpu_worker()
-            self._start_manager_worker()
-            if self.api_port is not None:
-                self._start("queue-api", ["queue_api"])
+            if self.role == "gpu":
+                # This host's GPUs; the pool's limit (set on the control host) counts them all.
+                self.gpu_slots = self.gpu_slots or 1
+            else:
+                self._start_control_side()
+            if self.role != "control":
+                asyncio.run(_end_orphans())  # what the last stack left running is over
+                self._start_warm_starter()
+                self._start_model_hosts()
+                self.start_gpu_worker()
+            if self.role != "gpu":
+                self._start_manager_worker()
+                if self.api_port is not None:
+                    self._start("queue-api", ["queue_api"])
         except BaseException:
             self.stop()
             raise
@@ -166,6 +187,20 @@ class Stack(Supervisor):
         self.stop()
 
     # --- starting children ---------------------------------------------------------------
+
+    def _start_control_side(self) -> None:
+        """The domain schema, Prefect's server (unless PREFECT_API_URL names one), and setup."""
+        if self.profile == "cluster":
+            # Once, before any process of the queue opens the domain database.
+            migrate(Settings().db_url)
+        if self.external_api is None:
+            if self.profile == "cluster":
+                self._migrate_prefect()
+            self._start_server()
+            if self.profile == "cluster":
+                self._start_services()
+        # The worker's --limit follows the pool's, kept as set unless given here.
+        self.gpu_slots = setup(gpu_slots=self.gpu_slots).gpu_slots
 
     def _start_reaper(self) -> None:
         """Without PDEATHSIG and the stack's token: it must outlive the stack, and not kill
@@ -188,9 +223,9 @@ class Stack(Supervisor):
 
     def _start_server(self) -> None:
         if self.profile == "cluster":
-            command = cluster.api_command("127.0.0.1", self.port, self.api_processes)
+            command = cluster.api_command(self.server_host, self.port, self.api_processes)
         else:
-            address = ["--host", "127.0.0.1", "--port", str(self.port)]
+            address = ["--host", self.server_host, "--port", str(self.port)]
             command = ["prefect", "server", "start", *address]
         self._start("server", command, extra_env=self.server_env)
         self._wait_healthy()
@@ -359,20 +394,34 @@ class Stack(Supervisor):
 
     def stop(self) -> None:
         """Manager first, then the running task (requeued, so the next start resumes it), then
-        the workers, the server, and last the reaper, which kills anything left over."""
+        the workers, the server, and last the reaper, which kills anything left over. A GPU
+        host leaves the manager and other hosts' tasks alone: it kills its worker, and puts
+        the tasks that were running on it back in the queue, for another host or its restart."""
         self._stopping.set()
         with self._lock:
-            worker = self.processes.get("gpu-worker")
-            if worker is not None and worker.poll() is None:
+            winds_down = "gpu-worker" if self.role == "all" else "manager-worker"
+            worker = self.processes.get(winds_down)
+            if self.role != "gpu" and worker is not None and worker.poll() is None:
                 try:
                     asyncio.run(wind_down())
                 except Exception as exc:
                     print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
+            if self.role == "gpu" and (worker := self.processes.pop("gpu-worker", None)):
+                # SIGKILL: a worker or flow stopped by a signal would report its runs Crashed
+                # (a retry used up); killed, they are simply gone, and requeued below.
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(10)
             hosts = sorted(name for name in self.processes if name.startswith(MODEL_HOST))
             order = [*STOP_ORDER[:3], *hosts, *STOP_ORDER[3:]]
             for name in order:
                 if (process := self.processes.pop(name, None)) is not None:
                     stop_process_group(process)
+            if self.role == "gpu":
+                try:
+                    asyncio.run(_requeue_left_runs())
+                except Exception as exc:
+                    print(f"warning: could not put this host's tasks back: {exc}", file=sys.stderr)
             if (reaper := self.processes.pop("reaper", None)) is not None:
                 close_reaper(reaper)
         self._stop_watching()
@@ -401,6 +450,12 @@ async def _end_orphans() -> None:
     async with get_client() as client:
         if ended := await end_orphans(client):
             print(f"stack: {len(ended)} task(s) lost their process; the queue puts them back")
+
+
+async def _requeue_left_runs() -> None:
+    async with get_client() as client:
+        if requeued := await requeue_left_runs(client):
+            print(f"stack: {len(requeued)} task(s) of this host put back in the queue")
 
 
 async def _finish_silent_runs() -> None:

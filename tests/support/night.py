@@ -81,6 +81,7 @@ class Night:
     serve: subprocess.Popen[bytes] | None = None
     ids: dict[str, str] = field(default_factory=dict)  # label -> flow-run id
     seen: set[int] = field(default_factory=set)  # every process of the stack ever seen
+    serve_args: tuple[str, ...] = ()  # more options for `serve` (e.g. --role control)
 
     @property
     def api_url(self) -> str:
@@ -119,7 +120,7 @@ class Night:
         ports = ["--port", str(self.port), "--api-port", str(self.api_port)]
         ports += ["--logs", str(self.home / "logs")]
         self.serve = subprocess.Popen(
-            [*command, *ports],
+            [*command, *ports, *self.serve_args],
             cwd=REPO,
             env=self.env(),
             stdout=log,

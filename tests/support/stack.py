@@ -29,7 +29,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from biasbench.queue import control, gateway
 from biasbench.queue.model import MANAGER_FLOW, MANAGER_POOL
-from deployments.launcher import SOCKET_ENV
+from deployments.launcher import SOCKET_ENV, checkout_first, interpreter_first
 from deployments.process_tree import stop_process_group
 from deployments.warm_start import wait_ready, warm_start_command
 from tests.support.processes import launcher_pid
@@ -119,6 +119,9 @@ def queue_stack(
         "DB_URL": db_url,
         "PREFECT_WORKER_QUERY_SECONDS": "0.5",
         "PREFECT_LOGGING_LEVEL": "INFO",
+        # As the stack sets them: the job command's `python` and code are this checkout's.
+        "PATH": interpreter_first(os.environ.get("PATH")),
+        "PYTHONPATH": checkout_first(os.environ.get("PYTHONPATH"), str(REPO)),
         # Unix socket paths must stay short; the test's log directory may not be.
         SOCKET_ENV: f"{tempfile.mkdtemp(prefix='biasbench-')}/warm.sock",
     }
