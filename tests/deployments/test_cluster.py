@@ -154,7 +154,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         try:
             until(
-                lambda: serve.poll() is not None or "Queue running (cluster)" in log.read_text(),
+                lambda: (
+                    serve.poll() is not None or "Queue running (cluster, all)" in log.read_text()
+                ),
                 240,
                 "the cluster stack starts",
             )
