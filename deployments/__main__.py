@@ -1,8 +1,9 @@
 """The queue's command line.
 
-python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
-python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
-                            [--logs .stack-logs] [--profile embedded|cluster]
+python -m deployments setup [--gpus 0,1 | --gpu-slots N]
+                                              create work pools, deploy everything (idempotent)
+python -m deployments serve [--gpus 0,1 | --gpu-slots N] [--port 4200] [--api-port 8765]
+                            [--restart-delay 1] [--logs .stack-logs] [--profile embedded|cluster]
                                               run the stack in the foreground until Ctrl-C,
                                               restarting what dies (exits 1 if it gives up)
 python -m deployments demo                    start the stack, run the demo pipeline, stop
@@ -38,7 +39,13 @@ def main() -> int:
             "--gpu-slots",
             type=int,
             default=None,
-            help="tasks that may run at once (default: as the GPU pool is set; 1 for a new one)",
+            help="tasks that may run at once, on GPUs 0..N-1 (default: as set before)",
+        )
+        command.add_argument(
+            "--gpus",
+            default=None,
+            help="the GPUs to serve, e.g. 0,1: one worker (and model host) per GPU, kept for "
+            "later starts without the option (default: as set before; GPU 0 for a new set-up)",
         )
         if name == "serve":
             # Left out unless given, for Stack's defaults: importing them here would cost the
@@ -70,12 +77,22 @@ def main() -> int:
     reaper = commands.add_parser("reap", help="internal: kill a stack's leftovers once it is gone")
     reaper.add_argument("--token", required=True, help="the stack's BIASBENCH_STACK token")
     args = parser.parse_args()
+    gpus: list[str] | None = None
+    if getattr(args, "gpus", None) is not None:
+        if args.gpu_slots is not None:
+            parser.error("give either --gpus or --gpu-slots")
+        gpus = [part.strip() for part in args.gpus.split(",")]
+        if any(not g for g in gpus) or len(set(gpus)) != len(gpus):
+            parser.error(f"--gpus wants distinct GPU ids separated by commas, not {args.gpus!r}")
 
     if args.command == "setup":
         from deployments.setup import setup
 
-        done = setup(gpu_slots=args.gpu_slots)
-        print(f"Work pools and deployments are set up ({done.gpu_slots} GPU slot(s)).")
+        done = setup(gpu_slots=args.gpu_slots, gpus=gpus)
+        print(
+            f"Work pools and deployments are set up ({done.gpu_slots} GPU slot(s): "
+            f"GPU {', '.join(done.gpus)})."
+        )
         on = done.channels
         print(f"Messages go to: {', '.join(on)}." if on else "Messages are only logged.")
         return 0
@@ -106,7 +123,10 @@ def main() -> int:
         use_demo_catalogue(PROJECT_DIR / ".stack-logs")
         # The demo submits in-process; only `serve` offers the /queue API to other clients.
         with Stack(
-            gpu_slots=args.gpu_slots, api_port=None, on_give_up=lambda _: _thread.interrupt_main()
+            gpu_slots=args.gpu_slots,
+            gpus=gpus,
+            api_port=None,
+            on_give_up=lambda _: _thread.interrupt_main(),
         ) as stack:
             from deployments.demo import run_demo
 
@@ -119,7 +139,9 @@ def main() -> int:
         return 1
     given = ("port", "api_port", "restart_delay", "logs", "profile")
     options = {k: v for k, v in vars(args).items() if k in given}
-    with Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set()) as stack:
+    with Stack(
+        gpu_slots=args.gpu_slots, gpus=gpus, **options, on_give_up=lambda _: stopping.set()
+    ) as stack:
         print(
             f"Queue running ({stack.profile}): Prefect UI at {stack.ui_url}, /queue API at "
             f"http://127.0.0.1:{stack.api_port}/queue, logs in {stack.logs}. Ctrl-C stops it.",
