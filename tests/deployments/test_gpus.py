@@ -1,0 +1,106 @@
+"""Two GPUs under the real stack (`Stack(gpus=["0", "1"])`, as `serve --gpus 0,1`): a worker
+per GPU, and the manager sends each task to one GPU. Checked from what Prefect recorded: each
+run's worker (its `prefect.worker.name` label), start and end times, and the times the manager
+released the runs. The timing comparison with one GPU is perf/two_gpus.py."""
+
+from __future__ import annotations
+
+import asyncio
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from prefect import get_client
+from prefect.client.schemas.objects import FlowRun
+
+from biasbench.queue import gateway
+from biasbench.queue.gpus import gpu_of, parse_worker_name
+from biasbench.queue.model import RELEASED
+from biasbench.queue.submit import SubmitRequest, submit
+from deployments.stack import Stack
+from tests.deployments.test_setup import setup
+from tests.deployments.test_supervision import dataset_id, external_server
+from tests.support.waiting import wait_final
+
+__all__ = ["dataset_id", "external_server"]  # fixtures, used below
+
+# 4 personas x 15 traits = 60 questions at 0.1 s: about 6 s of work per task.
+QUICK_SLOW = {"llm": "fake", "model_name": "fake-model@slow=0.1", "batch_size": 1}
+
+
+async def _submit_all(requests: list[SubmitRequest]) -> list[str]:
+    async with get_client() as client:
+        await gateway.set_pool_paused(client, True)  # all in line before the first starts
+        ids = []
+        for request in requests:
+            ids.append(await submit(client, request))
+        await gateway.set_pool_paused(client, False)
+        return ids
+
+
+async def _submit_chain() -> list[str]:
+    async with get_client() as client:
+        pool = await submit(client, SubmitRequest("pool_gen", {"n": 30, "seed": 4}, label="c1"))
+        balanced = SubmitRequest("balanced_gen", {"n": 4, "seed": 2}, upstream=[pool], label="c2")
+        return [pool, await submit(client, balanced)]
+
+
+async def _released_at(run_ids: list[str]) -> dict[str, Any]:
+    """When the manager (last) released each run."""
+    async with get_client() as client:
+        released = {}
+        for run_id in run_ids:
+            states = await client.read_flow_run_states(UUID(run_id))
+            released[run_id] = max(s.timestamp for s in states if s.name == RELEASED)
+        return released
+
+
+def _worker(run: FlowRun) -> str:
+    return str(run.labels.get("prefect.worker.name"))
+
+
+def test_two_gpus_run_one_task_each_in_priority_order_and_a_chain_in_order(
+    external_server: str, tmp_path: Path, dataset_id: int
+) -> None:
+    config = {**QUICK_SLOW, "dataset_id": dataset_id}
+    low = [SubmitRequest("benchmark", config, label=f"low-{i}") for i in range(4)]
+    high = [SubmitRequest("benchmark", config, priority=5, label=f"high-{i}") for i in range(2)]
+    try:
+        with Stack(gpus=["0", "1"], api_port=None, logs=tmp_path / "logs") as stack:
+            assert stack.gpu_workers == ["gpu-worker-0", "gpu-worker-1"]
+            assert "gpu-worker" not in stack.processes  # never a plain worker beside them
+            ids = asyncio.run(_submit_all([*low, *high]))
+            chain = asyncio.run(_submit_chain())
+            runs = asyncio.run(wait_final([*ids, *chain], timeout=300))
+            released = asyncio.run(_released_at(ids))
+    finally:
+        setup(external_server, "--gpu-slots", "1")  # the session's other tests expect one GPU
+
+    assert [r.state_name for r in runs] == ["Completed"] * 8
+    by_id = {str(r.id): r for r in runs}
+    workers = {_worker(r) for r in runs}
+    assert len(workers) == 2 and all(parse_worker_name(w) for w in workers), workers
+
+    # Each run ran on the GPU it was released to, and no GPU ever ran two at once.
+    for run in runs:
+        assert gpu_of(run.tags) == _worker(run), (run.name, run.tags, _worker(run))
+    for worker in workers:
+        spans = sorted((r.start_time, r.end_time, r.name) for r in runs if _worker(r) == worker)
+        for (_, end, before), (start, _, after) in pairwise(spans):
+            assert end is not None and start is not None
+            assert end <= start, f"{before} and {after} overlapped on {worker}"
+
+    # Priority first, then submission order, as released by the manager.
+    expected = [*ids[4:], *ids[:4]]
+    assert sorted(ids, key=lambda i: released[i]) == expected
+    # The independent tasks really shared the two GPUs: some ran at the same time.
+    independent = [by_id[i] for i in ids]
+    assert any(
+        a.start_time < b.end_time and b.start_time < a.end_time  # type: ignore[operator]
+        for a, b in pairwise(sorted(independent, key=lambda r: r.start_time))  # type: ignore[arg-type, return-value]
+    )
+    # The dependent started only once its upstream had completed.
+    first, second = by_id[chain[0]], by_id[chain[1]]
+    assert first.end_time is not None and second.start_time is not None
+    assert first.end_time <= second.start_time
