@@ -44,6 +44,16 @@ from flows.pool_gen import pool_gen
 PORT = 4262
 
 
+async def live_gpus(expected: int) -> None:
+    """Until the manager sees `expected` per-GPU workers alive (none with one GPU)."""
+    async with get_client() as client:
+        for _ in range(120):
+            if len([g for g in await gateway.read_gpus(client) if g.alive]) == expected:
+                return
+            await asyncio.sleep(0.5)
+    raise RuntimeError(f"the manager does not see {expected} live GPU(s)")
+
+
 async def run_tasks(dataset_id: int, tasks: int, slow: float) -> tuple[float, list[FlowRun]]:
     config = {
         "llm": "fake",
@@ -89,6 +99,7 @@ def measure(gpus: list[str], logs: Path, tasks: int, slow: float) -> tuple[float
         # The dataset, made by the real flows in this process against the stack's server.
         pool = asyncio.run(pool_gen(n=100, seed=3))
         dataset = asyncio.run(balanced_gen(dataset_id=pool.dataset_id, n=4, seed=1))
+        asyncio.run(live_gpus(len(gpus) if len(gpus) > 1 else 0))
         return asyncio.run(run_tasks(dataset.dataset_id, tasks, slow))
 
 

@@ -650,7 +650,8 @@ GPU_FORGET = timedelta(minutes=10)  # one silent for longer is not a GPU of the 
 async def read_gpus(client: PrefectClient, now: datetime | None = None) -> list[Gpu]:
     """The GPUs of the pool when each has a worker of its own (`gpu-<slot>@<host>`, see
     biasbench.queue.gpus), with the model their host of the same machine and slot has loaded;
-    empty when a plain worker serves the pool (it takes every run, so releases name no GPU).
+    empty when a plain worker serves the pool (it takes every run, so releases name no GPU)
+    or when no per-GPU worker is alive.
     Alive is judged from the worker's last heartbeat: Prefect shows a dead worker ONLINE for a
     while (prefect-notes §12)."""
     now = now or datetime.now(UTC)
@@ -659,7 +660,11 @@ async def read_gpus(client: PrefectClient, now: datetime | None = None) -> list[
         w for w in workers if w.last_heartbeat_time and now - w.last_heartbeat_time <= GPU_FORGET
     ]
     fresh = {w.name for w in recent if now - w.last_heartbeat_time <= GPU_FRESH}  # type: ignore[operator]
-    if any(parse_worker_name(name) is None for name in fresh):
+    if not any(parse_worker_name(name) for name in fresh) or any(
+        parse_worker_name(name) is None for name in fresh
+    ):
+        # No per-GPU worker alive (releases wait for whichever worker comes back: the same
+        # names take their runs), or a plain worker serves the pool.
         return []
     hosts = await model_hosts(client) if recent else {}
     gpus = []

@@ -21,12 +21,17 @@ from biasbench.queue.submit import SubmitRequest, submit
 from deployments.stack import Stack
 from tests.deployments.test_setup import setup
 from tests.deployments.test_supervision import dataset_id, external_server
-from tests.support.waiting import wait_final
+from tests.support.waiting import until, wait_final
 
 __all__ = ["dataset_id", "external_server"]  # fixtures, used below
 
 # 4 personas x 15 traits = 60 questions at 0.1 s: about 6 s of work per task.
 QUICK_SLOW = {"llm": "fake", "model_name": "fake-model@slow=0.1", "batch_size": 1}
+
+
+async def _live_gpus() -> list[str]:
+    async with get_client() as client:
+        return [g.worker for g in await gateway.read_gpus(client) if g.alive]
 
 
 async def _submit_all(requests: list[SubmitRequest]) -> list[str]:
@@ -70,6 +75,8 @@ def test_two_gpus_run_one_task_each_in_priority_order_and_a_chain_in_order(
         with Stack(gpus=["0", "1"], api_port=None, logs=tmp_path / "logs") as stack:
             assert stack.gpu_workers == ["gpu-worker-0", "gpu-worker-1"]
             assert "gpu-worker" not in stack.processes  # never a plain worker beside them
+            # The manager sees both GPUs alive once their workers have said hello.
+            until(lambda: len(asyncio.run(_live_gpus())) == 2, 60, "two live GPUs")
             ids = asyncio.run(_submit_all([*low, *high]))
             chain = asyncio.run(_submit_chain())
             runs = asyncio.run(wait_final([*ids, *chain], timeout=300))
