@@ -44,8 +44,9 @@ def main() -> int:
         command.add_argument(
             "--gpus",
             default=None,
-            help="the GPUs to serve, e.g. 0,1: one worker (and model host) per GPU, kept for "
-            "later starts without the option (default: as set before; GPU 0 for a new set-up)",
+            help="the GPUs to serve, e.g. 0,1 (0+1,2+3: two slots of two GPUs each): one worker "
+            "(and model host) per slot, kept for later starts without the option (default: as "
+            "set before; GPU 0 for a new set-up)",
         )
         if name == "serve":
             # Left out unless given, for Stack's defaults: importing them here would cost the

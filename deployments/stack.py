@@ -50,7 +50,7 @@ from deployments.process_tree import (
 )
 from deployments.recovery import end_orphans, gpu_worker_name
 from deployments.settings import DeploymentSettings
-from deployments.setup import PROJECT_DIR, setup
+from deployments.setup import PROJECT_DIR, gpus_for_slots, setup
 from deployments.supervisor import RESTART_DELAY, Supervisor
 from deployments.warm_start import wait_ready, warm_start_command
 
@@ -265,10 +265,15 @@ class Stack(Supervisor):
 
     def _gpu_env(self, slot: int) -> dict[str, str]:
         """With several GPUs, what runs for a slot (its worker and flows, its model host and
-        servers) sees only that slot's GPU, and the worker's flows only that slot's host."""
+        servers) sees only that slot's GPU ("0+1": a group of GPUs for one model), and the
+        worker's flows only that slot's host. One GPU is pinned only if it is not the first
+        (`--gpus 1`): the first leaves the environment as it is, as before `--gpus` existed,
+        so a model may still span every GPU the stack sees."""
         if len(self.gpus) < 2:
+            if self.gpus and self.gpus != gpus_for_slots(1):
+                return {"CUDA_VISIBLE_DEVICES": self.gpus[0].replace("+", ",")}
             return {}
-        env = {"CUDA_VISIBLE_DEVICES": self.gpus[slot]}
+        env = {"CUDA_VISIBLE_DEVICES": self.gpus[slot].replace("+", ",")}
         if self.model_hosts:
             env["BIASBENCH_MODEL_HOSTS"] = str(self.model_host_socket(f"{MODEL_HOST}{slot}"))
         return env
@@ -284,7 +289,8 @@ class Stack(Supervisor):
                 if child == GPU_WORKER:
                     pool = ["--pool", GPU_POOL, "--limit", str(self.gpu_slots), "--type", "process"]
                     named = ["--name", gpu_worker_name()]  # recovery.py knows its runs by it
-                    self._start(child, ["prefect", "worker", "start", *pool, *named])
+                    command = ["prefect", "worker", "start", *pool, *named]
+                    self._start(child, command, extra_env=self._gpu_env(0))
                 else:
                     slot = int(child.removeprefix(f"{GPU_WORKER}-"))
                     command = ["deployments.gpu_worker", "--slot", str(slot)]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 from prefect import get_client
 from prefect.client.schemas.objects import FlowRun
 
@@ -111,3 +112,21 @@ def test_two_gpus_run_one_task_each_in_priority_order_and_a_chain_in_order(
     first, second = by_id[chain[0]], by_id[chain[1]]
     assert first.end_time is not None and second.start_time is not None
     assert first.end_time <= second.start_time
+
+
+def test_each_slot_sees_only_its_gpus_and_one_first_gpu_leaves_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    stack = Stack(api_port=None)
+    try:
+        stack.gpus = ["2", "3"]
+        assert [stack._gpu_env(slot)["CUDA_VISIBLE_DEVICES"] for slot in (0, 1)] == ["2", "3"]
+        stack.gpus = ["0+1", "2+3"]  # two slots of two GPUs, one model spanning each pair
+        assert stack._gpu_env(1)["CUDA_VISIBLE_DEVICES"] == "2,3"
+        stack.gpus = ["1"]  # `--gpus 1`: pinned
+        assert stack._gpu_env(0) == {"CUDA_VISIBLE_DEVICES": "1"}
+        stack.gpus = ["0"]  # the default: everything the stack sees, as before
+        assert stack._gpu_env(0) == {}
+    finally:
+        stack.stop()
