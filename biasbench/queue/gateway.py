@@ -647,7 +647,9 @@ GPU_FRESH = timedelta(seconds=30)  # a per-GPU worker heard from within this is 
 GPU_FORGET = timedelta(minutes=10)  # one silent for longer is not a GPU of the pool any more
 
 
-async def read_gpus(client: PrefectClient, now: datetime | None = None) -> list[Gpu]:
+async def read_gpus(
+    client: PrefectClient, now: datetime | None = None, pool: str = GPU_POOL
+) -> list[Gpu]:
     """The GPUs of the pool when each has a worker of its own (`gpu-<slot>@<host>`, see
     biasbench.queue.gpus), with the model their host of the same machine and slot has loaded;
     empty when a plain worker serves the pool (it takes every run, so releases name no GPU)
@@ -655,7 +657,7 @@ async def read_gpus(client: PrefectClient, now: datetime | None = None) -> list[
     Alive is judged from the worker's last heartbeat: Prefect shows a dead worker ONLINE for a
     while (prefect-notes §12)."""
     now = now or datetime.now(UTC)
-    workers = await client.read_workers_for_work_pool(GPU_POOL)
+    workers = await client.read_workers_for_work_pool(pool)
     recent = [
         w for w in workers if w.last_heartbeat_time and now - w.last_heartbeat_time <= GPU_FORGET
     ]

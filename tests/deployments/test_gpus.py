@@ -6,6 +6,7 @@ released the runs. The timing comparison with one GPU is perf/two_gpus.py."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from biasbench.queue import gateway
 from biasbench.queue.gpus import gpu_of, parse_worker_name
 from biasbench.queue.model import RELEASED
 from biasbench.queue.submit import SubmitRequest, submit
+from deployments.recovery import this_hosts_worker
 from deployments.stack import Stack
 from tests.deployments.test_setup import setup
 from tests.deployments.test_supervision import dataset_id, external_server
@@ -130,3 +132,11 @@ def test_each_slot_sees_only_its_gpus_and_one_first_gpu_leaves_the_environment(
         assert stack._gpu_env(0) == {}
     finally:
         stack.stop()
+
+
+def test_recovery_knows_this_hosts_workers_by_name() -> None:
+    host = socket.gethostname()
+    assert this_hosts_worker(f"gpu@{host}")  # the plain worker
+    assert this_hosts_worker(f"gpu-1@{host}")  # a per-GPU worker
+    assert not this_hosts_worker("gpu-1@another-host")
+    assert not this_hosts_worker(None)
