@@ -24,6 +24,7 @@ from deployments.recovery import this_hosts_worker
 from deployments.stack import Stack
 from tests.deployments.test_setup import setup
 from tests.deployments.test_supervision import dataset_id, external_server
+from tests.support.model_host import model_entry, write_catalogue
 from tests.support.waiting import until, wait_final
 
 __all__ = ["dataset_id", "external_server"]  # fixtures, used below
@@ -140,3 +141,53 @@ def test_recovery_knows_this_hosts_workers_by_name() -> None:
     assert this_hosts_worker(f"gpu-1@{host}")  # a per-GPU worker
     assert not this_hosts_worker("gpu-1@another-host")
     assert not this_hosts_worker(None)
+
+
+async def _gpus_with_models() -> dict[str, str]:
+    async with get_client() as client:
+        return {g.worker: g.model for g in await gateway.read_gpus(client) if g.alive and g.model}
+
+
+def test_with_model_hosts_a_task_goes_to_the_gpu_that_has_its_model(
+    external_server: str, tmp_path: Path, dataset_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Round 1 loads model A on one GPU and B on the other; round 2, submitted B then A, sends
+    each to the GPU that has its model (FIFO alone would give B the first free worker), and
+    both hosts reuse their server."""
+    a, b = "gpu-model-a", "gpu-model-b"
+    catalogue = write_catalogue(tmp_path / "models.toml", model_entry(a), model_entry(b))
+    monkeypatch.setenv("MODEL_CATALOGUE", str(catalogue))
+
+    def tasks(*models: str, round_: int) -> list[SubmitRequest]:
+        return [
+            SubmitRequest(
+                "benchmark",
+                {"dataset_id": dataset_id, "model_name": m, "llm": "vllm", "batch_size": 4},
+                label=f"{m}-round-{round_}",
+            )
+            for m in models
+        ]
+
+    try:
+        with Stack(gpus=["0", "1"], api_port=None, logs=tmp_path / "logs") as stack:
+            assert stack.model_hosts == ["model-host-0", "model-host-1"]
+            until(lambda: len(asyncio.run(_live_gpus())) == 2, 60, "two live GPUs")
+            first = asyncio.run(_submit_all(tasks(a, b, round_=1)))
+            asyncio.run(wait_final(first, timeout=240))
+            loaded = until(
+                lambda: len(models := asyncio.run(_gpus_with_models())) == 2 and models,
+                60,
+                "both hosts publish their model",
+            )
+            second = asyncio.run(_submit_all(tasks(b, a, round_=2)))
+            runs = asyncio.run(wait_final(second, timeout=240))
+    finally:
+        setup(external_server, "--gpu-slots", "1")
+
+    assert sorted(loaded.values()) == [a, b]
+    assert [r.state_name for r in runs] == ["Completed", "Completed"]
+    for run, model in zip(runs, (b, a), strict=True):
+        assert loaded[_worker(run)] == model, (run.name, _worker(run), loaded)
+    for host in ("model-host-0", "model-host-1"):  # one load each, then a reuse: no swap
+        said = (tmp_path / "logs" / f"{host}.log").read_text()
+        assert (said.count(": cold start in"), said.count(": reused in")) == (1, 1), said
