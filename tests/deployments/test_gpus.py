@@ -14,11 +14,12 @@ from uuid import UUID
 
 import pytest
 from prefect import get_client
+from prefect.client.schemas.actions import WorkPoolUpdate
 from prefect.client.schemas.objects import FlowRun
 
 from biasbench.queue import gateway
 from biasbench.queue.gpus import gpu_of, parse_worker_name
-from biasbench.queue.model import RELEASED
+from biasbench.queue.model import GPU_POOL, RELEASED
 from biasbench.queue.submit import SubmitRequest, submit
 from deployments.recovery import this_hosts_worker
 from deployments.stack import Stack
@@ -38,14 +39,18 @@ async def _live_gpus() -> list[str]:
         return [g.worker for g in await gateway.read_gpus(client) if g.alive]
 
 
-async def _submit_all(requests: list[SubmitRequest]) -> list[str]:
+async def _submit_paused(requests: list[SubmitRequest]) -> list[str]:
+    """Submitted with the pool paused: all in line before the first starts."""
     async with get_client() as client:
-        await gateway.set_pool_paused(client, True)  # all in line before the first starts
-        ids = []
-        for request in requests:
-            ids.append(await submit(client, request))
+        await gateway.set_pool_paused(client, True)
+        return [await submit(client, request) for request in requests]
+
+
+async def _submit_all(requests: list[SubmitRequest]) -> list[str]:
+    ids = await _submit_paused(requests)
+    async with get_client() as client:
         await gateway.set_pool_paused(client, False)
-        return ids
+    return ids
 
 
 async def _submit_chain() -> list[str]:
@@ -191,3 +196,45 @@ def test_with_model_hosts_a_task_goes_to_the_gpu_that_has_its_model(
     for host in ("model-host-0", "model-host-1"):  # one load each, then a reuse: no swap
         said = (tmp_path / "logs" / f"{host}.log").read_text()
         assert (said.count(": cold start in"), said.count(": reused in")) == (1, 1), said
+
+
+async def _ghost_gpu_and_resume(ghost: str) -> None:
+    """A third GPU whose worker says hello once and then never again (as if it died at once),
+    and a pool limit that lets the manager use it."""
+    async with get_client() as client:
+        await client.update_work_pool(GPU_POOL, WorkPoolUpdate(concurrency_limit=3))
+        await client.send_worker_heartbeat(GPU_POOL, ghost)
+        await gateway.set_pool_paused(client, False)
+
+
+async def _history(run_id: str) -> list[tuple[str | None, str | None]]:
+    async with get_client() as client:
+        states = sorted(await client.read_flow_run_states(UUID(run_id)), key=lambda s: s.timestamp)
+    return [(s.name, s.message) for s in states]
+
+
+def test_a_task_released_to_a_gpu_whose_worker_died_goes_back_and_runs_on_a_live_one(
+    external_server: str, tmp_path: Path, dataset_id: int
+) -> None:
+    ghost = f"gpu-2@{socket.gethostname()}"
+    config = {**QUICK_SLOW, "dataset_id": dataset_id}
+    requests = [SubmitRequest("benchmark", config, label=f"task-{i}") for i in range(3)]
+    try:
+        with Stack(gpus=["0", "1"], api_port=None, logs=tmp_path / "logs"):
+            until(lambda: len(asyncio.run(_live_gpus())) == 2, 60, "two live GPUs")
+            ids = asyncio.run(_submit_paused(requests))
+            asyncio.run(_ghost_gpu_and_resume(ghost))
+            runs = asyncio.run(wait_final(ids, timeout=300))
+            histories = {i: asyncio.run(_history(i)) for i in ids}
+    finally:
+        setup(external_server, "--gpu-slots", "1")
+
+    assert [r.state_name for r in runs] == ["Completed"] * 3
+    sent_back = [
+        i for i, h in histories.items() if any(m and ghost in m for n, m in h if n == "Queued")
+    ]
+    assert len(sent_back) == 1, histories
+    moved = next(r for r in runs if str(r.id) == sent_back[0])
+    assert _worker(moved) != ghost and gpu_of(moved.tags) == _worker(moved)
+    names = [n for n, _ in histories[sent_back[0]]]
+    assert names.index("Queued", names.index("Released")) < names.index("Running"), names
