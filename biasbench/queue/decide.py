@@ -207,8 +207,10 @@ def decide(
     free_gpus = [g for g in gpus if g.alive and g.worker not in busy]
     if gpus:
         free = min(free, len(free_gpus))
-        # Back in line, released again at the next look (its state was just written).
-        ready = [r for r in ready if r.id not in requeued]
+        # Back in line, released again at the next look (its state was just written); what
+        # comes after it waits for that look too, so as not to jump it.
+        first_back = min((view[i].order for i in requeued), default=None)
+        ready = [r for r in ready if first_back is None or r.order < first_back]
     if grouping is not None and accepting and free > 0:
         when = now or max((r.created for r in ready), default=datetime.min)
         ready = grouped(ready, view, grouping, picks=free, now=when)

@@ -81,10 +81,12 @@ def test_never_two_tasks_on_one_gpu_over_a_whole_queue() -> None:
 
 def test_a_run_released_to_a_dead_gpu_goes_back_to_queued_and_then_to_a_live_one() -> None:
     stranded = on(G1, llm("x", "model-a"), state="SCHEDULED")
+    later = llm("y", "model-a", minute=5)
     gpus = [Gpu(G0), Gpu(G1, alive=False)]
-    actions = decide(snapshot(stranded), slots=2, accepting=True, results={}, gpus=gpus)
+    actions = decide(snapshot(stranded, later), slots=2, accepting=True, results={}, gpus=gpus)
     assert [type(a) for a in actions] == [Requeue]
-    assert releases(actions) == {}  # its state was just written: released again next look
+    # Its state was just written: released again next look, and nothing jumps it meanwhile.
+    assert releases(actions) == {}
 
     back = replace(stranded, state_type="PAUSED", state_name="Queued")
     again = decide(snapshot(back), slots=2, accepting=True, results={}, gpus=gpus)
