@@ -1,8 +1,9 @@
 """The queue's command line.
 
-python -m deployments setup [--gpu-slots N]   create work pools, deploy everything (idempotent)
-python -m deployments serve [--gpu-slots N] [--port 4200] [--api-port 8765] [--restart-delay 1]
-                            [--logs .stack-logs] [--profile embedded|cluster]
+python -m deployments setup [--gpus 0,1 | --gpu-slots N]
+                                              create work pools, deploy everything (idempotent)
+python -m deployments serve [--gpus 0,1 | --gpu-slots N] [--port 4200] [--api-port 8765]
+                            [--restart-delay 1] [--logs .stack-logs] [--profile embedded|cluster]
                             [--role all|control|gpu]
                                               run the stack in the foreground until Ctrl-C,
                                               restarting what dies (exits 1 if it gives up);
@@ -41,7 +42,14 @@ def main() -> int:
             "--gpu-slots",
             type=int,
             default=None,
-            help="tasks that may run at once (default: as the GPU pool is set; 1 for a new one)",
+            help="tasks that may run at once, on GPUs 0..N-1 (default: as set before)",
+        )
+        command.add_argument(
+            "--gpus",
+            default=None,
+            help="the GPUs to serve, e.g. 0,1 (0+1,2+3: two slots of two GPUs each): one worker "
+            "(and model host) per slot, kept for later starts without the option (default: as "
+            "set before; GPU 0 for a new set-up)",
         )
         if name == "serve":
             # Left out unless given, for Stack's defaults: importing them here would cost the
@@ -81,12 +89,22 @@ def main() -> int:
     reaper = commands.add_parser("reap", help="internal: kill a stack's leftovers once it is gone")
     reaper.add_argument("--token", required=True, help="the stack's BIASBENCH_STACK token")
     args = parser.parse_args()
+    gpus: list[str] | None = None
+    if getattr(args, "gpus", None) is not None:
+        if args.gpu_slots is not None:
+            parser.error("give either --gpus or --gpu-slots")
+        gpus = [part.strip() for part in args.gpus.split(",")]
+        if any(not g for g in gpus) or len(set(gpus)) != len(gpus):
+            parser.error(f"--gpus wants distinct GPU ids separated by commas, not {args.gpus!r}")
 
     if args.command == "setup":
         from deployments.setup import setup
 
-        done = setup(gpu_slots=args.gpu_slots)
-        print(f"Work pools and deployments are set up ({done.gpu_slots} GPU slot(s)).")
+        done = setup(gpu_slots=args.gpu_slots, gpus=gpus)
+        print(
+            f"Work pools and deployments are set up ({done.gpu_slots} GPU slot(s): "
+            f"GPU {', '.join(done.gpus)})."
+        )
         on = done.channels
         print(f"Messages go to: {', '.join(on)}." if on else "Messages are only logged.")
         return 0
@@ -117,7 +135,10 @@ def main() -> int:
         use_demo_catalogue(PROJECT_DIR / ".stack-logs")
         # The demo submits in-process; only `serve` offers the /queue API to other clients.
         with Stack(
-            gpu_slots=args.gpu_slots, api_port=None, on_give_up=lambda _: _thread.interrupt_main()
+            gpu_slots=args.gpu_slots,
+            gpus=gpus,
+            api_port=None,
+            on_give_up=lambda _: _thread.interrupt_main(),
         ) as stack:
             from deployments.demo import run_demo
 
@@ -131,7 +152,9 @@ def main() -> int:
     given = ("port", "api_port", "restart_delay", "logs", "profile", "role")
     options = {k: v for k, v in vars(args).items() if k in given}
     try:
-        stack = Stack(gpu_slots=args.gpu_slots, **options, on_give_up=lambda _: stopping.set())
+        stack = Stack(
+            gpu_slots=args.gpu_slots, gpus=gpus, **options, on_give_up=lambda _: stopping.set()
+        )
     except ValueError as exc:  # a setting that cannot work, e.g. --role gpu without a server
         parser.error(str(exc))
     with stack:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import signal
 import socket
 import sys
@@ -33,6 +32,7 @@ from aiohttp import web
 
 from biasbench.errors import InvalidConfig, ModelDoesNotFit, ModelServerFailed
 from biasbench.llm.model_host import HOST_VARIABLE_PREFIX
+from biasbench.queue.gpus import machine_slug
 from biasbench.settings import Settings
 from deployments.model_host import ModelHost
 
@@ -73,8 +73,7 @@ def build_app(host: ModelHost) -> web.Application:
 
 def variable_name(slot: int) -> str:
     """Prefect variable names allow lowercase letters, digits, dashes and underscores."""
-    machine = re.sub(r"[^a-z0-9_-]", "-", socket.gethostname().lower())
-    return f"{HOST_VARIABLE_PREFIX}{machine}-{slot}"
+    return f"{HOST_VARIABLE_PREFIX}{machine_slug(socket.gethostname())}-{slot}"
 
 
 def prefect_publisher(slot: int) -> Any:

@@ -2,8 +2,9 @@
 
 When the GPU worker dies, or the whole stack (`serve` SIGKILLed, host rebooted), Prefect still
 shows its runs as Running. The heartbeat watchdog would crash them after its timeout (45 s and
-up to 30 s more); the stack knows better at once: its GPU worker has a fixed name per host, the
-worker labels every run it starts with that name and records the process id, and the flow's
+up to 30 s more); the stack knows better at once: its GPU workers have fixed names per host
+(`gpu@<host>`, or `gpu-<slot>@<host>` with a worker per GPU), a worker labels every run it
+starts with its name and records the process id, and the flow's
 process carries the run's id in its environment. A run of this host's worker with no such
 process is over, and is ended (Crashed, so that the manager puts it back; Cancelled if the user
 was cancelling it) as soon as the stack starts or restarts its worker. Runs of other hosts'
@@ -22,6 +23,7 @@ from pathlib import Path
 from prefect.client.orchestration import PrefectClient
 
 from biasbench.queue import gateway
+from biasbench.queue.gpus import parse_worker_name
 from biasbench.queue.model import GPU_POOL, HELD_QUEUED
 
 STOPPED = "Its GPU host stopped; the task goes back in the queue."
@@ -31,6 +33,14 @@ GONE = "Its process is gone: the GPU worker or the whole stack died (found when 
 def gpu_worker_name() -> str:
     """The name of this host's GPU worker: the same across restarts, different per host."""
     return f"{GPU_POOL}@{socket.gethostname()}"
+
+
+def this_hosts_worker(name: str | None) -> bool:
+    """Whether `name` is one of this host's GPU workers: the plain one or a per-GPU one."""
+    if name is None:
+        return False
+    parsed = parse_worker_name(name)
+    return name == gpu_worker_name() or (parsed is not None and parsed[1] == socket.gethostname())
 
 
 def runs_process(pid: int, run_id: str) -> bool:
@@ -43,11 +53,12 @@ def runs_process(pid: int, run_id: str) -> bool:
 
 
 async def end_orphans(client: PrefectClient, worker: str | None = None) -> list[str]:
-    """End the runs of this host's GPU worker whose process is gone; returns their ids."""
-    worker = worker or gpu_worker_name()
+    """End the runs of this host's GPU workers (or of `worker` only) whose process is gone;
+    returns their ids."""
     ended = []
     for run in await gateway.started_runs(client):
-        if run.worker != worker or run.pid is None or runs_process(run.pid, run.run_id):
+        ours = run.worker == worker if worker is not None else this_hosts_worker(run.worker)
+        if not ours or run.pid is None or runs_process(run.pid, run.run_id):
             continue
         await gateway.end_orphan(client, run, GONE)
         ended.append(run.run_id)
@@ -55,13 +66,13 @@ async def end_orphans(client: PrefectClient, worker: str | None = None) -> list[
 
 
 async def requeue_left_runs(client: PrefectClient, workers: Collection[str] = ()) -> list[str]:
-    """Put back in the queue the runs of this host's GPU worker(s) (`workers`, default this
-    host's one) whose process is gone; one a user was cancelling ends Cancelled. Returns the
-    ids of the runs put back."""
-    names = set(workers) or {gpu_worker_name()}
+    """Put back in the queue the runs of this host's GPU workers (or of `workers` only) whose
+    process is gone; one a user was cancelling ends Cancelled. Returns the ids of the runs put
+    back."""
     requeued = []
     for run in await gateway.started_runs(client):
-        if run.worker not in names or (run.pid is not None and runs_process(run.pid, run.run_id)):
+        ours = run.worker in workers if workers else this_hosts_worker(run.worker)
+        if not ours or (run.pid is not None and runs_process(run.pid, run.run_id)):
             continue
         if run.state_type == "CANCELLING":
             await gateway.end_orphan(client, run, STOPPED)

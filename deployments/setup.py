@@ -6,13 +6,15 @@ import asyncio
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prefect import get_client
 from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
 from prefect.exceptions import ObjectNotFound
 from prefect.settings import get_current_settings
+from prefect.variables import Variable
 
 from biasbench.queue.model import GPU_POOL, MANAGER_POOL
 from deployments.automations import ensure_watchdogs
@@ -61,22 +63,45 @@ def deploy_all() -> None:
     )
 
 
+GPUS_VARIABLE = "biasbench-gpus"  # the GPUs the stack serves, as `--gpus` last gave them
+
+
 @dataclass(frozen=True)
 class SetUp:
     gpu_slots: int  # the GPU pool's limit, as given or as it was
     channels: list[str]  # the notification channels that are on
+    gpus: list[str] = field(default_factory=list)  # the GPUs (CUDA device ids), one per slot
 
 
-def setup(gpu_slots: int | None = None) -> SetUp:
-    """gpu_slots: None keeps the GPU pool's limit (1 for a new pool)."""
+def gpus_for_slots(slots: int) -> list[str]:
+    """`--gpu-slots N`: the first N GPUs of CUDA_VISIBLE_DEVICES, else GPUs 0..N-1."""
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+    visible = [d for d in visible if d]
+    return [visible[i] if i < len(visible) else str(i) for i in range(slots)]
+
+
+def setup(gpu_slots: int | None = None, gpus: Sequence[str] | None = None) -> SetUp:
+    """gpus: the GPUs to serve (the pool's limit is their number), kept in a Prefect variable
+    so that a later start without them keeps them; gpu_slots N: GPUs 0..N-1; neither: as set
+    before (one GPU for a new set-up)."""
+    if gpus is None and gpu_slots is not None:
+        gpus = gpus_for_slots(gpu_slots)
+    if gpus is not None:
+        Variable.set(GPUS_VARIABLE, list(gpus), overwrite=True)
     slots = asyncio.run(
         ensure_pool(
-            GPU_POOL, concurrency_limit=gpu_slots, description="Task flows, one per GPU slot."
+            GPU_POOL,
+            concurrency_limit=len(gpus) if gpus is not None else None,
+            description="Task flows, one per GPU slot.",
         )
     )
+    if gpus is None:
+        kept = Variable.get(GPUS_VARIABLE, default=None)
+        kept_list: list[str] = [str(g) for g in kept] if isinstance(kept, list) else []
+        gpus = kept_list if len(kept_list) == slots else gpus_for_slots(slots)
     asyncio.run(ensure_pool(MANAGER_POOL, concurrency_limit=1, description="The queue manager."))
     deploy_all()
-    return SetUp(slots, asyncio.run(ensure_automations(DeploymentSettings())))
+    return SetUp(slots, asyncio.run(ensure_automations(DeploymentSettings())), list(gpus))
 
 
 async def ensure_automations(settings: DeploymentSettings) -> list[str]:

@@ -31,7 +31,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import TracebackType
@@ -57,7 +57,7 @@ from deployments.process_tree import (
 )
 from deployments.recovery import end_orphans, gpu_worker_name, requeue_left_runs
 from deployments.settings import DeploymentSettings
-from deployments.setup import PROJECT_DIR, setup
+from deployments.setup import PROJECT_DIR, gpus_for_slots, setup
 from deployments.supervisor import RESTART_DELAY, Supervisor
 from deployments.warm_start import wait_ready, warm_start_command
 
@@ -70,6 +70,7 @@ DEFAULT_API_PORT = 8765  # the original queue API's port, so existing clients ne
 STOP_ORDER = ("queue-api", "manager-worker", "gpu-worker", "warm-start", "services", "server")
 MODEL_HOST = "model-host-"
 ROLES = ("all", "control", "gpu")
+GPU_WORKER = "gpu-worker"  # with several GPUs, one per GPU: "gpu-worker-<slot>"
 
 
 class Stack(Supervisor):
@@ -79,6 +80,7 @@ class Stack(Supervisor):
         self,
         *,
         gpu_slots: int | None = None,
+        gpus: Sequence[str] | None = None,
         port: int = DEFAULT_PORT,
         api_port: int | None = DEFAULT_API_PORT,
         logs: Path | None = None,
@@ -87,13 +89,18 @@ class Stack(Supervisor):
         profile: str | None = None,
         role: str = "all",
     ) -> None:
-        """api_port: where the /queue REST API listens (None: not started).
+        """gpus: the GPUs to serve (CUDA device ids); gpu_slots N: GPUs 0..N-1; neither: as
+        the last set-up kept them (setup.py). With two or more, each GPU gets a worker of its
+        own (gpu_worker.py) and a model host, both seeing only that GPU.
+        api_port: where the /queue REST API listens (None: not started).
         profile: "embedded" or "cluster" (cluster.py); default STACK_PROFILE, else embedded.
         role: one of ROLES (see the module's docstring); "gpu" needs PREFECT_API_URL.
         on_give_up: called (from the watcher thread) with the reason when a child keeps dying;
         the stack then stops watching, and its owner is expected to leave the `with` block."""
         super().__init__(restart_delay=restart_delay, on_give_up=on_give_up)
         self.gpu_slots = gpu_slots
+        self.gpus: list[str] = list(gpus) if gpus is not None else []
+        self._gpus_given = gpus is not None
         self.api_port = api_port
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}: one of {', '.join(ROLES)}")
@@ -163,7 +170,8 @@ class Stack(Supervisor):
             self._start_reaper()
             if self.role == "gpu":
                 # This host's GPUs; the pool's limit (set on the control host) counts them all.
-                self.gpu_slots = self.gpu_slots or 1
+                self.gpus = self.gpus or gpus_for_slots(self.gpu_slots or 1)
+                self.gpu_slots = len(self.gpus)
             else:
                 self._start_control_side()
             if self.role != "control":
@@ -199,8 +207,9 @@ class Stack(Supervisor):
             self._start_server()
             if self.profile == "cluster":
                 self._start_services()
-        # The worker's --limit follows the pool's, kept as set unless given here.
-        self.gpu_slots = setup(gpu_slots=self.gpu_slots).gpu_slots
+        # The GPUs (and the pool's limit) as given, else as the last set-up kept them.
+        done = setup(gpu_slots=self.gpu_slots, gpus=self.gpus if self._gpus_given else None)
+        self.gpu_slots, self.gpus = done.gpu_slots, done.gpus
 
     def _start_reaper(self) -> None:
         """Without PDEATHSIG and the stack's token: it must outlive the stack, and not kill
@@ -255,7 +264,7 @@ class Stack(Supervisor):
         """The model hosts' child names, one per GPU slot; none without a model catalogue."""
         if Settings().model_catalogue is None:
             return []
-        return [f"{MODEL_HOST}{slot}" for slot in range(self.gpu_slots or 1)]
+        return [f"{MODEL_HOST}{slot}" for slot in range(len(self.gpus) or self.gpu_slots or 1)]
 
     def model_host_socket(self, name: str) -> Path:
         return Path(self._sockets.name) / f"{name}.sock"
@@ -275,22 +284,53 @@ class Stack(Supervisor):
         slot = name.removeprefix(MODEL_HOST)
         state = ["--state-dir", str(self.logs / name), "--slot", slot, "--publish"]
         command = ["deployments.model_host_channel", "--socket", str(socket), *state]
-        self._start(name, command, extra_env=_gpu_of_slot(int(slot), self.gpu_slots or 1))
+        self._start(name, command, extra_env=self._gpu_env(int(slot)))
         deadline = time.monotonic() + 60
         while not socket.exists():
             if self.processes[name].poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the {name} did not start; see {self.logs / name}.log")
             time.sleep(0.1)
 
-    def start_gpu_worker(self) -> None:
-        """The one worker of the GPU pool (started unless it runs): `--limit` keeps it to one
-        run per GPU slot, also while a cancelled run's process is still exiting."""
+    @property
+    def gpu_workers(self) -> list[str]:
+        """The GPU workers' child names: one plain worker for one GPU, else one per GPU
+        ("gpu-worker-<slot>"). Never both in one pool: a plain worker takes any run."""
+        if len(self.gpus) < 2:
+            return [GPU_WORKER]
+        return [f"{GPU_WORKER}-{slot}" for slot in range(len(self.gpus))]
+
+    def _gpu_env(self, slot: int) -> dict[str, str]:
+        """With several GPUs, what runs for a slot (its worker and flows, its model host and
+        servers) sees only that slot's GPU ("0+1": a group of GPUs for one model), and the
+        worker's flows only that slot's host. One GPU is pinned only if it is not the first
+        (`--gpus 1`): the first leaves the environment as it is, as before `--gpus` existed,
+        so a model may still span every GPU the stack sees."""
+        if len(self.gpus) < 2:
+            if self.gpus and self.gpus != gpus_for_slots(1):
+                return {"CUDA_VISIBLE_DEVICES": self.gpus[0].replace("+", ",")}
+            return {}
+        env = {"CUDA_VISIBLE_DEVICES": self.gpus[slot].replace("+", ",")}
+        if self.model_hosts:
+            env["BIASBENCH_MODEL_HOSTS"] = str(self.model_host_socket(f"{MODEL_HOST}{slot}"))
+        return env
+
+    def start_gpu_worker(self, name: str | None = None) -> None:
+        """The GPU pool's worker(s) (each started unless it runs). One GPU: `prefect worker`
+        with `--limit 1`, which holds also while a cancelled run's process is still exiting;
+        several: one worker per GPU, each limited to one run (gpu_worker.py)."""
         with self._lock:
-            if (worker := self.processes.get("gpu-worker")) is not None and worker.poll() is None:
-                return
-            pool = ["--pool", GPU_POOL, "--limit", str(self.gpu_slots), "--type", "process"]
-            name = ["--name", gpu_worker_name()]  # recovery.py knows its runs by it
-            self._start("gpu-worker", ["prefect", "worker", "start", *pool, *name])
+            for child in [name] if name is not None else self.gpu_workers:
+                if (worker := self.processes.get(child)) is not None and worker.poll() is None:
+                    continue
+                if child == GPU_WORKER:
+                    pool = ["--pool", GPU_POOL, "--limit", str(self.gpu_slots), "--type", "process"]
+                    named = ["--name", gpu_worker_name()]  # recovery.py knows its runs by it
+                    command = ["prefect", "worker", "start", *pool, *named]
+                    self._start(child, command, extra_env=self._gpu_env(0))
+                else:
+                    slot = int(child.removeprefix(f"{GPU_WORKER}-"))
+                    command = ["deployments.gpu_worker", "--slot", str(slot)]
+                    self._start(child, command, extra_env=self._gpu_env(slot))
 
     def _start_manager_worker(self, *, restart: bool = False) -> None:
         """The manager's worker, and a manager run. On a restart, only if the manager was
@@ -364,8 +404,8 @@ class Stack(Supervisor):
             self._start_services()
         elif name == "warm-start":
             self._start_warm_starter()
-        elif name == "gpu-worker":
-            self.start_gpu_worker()
+        elif name == GPU_WORKER or name.startswith(f"{GPU_WORKER}-"):
+            self.start_gpu_worker(name)
             asyncio.run(_end_orphans())  # the runs it had started died with it
         elif name == "manager-worker":
             self._start_manager_worker(restart=True)
@@ -399,21 +439,25 @@ class Stack(Supervisor):
         the tasks that were running on it back in the queue, for another host or its restart."""
         self._stopping.set()
         with self._lock:
-            winds_down = "gpu-worker" if self.role == "all" else "manager-worker"
-            worker = self.processes.get(winds_down)
-            if self.role != "gpu" and worker is not None and worker.poll() is None:
+            workers = [p for n, p in self.processes.items() if n.startswith(GPU_WORKER)]
+            if self.role == "control":
+                workers = [p for n, p in self.processes.items() if n == "manager-worker"]
+            if self.role != "gpu" and any(worker.poll() is None for worker in workers):
                 try:
                     asyncio.run(wind_down())
                 except Exception as exc:
                     print(f"warning: could not wind the queue down cleanly: {exc}", file=sys.stderr)
-            if self.role == "gpu" and (worker := self.processes.pop("gpu-worker", None)):
+            gpu_workers = [n for n in self.processes if n.startswith(GPU_WORKER)]
+            for name in gpu_workers if self.role == "gpu" else ():
                 # SIGKILL: a worker or flow stopped by a signal would report its runs Crashed
                 # (a retry used up); killed, they are simply gone, and requeued below.
+                worker = self.processes.pop(name)
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(10)
             hosts = sorted(name for name in self.processes if name.startswith(MODEL_HOST))
-            order = [*STOP_ORDER[:3], *hosts, *STOP_ORDER[3:]]
+            per_gpu = sorted(n for n in self.processes if n.startswith(f"{GPU_WORKER}-"))
+            order = [*STOP_ORDER[:3], *per_gpu, *hosts, *STOP_ORDER[3:]]
             for name in order:
                 if (process := self.processes.pop(name, None)) is not None:
                     stop_process_group(process)
@@ -427,15 +471,6 @@ class Stack(Supervisor):
         self._stop_watching()
         self._context.close()
         self._sockets.cleanup()
-
-
-def _gpu_of_slot(slot: int, slots: int) -> dict[str, str]:
-    """With several slots, each model host (and so its servers) sees only its own GPU: the
-    slot-th of CUDA_VISIBLE_DEVICES, or GPU <slot> when that is unset."""
-    if slots < 2:
-        return {}
-    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
-    return {"CUDA_VISIBLE_DEVICES": visible[slot] if slot < len(visible) else str(slot)}
 
 
 async def wind_down(timeout: float | None = None) -> None:

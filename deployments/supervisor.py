@@ -59,9 +59,12 @@ CHILDREN = {
 
 
 def child_label(name: str) -> str:
-    """How messages name a child; model hosts are one per GPU slot ("model-host-0")."""
+    """How messages name a child; model hosts are one per GPU slot ("model-host-0"), and so are
+    GPU workers when there are several GPUs ("gpu-worker-1")."""
     if name.startswith("model-host-"):
         return f"model host of GPU slot {name.removeprefix('model-host-')}"
+    if name.startswith("gpu-worker-"):
+        return f"GPU worker of GPU slot {name.removeprefix('gpu-worker-')}"
     return CHILDREN[name]
 
 

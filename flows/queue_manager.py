@@ -25,7 +25,7 @@ from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
 from biasbench.queue import gateway
-from biasbench.queue.decide import decide
+from biasbench.queue.decide import Release, decide
 from biasbench.queue.grouping import ModelGrouping
 from biasbench.queue.model import HELD_QUEUED, MANAGER_FLOW, QueueRun, QueueStatus
 from biasbench.results import TaskResult, result_of_flow_run
@@ -186,6 +186,7 @@ class Manager:
             now=datetime.now(UTC),
             stalled=self.stall_watch.stalled,
             grouping=await self.model_grouping(client, runs),
+            gpus=await gateway.read_gpus(client),
         )
         if actions:
             self.logger.info("Queue: %s", "; ".join(_describe(a) for a in actions))
@@ -270,4 +271,5 @@ def _completed_upstreams(runs: dict[str, QueueRun]) -> set[str]:
 
 
 def _describe(action: object) -> str:
-    return f"{type(action).__name__.lower()} {getattr(action, 'run_id', '')[:8]}"
+    gpu = f" to {action.gpu}" if isinstance(action, Release) and action.gpu else ""
+    return f"{type(action).__name__.lower()} {getattr(action, 'run_id', '')[:8]}{gpu}"

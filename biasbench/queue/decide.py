@@ -5,12 +5,13 @@ Prefect, and keeps the manager flow a thin loop: snapshot → decide → apply."
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from biasbench.queue.grouping import ModelGrouping, grouped
+from biasbench.queue.gpus import Gpu, assign, gpu_of
+from biasbench.queue.grouping import ModelGrouping, grouped, model_of
 from biasbench.queue.model import (
     HELD_QUEUED,
     HELD_WAITING,
@@ -29,6 +30,15 @@ class Release:
 
     run_id: str
     parameters: dict[str, Any]
+    gpu: str | None = None  # the worker of the GPU it goes to (tagged on the run); None: any
+
+
+@dataclass(frozen=True)
+class Requeue:
+    """Take a released run back to Queued: the GPU it was sent to has lost its worker."""
+
+    run_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class Relabel:
     name: Literal["Queued", "Waiting"]
 
 
-Action = Release | Skip | Cancel | Relabel
+Action = Release | Requeue | Skip | Cancel | Relabel
 
 
 def describe(run: QueueRun) -> str:
@@ -147,6 +157,7 @@ def decide(
     now: datetime | None = None,
     stalled: Set[str] = frozenset(),
     grouping: ModelGrouping | None = None,
+    gpus: Sequence[Gpu] = (),
 ) -> list[Action]:
     """runs: every task the queue knows of, by id (held ones and their upstreams);
     slots: how many tasks may run at once; accepting: False while paused or stopping;
@@ -154,11 +165,21 @@ def decide(
     deployment schedule or the CLI made (they are due once their start time has come);
     stalled: runs the manager stopped for making no progress (they count as failed);
     grouping: the models the GPUs have loaded and the bounds within which a ready task for one
-    of them may go first (biasbench.queue.grouping); None: strict FIFO.
+    of them may go first (biasbench.queue.grouping); None: strict FIFO;
+    gpus: the GPUs with a worker of their own (biasbench.queue.gpus); each release then names a
+    free, live one (the one with the task's model first), and a run released to a GPU whose
+    worker died goes back to Queued. Empty: one worker serves the pool, releases name no GPU.
 
     Cascades are resolved in one call: a run skipped here skips its own dependents too."""
     view = counting_stalls(runs, stalled)
     actions: list[Action] = []
+    alive = {g.worker for g in gpus if g.alive}
+    requeued: set[str] = set()
+    for run in sorted(view.values(), key=lambda r: r.order) if gpus else ():
+        if run.is_released and (gpu := gpu_of(run.tags)) is not None and gpu not in alive:
+            actions.append(Requeue(run.id, f"the worker of GPU {gpu} is gone"))
+            view[run.id] = replace(run, state_type="PAUSED", state_name=HELD_QUEUED)
+            requeued.add(run.id)
     while endings := _ending(view, results):
         actions.extend(endings)
         for ending in endings:
@@ -182,14 +203,24 @@ def decide(
     if due:
         ready = [r for r in ready if r.order < min(due)]
     free = slots - sum(1 for r in view.values() if r.occupies_slot)
+    busy = {gpu_of(r.tags) for r in view.values() if r.occupies_slot}
+    free_gpus = [g for g in gpus if g.alive and g.worker not in busy]
+    if gpus:
+        free = min(free, len(free_gpus))
+        # Back in line, released again at the next look (its state was just written); what
+        # comes after it waits for that look too, so as not to jump it.
+        first_back = min((view[i].order for i in requeued), default=None)
+        ready = [r for r in ready if first_back is None or r.order < first_back]
     if grouping is not None and accepting and free > 0:
         when = now or max((r.created for r in ready), default=datetime.min)
         ready = grouped(ready, view, grouping, picks=free, now=when)
     released = ready[: max(free, 0)] if accepting else []
-    for run in released:
+    places = assign([model_of(r) for r in released], free_gpus) if gpus else []
+    for index, run in enumerate(released):
         parameters = wired(run, view, results)
         assert not isinstance(parameters, Contradiction)  # such a run ended above
-        actions.append(Release(run.id, parameters))
+        place = places[index] if places else None
+        actions.append(Release(run.id, parameters, place.worker if place else None))
     for run in ready[len(released) :]:
         if run.state_name != HELD_QUEUED:
             actions.append(Relabel(run.id, HELD_QUEUED))

@@ -53,7 +53,8 @@ from biasbench.errors import CRASHED, NotFound, QueueBusy, QueueError
 from biasbench.llm.model_host import HOST_VARIABLE_PREFIX
 from biasbench.queue.attempt import StateRecord
 from biasbench.queue.collisions import collision_pauses
-from biasbench.queue.decide import Action, Cancel, Relabel, Release, Skip
+from biasbench.queue.decide import Action, Cancel, Relabel, Release, Requeue, Skip
+from biasbench.queue.gpus import Gpu, machine_slug, parse_worker_name, retagged
 from biasbench.queue.model import (
     DEPLOYMENT_NAME,
     ENDED_BY_TAG,
@@ -523,7 +524,7 @@ async def apply(
     for action in actions:
         run = runs[action.run_id]
         match action:
-            case Release(parameters=parameters):
+            case Release(parameters=parameters, gpu=gpu):
                 # Via a blocking pause: leaving a *rescheduling* pause marks the run as
                 # "resuming", which keeps its run count at 0, and Prefect then retries a
                 # failure once more than it should. Leaving a blocking pause for Scheduled
@@ -534,9 +535,18 @@ async def apply(
                 if releasing is None:
                     continue
                 # Prefect replaces the whole parameter dict: `parameters` is already merged.
-                await client.update_flow_run(UUID(run.id), parameters=parameters)
+                # The GPU's tag goes in the same write: its worker takes the run once it is
+                # Scheduled, the others leave it (deployments/gpu_worker.py).
+                tags = retagged(run.tags, gpu)
+                if tags != list(run.tags):
+                    await client.update_flow_run(UUID(run.id), parameters=parameters, tags=tags)
+                else:
+                    await client.update_flow_run(UUID(run.id), parameters=parameters)
                 released: State[Any] = Scheduled(name=RELEASED, scheduled_time=run.created)
                 await _write_unless_moved(client, run.id, releasing, released)
+            case Requeue(reason=reason):
+                back: State[Any] = Paused(name=HELD_QUEUED, reschedule=True, message=reason)
+                await _write_unless_moved(client, run.id, run.state_id, back)
             case Skip(reason=reason, upstream=upstream):
                 skipped: State[Any] = Cancelled(name=SKIPPED, message=reason)
                 if await _write_unless_moved(client, run.id, run.state_id, skipped):
@@ -644,6 +654,43 @@ async def gpu_workers_alive(client: PrefectClient) -> int:
     """GPU workers whose heartbeats the server still receives (it marks a silent one OFFLINE)."""
     workers = await client.read_workers_for_work_pool(GPU_POOL)
     return sum(1 for w in workers if w.status == WorkerStatus.ONLINE)
+
+
+GPU_FRESH = timedelta(seconds=30)  # a per-GPU worker heard from within this is alive
+GPU_FORGET = timedelta(minutes=10)  # one silent for longer is not a GPU of the pool any more
+
+
+async def read_gpus(
+    client: PrefectClient, now: datetime | None = None, pool: str = GPU_POOL
+) -> list[Gpu]:
+    """The GPUs of the pool when each has a worker of its own (`gpu-<slot>@<host>`, see
+    biasbench.queue.gpus), with the model their host of the same machine and slot has loaded;
+    empty when a plain worker serves the pool (it takes every run, so releases name no GPU)
+    or when no per-GPU worker is alive.
+    Alive is judged from the worker's last heartbeat: Prefect shows a dead worker ONLINE for a
+    while (prefect-notes §12)."""
+    now = now or datetime.now(UTC)
+    workers = await client.read_workers_for_work_pool(pool)
+    recent = [
+        w for w in workers if w.last_heartbeat_time and now - w.last_heartbeat_time <= GPU_FORGET
+    ]
+    fresh = {w.name for w in recent if now - w.last_heartbeat_time <= GPU_FRESH}  # type: ignore[operator]
+    if not any(parse_worker_name(name) for name in fresh) or any(
+        parse_worker_name(name) is None for name in fresh
+    ):
+        # No per-GPU worker alive (releases wait for whichever worker comes back: the same
+        # names take their runs), or a plain worker serves the pool.
+        return []
+    hosts = await model_hosts(client) if recent else {}
+    gpus = []
+    for worker in recent:
+        if (parsed := parse_worker_name(worker.name)) is None:
+            continue
+        slot, host = parsed
+        published = hosts.get(f"{HOST_VARIABLE_PREFIX}{machine_slug(host)}-{slot}") or {}
+        model = published.get("model")
+        gpus.append(Gpu(worker.name, worker.name in fresh, str(model) if model else None))
+    return sorted(gpus, key=lambda g: g.worker)
 
 
 async def set_pool_paused(client: PrefectClient, paused: bool) -> None:
