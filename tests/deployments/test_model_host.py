@@ -24,6 +24,7 @@ from biasbench.queue import gateway
 from deployments.model_host_channel import variable_name
 from deployments.model_server import gpu_free_gb
 from tests.support.model_host import (
+    TEST_NVML,
     alive,
     model_entry,
     model_host,
@@ -351,3 +352,38 @@ def test_without_a_gpu_the_memory_check_is_skipped_and_the_log_says_so_once(
     assert hows == ["cold start", "cold start"]
     log = (tmp_path / "model-host.log").read_text()
     assert log.count("the free GPU memory check is skipped") == 1, log
+
+
+def test_a_model_that_does_not_fit_the_gpus_free_memory_is_refused_with_both_numbers(
+    tmp_path: Path,
+) -> None:
+    """Before a start the host reads the free memory of its GPU (the first of
+    CUDA_VISIBLE_DEVICES) through NVML, here the test stand-in for a GPU 0 with 40 GB free and a
+    GPU 1 with 12 GB: on GPU 1 a 30 GB model is refused at once, naming 30 and 12; an 8 GB one
+    starts."""
+    catalogue = write_catalogue(
+        tmp_path / "models.toml",
+        model_entry("big", gpu_memory_gb=30),
+        model_entry("small", gpu_memory_gb=8),
+    )
+    gpu_1 = {
+        "PYTHONPATH": os.pathsep.join([str(TEST_NVML), os.environ.get("PYTHONPATH", "")]),
+        "TEST_GPU_FREE_GB": "40,12",
+        "CUDA_VISIBLE_DEVICES": "1",
+    }
+
+    async def ask_for_both(host: ModelHostClient) -> tuple[str, str]:
+        with pytest.raises(BiasBenchError) as refused:
+            async with host.model("big"):
+                pass
+        async with host.model("small") as loaded:
+            return str(refused.value), loaded.how
+
+    with model_host(tmp_path, catalogue, env=gpu_1) as (_, socket, state):
+        refusal, small = asyncio.run(ask_for_both(ModelHostClient(socket)))
+        assert not (state / "big.pid").exists(), (
+            "a server was started for the model that does not fit"
+        )
+    assert "big needs 30 GB of GPU memory; 12.0 GB are free" in refusal, refusal
+    assert small == "cold start"
+    assert "the free GPU memory check is skipped" not in (tmp_path / "model-host.log").read_text()

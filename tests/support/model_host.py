@@ -15,6 +15,9 @@ from pathlib import Path
 
 from tests.support.stack import REPO
 
+# tests/support/gpu/pynvml.py: first on a host's PYTHONPATH, a GPU with TEST_GPU_FREE_GB free.
+TEST_NVML = REPO / "tests" / "support" / "gpu"
+
 SERVER = "{python} -m tests.support.openai_server --port {port} --workers 1 --answers fake"
 
 
@@ -26,12 +29,14 @@ def model_entry(
     options: str = "",
     start_timeout: float = 60,
     serve: str | None = None,
+    gpu_memory_gb: float | None = None,
 ) -> str:
     """One `[models.<name>]` table of a catalogue."""
     command = serve or f"{SERVER} --model {name} --latency 0.02 --load-seconds {load} {options}"
+    memory = "" if gpu_memory_gb is None else f"gpu_memory_gb = {gpu_memory_gb}\n"
     return (
         f"[models.\"{name}\"]\nserve = '{command}'\nsupports_sleep = {str(sleep).lower()}\n"
-        f"start_timeout = {start_timeout}\n\n"
+        f"start_timeout = {start_timeout}\n{memory}\n"
     )
 
 
