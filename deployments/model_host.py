@@ -48,6 +48,8 @@ WATCH_SECONDS = 0.25  # how often servers, leases and the idle time are looked a
 RESTART_BACKOFF = (1.0, 2.0, 4.0)  # before each of the 3 restarts of a server that died
 GPU_RELEASE_SECONDS = 60.0  # how long a stopped server's GPU memory may take to be freed
 PUBLISHED_LOADS = 20  # the latest loads in the published state, for the done messages
+PUBLISH_RETRY_SECONDS = 1.0  # a publish the server refused (busy, restarting) is sent again,
+MAX_PUBLISH_WAIT = 30.0  # doubling the wait each time up to this
 KEPT_LOADS = 500  # the latest loads the host remembers (its status)
 WITHDRAW_SECONDS = 3.0  # how long a stopping host tries to delete its published state
 
@@ -92,6 +94,8 @@ class ModelHost:
         self._publishing = asyncio.Lock()
         self._publishes: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._publish_failures = 0  # in a row
+        self._publish_retrying = False
 
     # --- what the channel asks -----------------------------------------------------------
 
@@ -362,8 +366,25 @@ class ModelHost:
                         "loads": self.loads[-PUBLISHED_LOADS:],  # for the done messages
                     }
                 )
-            except Exception as exc:  # the manager then just does not group by model
-                self.say(f"could not publish the loaded model: {exc!r}")
+                self._publish_failures = 0
+                return
+            except Exception as exc:
+                self._publish_failures += 1
+                if self._publish_failures == 1:
+                    self.say(f"could not publish the loaded model ({exc!r}); trying again")
+        # Until a state gets through, the manager reads the one before: it would group tasks
+        # for the wrong model, and a task's load would be missing from its message. So once
+        # more later, with the state as it is then (one retry waiting at a time).
+        if self._publish_retrying:
+            return
+        self._publish_retrying = True
+        try:
+            await asyncio.sleep(
+                min(PUBLISH_RETRY_SECONDS * 2 ** (self._publish_failures - 1), MAX_PUBLISH_WAIT)
+            )
+        finally:
+            self._publish_retrying = False
+        self._publish_soon()
 
 
 def _free_port() -> int:

@@ -114,7 +114,8 @@ def test_interleaved_tasks_run_grouped_by_the_loaded_model_within_the_overtake_b
     assert [r.state_name for r in runs] == ["Completed"] * len(runs)
     by_start = sorted(runs, key=lambda r: r.start_time)  # type: ignore[arg-type, return-value]
     ran = [r.parameters["model_name"] for r in by_start]
-    assert ran == expected
+    host_log = (home / "model-host.log").read_text()[-3000:]
+    assert ran == expected, f"the host's log (what it loaded and published):\n{host_log}"
     assert switches(ran) < switches(submitted)
     # ... but not as few as without the bound (A A A B B B): the bound held B1 back.
     assert switches(ran) > switches(rule_order(submitted, len(submitted)))
