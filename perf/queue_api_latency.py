@@ -1,18 +1,26 @@
-"""Latency of the /queue API with 10,000 tasks in Prefect, next to bare Prefect reads.
+"""Latency of the /queue API with many tasks in Prefect, next to bare Prefect reads.
+
+With `--throughput`, also submission throughput through `/queue/add` next to Prefect's bulk route.
 
     .venv/bin/python perf/queue_api_latency.py         # --tasks 10000 --requests 100
+    .venv/bin/python perf/queue_api_latency.py --profile cluster --tasks 100000 --throughput 500
 
 Starts the whole stack (`deployments.stack.Stack`: Prefect server, warm starter, GPU worker,
 queue manager) with the server on a fresh PostgreSQL database (created on `--postgres`, dropped
-at the end; SQLite locks up under this many writes). The manager and the workers are not needed
-to answer the reads; they run so that the server is polled as in production (the manager and
-both workers every 0.5 s; the GPU pool is paused, so nothing runs), and so that `/queue/stats`
-reports `executor_running: true`. Logs stay in `.stack-logs/api-latency/`.
+at the end; SQLite locks up under this many writes). With `--profile cluster` the server is the
+cluster profile's (deployments/cluster.py: 2 API processes behind one port, 1 services process,
+Redis messaging on `--redis`, a database number that must be empty and is flushed at the end)
+and the domain database is a second fresh PostgreSQL database, dropped too. The manager and the
+workers are not needed to answer the reads; they run so that the server is polled as in
+production (the manager and both workers every 0.5 s; the GPU pool is paused, so nothing runs),
+and so that `/queue/stats` reports `executor_running: true`. Logs stay in
+`.stack-logs/api-latency/`.
 
-Populating (about 60 runs/s on the 2-core VM): `--tasks` queue tasks of the `pool_gen/gpu`
-deployment (tag `llm-queue`, parameters `{"n": ..., "upstream": None, "priority": 0}`, labels as
-the shim makes them), all but 50 finished (Completed, Failed, Cancelled, Cancelled "Skipped")
-and 50 held (Paused "Queued"). This process calls Prefect's own bulk-create route function
+Populating, first through Prefect's route code (about 60 runs/s on the 2-core VM): `--bulk`
+(default 5,000, at most `--tasks`) queue tasks of the `pool_gen/gpu` deployment (tag
+`llm-queue`, parameters `{"n": ..., "upstream": None, "priority": 0}`, labels as the shim makes
+them), all but 50 finished (Completed, Failed, Cancelled, Cancelled "Skipped", in turn) and 50
+held (Paused "Queued"). This process calls Prefect's own bulk-create route function
 (`POST /deployments/{id}/create_flow_run/bulk`) directly on the server's database, 100 runs per
 transaction, 2 transactions at a time, with the same request bodies that
 `create_flow_run_from_deployment` sends: the runs are built by the server's code (deployment
@@ -25,6 +33,16 @@ the server's one process being the limit, and right after 4,000 runs bare reads 
 slower than in other runs, presumably while its event services worked through the backlog.)
 A batch that takes over 120 s aborts the script.
 
+Then, up to `--tasks`, copies of the finished ones written in SQL (perf/run_copies.py: a new id,
+their own copies of the state rows, the times shifted into an older past; everything else the
+original's), a few seconds for 95,000, then VACUUM ANALYZE. They cannot change what the reads
+measure: `GET /queue?limit=50` reads the 50 unfinished runs (the held ones, all made by the
+route code) through Prefect's state-type filter and never a finished one, and `/queue/stats`
+and the bare counts count every run by its denormalised state columns, which each copy has
+consistent with its own state row, as the server would have written them; the planner sees the
+tables' statistics after the ANALYZE. What the copies share with their originals (name,
+parameters, tags) is not read by either, except the tag, which every queue run has anyway.
+
 Then the shim is served in-process on a free port (with this thread's Prefect settings, so it
 talks to the stack's server). Its first `GET /queue` allocates the integer task ids of the runs
 it lists (`queue_task_ids`) and every first call opens connections: the first call of each
@@ -35,12 +53,21 @@ see the same server load:
 - `GET /queue?limit=50` against a bare `read_flow_runs(limit=50)` of the queue's runs;
 - `GET /queue/stats` against a bare `count_flow_runs` of the queue's runs (one number), and
   against the bare Prefect reads that give what it reports (the runs counted by state in one
-  `POST /flow_runs/history`, the work pool, the manager's run; concurrently, as the shim does).
+  `POST /flow_runs/history`, the runs scheduled for later counted, the work pool, the manager's
+  run and the GPU workers concurrently, then the model hosts' variables, as the shim does).
 
 Prints p50 and p95 of each and the p50 ratio (target: at most 2), the 1-minute load before and
-after measuring, and how long each part took. SIGTERM acts like Ctrl-C: the stack is stopped
-(its `prefect worker`s ignore SIGTERM and are SIGKILLed after 10 s) and the database dropped,
-within about 10-60 s. A SIGKILL of this script leaves the stack running."""
+after measuring, and how long each part took.
+
+`--throughput N` (after the reads, which it would otherwise change: every add is one more
+unfinished run) measures N adds through a `python -m queue_api` of the stack from `--clients`
+concurrent clients against Prefect's bulk route creating the same runs, in `--rounds` rounds
+(perf/add_throughput.py); prints tasks/s, p50/p95/max latency, every non-2xx answer, and the
+ratio (goal: at least 50 tasks/s).
+
+SIGTERM acts like Ctrl-C: the stack is stopped (its `prefect worker`s ignore SIGTERM and are
+SIGKILLed after 10 s), the databases dropped and the Redis database flushed, within about 10-60
+s. A SIGKILL of this script leaves the stack running."""
 
 from __future__ import annotations
 
@@ -55,7 +82,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -87,6 +116,8 @@ from biasbench.queue.model import QUEUE_TAG, SKIPPED
 from biasbench.settings import Settings
 from deployments.setup import PROJECT_DIR
 from deployments.stack import Stack
+from perf import add_throughput
+from perf.run_copies import multiply
 from queue_api.app import create_app
 from queue_api.labels import default_label
 from queue_api.settings import ApiSettings
@@ -196,6 +227,9 @@ async def populate(tasks: int, prefect_db: str, held: int = 50) -> None:
 
         batches = [range(start, min(start + BATCH, tasks)) for start in range(0, tasks, BATCH)]
         await asyncio.gather(*(one(b) for b in batches))
+
+
+async def check_count(tasks: int) -> None:
     async with get_client() as client:
         if (count := await client.count_flow_runs(flow_run_filter=QUEUE_RUNS)) != tasks:
             raise RuntimeError(f"{count} queue runs in Prefect, {tasks} expected")
@@ -232,7 +266,12 @@ async def measure(base: str, db_url: str, requests: int, tasks: int) -> Samples:
     async with get_client() as client, httpx.AsyncClient(base_url=base, timeout=60) as http:
 
         async def stats_calls() -> None:  # what the shim asks Prefect for /queue/stats
-            await asyncio.gather(gateway.count_by_status(client), control.queue_state(client))
+            await asyncio.gather(
+                gateway.count_by_status(client),
+                gateway.count_scheduled_later(client, datetime.now(UTC)),
+                control.queue_state(client),
+            )
+            await gateway.model_hosts(client)
 
         pairs = {
             QUEUE: (
@@ -282,23 +321,44 @@ def p(values: list[float], q: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument(
+        "--bulk", type=int, default=5_000, help="runs made by Prefect's route code; the rest copies"
+    )
     parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--profile", choices=("embedded", "cluster"), default="embedded")
     parser.add_argument(
         "--postgres", default="postgres@127.0.0.1:5432", help="user@host:port, trust auth"
     )
+    parser.add_argument(
+        "--redis", default="redis://127.0.0.1:6379/9", help="cluster: an empty Redis database"
+    )
+    parser.add_argument("--throughput", type=int, default=0, help="adds to measure (0: none)")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    if args.tasks < 50:
-        parser.error("--tasks: at least 50 (the held ones)")
+    if args.tasks < 50 or args.bulk < 51:
+        parser.error("--tasks and --bulk: at least 50 (the held ones), --bulk some finished too")
+    args.bulk = min(args.bulk, args.tasks)
     stop_on_sigterm()
     os.environ.pop("PREFECT_API_URL", None)
     name = f"api_latency_{os.getpid()}"
-    admin = create_engine(
-        f"postgresql+psycopg://{args.postgres}/postgres", isolation_level="AUTOCOMMIT"
-    )
+    with ExitStack() as cleanup:  # undone in reverse, whatever happened
+        prefect_db = cleanup.enter_context(postgres(args.postgres, name))
+        domain_db = None
+        if args.profile == "cluster":
+            domain_db = cleanup.enter_context(postgres(args.postgres, f"{name}_domain"))
+            cleanup.enter_context(redis_database(args.redis))
+        return run(args, prefect_db, domain_db)
+
+
+@contextmanager
+def postgres(server: str, name: str) -> Iterator[str]:
+    """A fresh database (asyncpg URL), dropped on the way out whatever happened."""
+    admin = create_engine(f"postgresql+psycopg://{server}/postgres", isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
-        return run(args, f"postgresql+asyncpg://{args.postgres}/{name}")
+        yield f"postgresql+asyncpg://{server}/{name}"
     finally:
         with admin.connect() as connection:
             connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
@@ -306,24 +366,49 @@ def main() -> int:
         print(f"database {name} dropped", file=sys.stderr)
 
 
-def run(args: argparse.Namespace, prefect_db: str) -> int:
+@contextmanager
+def redis_database(url: str) -> Iterator[None]:
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        if client.dbsize():
+            raise SystemExit(f"{url} holds keys: give --redis an empty database")
+        os.environ["REDIS_URL"] = url
+        yield
+    finally:
+        client.flushdb()
+        client.close()
+        print(f"redis {url} flushed", file=sys.stderr)
+
+
+def run(args: argparse.Namespace, prefect_db: str, domain_db: str | None) -> int:
     began = time.monotonic()
     logs = PROJECT_DIR / ".stack-logs" / "api-latency"
     shutil.rmtree(logs, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="api-latency-") as tmp:
         os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = prefect_db
-        db_url = f"sqlite:///{tmp}/biasbench.db"
+        if domain_db is None:
+            db_url = f"sqlite:///{tmp}/biasbench.db"
+        else:
+            db_url = domain_db.replace("+asyncpg", "+psycopg")
         os.environ["DB_URL"] = db_url
-        with Stack(port=PORT, api_port=None, logs=logs):
-            print(f"stack up in {time.monotonic() - began:.0f} s", flush=True)
+        with Stack(port=PORT, api_port=None, logs=logs, profile=args.profile) as stack:
+            print(f"stack ({args.profile}) up in {time.monotonic() - began:.0f} s", flush=True)
             started = time.monotonic()
-            asyncio.run(populate(args.tasks, prefect_db))
+            asyncio.run(populate(args.bulk, prefect_db))
             populated = time.monotonic() - started
             print(
-                f"{args.tasks} tasks created in {populated:.0f} s "
-                f"({args.tasks / populated:.0f} runs/s)",
+                f"{args.bulk} tasks created in {populated:.0f} s "
+                f"({args.bulk / populated:.0f} runs/s)",
                 flush=True,
             )
+            copied = 0.0
+            if args.tasks > args.bulk:
+                sync_db = prefect_db.replace("+asyncpg", "+psycopg")
+                copied = multiply(sync_db, args.tasks - args.bulk)
+                print(f"{args.tasks - args.bulk} copies written in {copied:.0f} s", flush=True)
+            asyncio.run(check_count(args.tasks))
             base, server = serve_shim(db_url)
             load_before = os.getloadavg()
             started = time.monotonic()
@@ -333,7 +418,17 @@ def run(args: argparse.Namespace, prefect_db: str) -> int:
                 server.should_exit = True
             measured = time.monotonic() - started
             load_after = os.getloadavg()
-    print(f"\n{args.tasks} tasks, {args.requests} requests each, alternating; milliseconds")
+            if args.throughput:
+                started = time.monotonic()
+                throughput = add_throughput.measure(
+                    stack.env, logs, adds=args.throughput, clients=args.clients, rounds=args.rounds
+                )
+                throughput_took = time.monotonic() - started
+                load_throughput = os.getloadavg()
+    print(
+        f"\n{args.tasks} tasks ({args.profile} profile), {args.requests} requests each, "
+        "alternating; milliseconds"
+    )
     print(f"{'':24} {'shim p50':>9} {'p95':>7} {'bare p50':>9} {'p95':>7} {'ratio p50':>10}")
     for name, (shim, bare) in results.items():
         ratio = statistics.median(shim) / statistics.median(bare)
@@ -344,9 +439,12 @@ def run(args: argparse.Namespace, prefect_db: str) -> int:
     print("(target: ratio <= 2)")
     print(
         f"1-min load {load_before[0]:.2f} before measuring, {load_after[0]:.2f} after; "
-        f"populating {populated:.0f} s, measuring {measured:.0f} s, "
-        f"{time.monotonic() - began:.0f} s in all (stack start and stop included)"
+        f"populating {populated:.0f} s + copies {copied:.0f} s, measuring {measured:.0f} s"
     )
+    if args.throughput:
+        add_throughput.report(throughput, args.clients)
+        print(f"  {throughput_took:.0f} s, 1-min load {load_throughput[0]:.2f} after")
+    print(f"{time.monotonic() - began:.0f} s in all (stack start and stop included)")
     return 0
 
 
@@ -354,5 +452,5 @@ if __name__ == "__main__":
     try:
         raise SystemExit(main())
     except KeyboardInterrupt:
-        print("interrupted: the stack is stopped and the database dropped", file=sys.stderr)
+        print("interrupted: the stack is stopped and the databases dropped", file=sys.stderr)
         raise SystemExit(130) from None

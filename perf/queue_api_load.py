@@ -69,24 +69,38 @@ async def concurrently(
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
-async def round_of(base: str, tasks: int, clients: int, tally: Tally, offset: int) -> None:
+def client_limits(clients: int) -> httpx.Limits:
     # Idle connections are dropped before uvicorn closes them (5 s): reusing one it is closing
     # fails in the client ("Server disconnected"), which is not what is measured here.
-    limits = httpx.Limits(
+    return httpx.Limits(
         max_connections=clients, max_keepalive_connections=clients, keepalive_expiry=2
     )
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=limits) as http:
-        created: list[int] = []
 
-        async def add(i: int) -> None:
-            body = {"task_type": "pool_gen", "config": {"n": 10}, "label": f"load-{offset + i}"}
-            began = time.perf_counter()
-            answer = await http.post("/queue/add", json=body)
-            tally.adds.append(time.perf_counter() - began)
-            if answer.is_success:
-                created.append(answer.json()["task_id"])
-            else:
-                tally.refused[f"add {answer.status_code}: {answer.text[:160]}"] += 1
+
+async def add_tasks(
+    http: httpx.AsyncClient, labels: list[str], clients: int, tally: Tally
+) -> list[int]:
+    """A `pool_gen` task per label through `POST /queue/add`, from `clients` concurrent
+    clients; latencies and refusals go to the tally, the new task ids are returned."""
+    created: list[int] = []
+
+    async def add(i: int) -> None:
+        body = {"task_type": "pool_gen", "config": {"n": 10}, "label": labels[i]}
+        began = time.perf_counter()
+        answer = await http.post("/queue/add", json=body)
+        tally.adds.append(time.perf_counter() - began)
+        if answer.is_success:
+            created.append(answer.json()["task_id"])
+        else:
+            tally.refused[f"add {answer.status_code}: {answer.text[:160]}"] += 1
+
+    await concurrently(clients, list(range(len(labels))), add)
+    tally.task_ids += created
+    return created
+
+
+async def round_of(base: str, tasks: int, clients: int, tally: Tally, offset: int) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=300, limits=client_limits(clients)) as http:
 
         async def delete(task_id: int) -> None:
             began = time.perf_counter()
@@ -95,8 +109,8 @@ async def round_of(base: str, tasks: int, clients: int, tally: Tally, offset: in
             if not answer.is_success:
                 tally.refused[f"delete {answer.status_code}: {answer.text[:160]}"] += 1
 
-        await concurrently(clients, list(range(tasks)), add)
-        tally.task_ids += created
+        labels = [f"load-{offset + i}" for i in range(tasks)]
+        created = await add_tasks(http, labels, clients, tally)
         await concurrently(clients, created, delete)
         listed = await http.get("/queue", params={"limit": 10_000})
         if listed.is_success:
@@ -105,21 +119,15 @@ async def round_of(base: str, tasks: int, clients: int, tally: Tally, offset: in
             tally.refused[f"list {listed.status_code}: {listed.text[:160]}"] += 1
 
 
-def start_api(
-    env: dict[str, str], one_writer: str, tmp: str, logs: Path
-) -> tuple[str, subprocess.Popen[bytes]]:
+def start_api(env: dict[str, str], name: str, logs: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """`python -m queue_api` with `env` (its DB_URL, QUEUE_API_* settings) on a free port,
+    logging to logs/queue-api-<name>.log; returns its address once it answers."""
     port = free_port()
-    env = {
-        **env,
-        "QUEUE_API_PORT": str(port),
-        "QUEUE_API_ONE_WRITER": one_writer,
-        "DB_URL": f"sqlite:///{tmp}/biasbench-{one_writer}.db",
-    }
-    with (logs / f"queue-api-{one_writer}.log").open("ab") as log:
+    with (logs / f"queue-api-{name}.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "queue_api"],
             cwd=PROJECT_DIR,
-            env=env,
+            env={**env, "QUEUE_API_PORT": str(port)},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -133,7 +141,16 @@ def start_api(
             pass
         time.sleep(0.3)
     process.kill()
-    raise RuntimeError(f"the API with QUEUE_API_ONE_WRITER={one_writer} did not come up")
+    raise RuntimeError(f"the /queue API {name} did not come up; see its log in {logs}")
+
+
+def stop_api(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()  # uvicorn waits for open requests: then it is killed
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
 
 
 def ms(values: list[float], q: int) -> float:
@@ -181,7 +198,18 @@ def main() -> int:
         os.environ["DB_URL"] = f"sqlite:///{tmp}/biasbench.db"
         with Stack(port=PORT, api_port=None, logs=logs) as stack:
             asyncio.run(pause())
-            apis = {mode: start_api(stack.env, flag, tmp, logs) for mode, flag in MODES.items()}
+            apis = {
+                mode: start_api(
+                    {
+                        **stack.env,
+                        "QUEUE_API_ONE_WRITER": flag,
+                        "DB_URL": f"sqlite:///{tmp}/biasbench-{flag}.db",
+                    },
+                    flag,
+                    logs,
+                )
+                for mode, flag in MODES.items()
+            }
             try:
                 load_before = os.getloadavg()[0]
                 began = time.monotonic()
@@ -198,12 +226,7 @@ def main() -> int:
                 took = time.monotonic() - began
             finally:
                 for _, process in apis.values():
-                    process.terminate()  # uvicorn waits for open requests: then it is killed
-                    try:
-                        process.wait(10)
-                    except subprocess.TimeoutExpired:
-                        process.kill()
-                        process.wait(10)
+                    stop_api(process)
     print(f"\n{args.tasks} adds then deletes per API from {args.clients} concurrent clients")
     report(tallies, per_round * args.rounds)
     print(
