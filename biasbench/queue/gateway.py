@@ -213,9 +213,10 @@ async def run_by_id(client: PrefectClient, run_id: str) -> QueueRun:
 
 
 async def read_queue(client: PrefectClient) -> dict[str, QueueRun]:
-    """The manager's snapshot: every unfinished task run, plus the (possibly finished) upstreams
-    they name."""
-    runs = {r.id: r for r in await unfinished_runs(client)}
+    """The manager's snapshot: every unfinished task run, the crashed ones it has still to
+    judge (they hold their slot, and the queue is not drained while they wait), plus the
+    (possibly finished) upstreams they name."""
+    runs = {r.id: r for r in [*await unfinished_runs(client), *await crashed_runs(client)]}
     missing = {u for r in runs.values() for u in r.upstream if u not in runs}
     runs.update(await runs_by_id(client, missing))
     return runs

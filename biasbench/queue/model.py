@@ -164,8 +164,10 @@ class QueueRun:
 
     @property
     def occupies_slot(self) -> bool:
-        """Released, pending, running or being cancelled: it has (or is about to get) a GPU slot."""
-        return self.is_released or self.state_type in EXECUTING_TYPES
+        """Released, pending, running or being cancelled: it has (or is about to get) a GPU slot.
+        So has a Crashed run the manager has not judged yet: it goes back in its place (first,
+        as it ran first) within seconds, and nothing behind it may take its slot meanwhile."""
+        return self.is_released or self.state_type in {*EXECUTING_TYPES, "CRASHED"}
 
     @property
     def order(self) -> tuple[int, datetime, str]:

@@ -79,6 +79,14 @@ def test_a_released_run_still_occupies_its_slot_until_it_ends() -> None:
     assert released(decide(runs, slots=1, accepting=True, results={})) == []
 
 
+def test_a_crashed_run_not_yet_judged_keeps_its_slot() -> None:
+    """Its process died (worker killed): the manager puts it back in its place within seconds;
+    the next task must not start in its slot meanwhile (it did, and ran first)."""
+    crashed = run("a", state="CRASHED", name="Crashed", minute=1)
+    actions = decide(snapshot(crashed, run("b", minute=2)), slots=1, accepting=True, results={})
+    assert released(actions) == []
+
+
 def test_a_dependent_waits_then_gets_the_upstream_result_injected() -> None:
     attrgen = run("up", "attrgen", state="RUNNING", name="Running")
     bench = run("down", upstream=("up",), minute=1, model_name="m", scale_mode="rev")
