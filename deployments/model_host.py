@@ -52,6 +52,7 @@ PUBLISH_RETRY_SECONDS = 1.0  # a publish the server refused (busy, restarting) i
 MAX_PUBLISH_WAIT = 30.0  # doubling the wait each time up to this
 KEPT_LOADS = 500  # the latest loads the host remembers (its status)
 WITHDRAW_SECONDS = 3.0  # how long a stopping host tries to delete its published state
+PUBLISH_BEFORE_USE_SECONDS = 20.0  # how long a task waits for its new model to be published
 
 Publish = Callable[[dict[str, Any] | None], Awaitable[None]]  # None: the host is gone
 
@@ -128,7 +129,10 @@ class ModelHost:
             load["swapped"] = self._made_room
         self._remember(load)
         self.say(f"{model}: {how} in {seconds:.1f} s")
-        self._publish_soon()
+        if how == "reused":
+            self._publish_soon()
+        else:
+            await self._publish_before_use()
         return {"base_url": self.servers[model].base_url, **load}
 
     def renew(self, lease_id: str) -> dict[str, Any]:
@@ -346,11 +350,25 @@ class ModelHost:
 
     # --- publishing ------------------------------------------------------------------------
 
-    def _publish_soon(self) -> None:
-        if self.publish is not None and not self._closed:
-            task = asyncio.get_running_loop().create_task(self._publish())
-            self._publishes.add(task)  # close() waits for it, and a task kept is not collected
-            task.add_done_callback(self._publishes.discard)
+    def _publish_soon(self) -> asyncio.Task[None] | None:
+        if self.publish is None or self._closed:
+            return None
+        task = asyncio.get_running_loop().create_task(self._publish())
+        self._publishes.add(task)  # close() waits for it, and a task kept is not collected
+        task.add_done_callback(self._publishes.discard)
+        return task
+
+    async def _publish_before_use(self) -> None:
+        """A new model is published before its task gets the server: the manager picks the
+        next task by the model the GPU holds, and the task cannot end before it is told (CI: a
+        publish that lagged behind a 5 s task had it group by the old model, A A B A B B).
+        A server that does not take it in time only delays grouping, not the task."""
+        if (task := self._publish_soon()) is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), PUBLISH_BEFORE_USE_SECONDS)
+        except TimeoutError:
+            self.say("the new model is not published yet; the task goes on meanwhile")
 
     async def _publish(self) -> None:
         """The state at the time it is sent (not when asked), one at a time."""

@@ -31,6 +31,7 @@ from tests.support.model_host import (
     server_pid,
     write_catalogue,
 )
+from tests.support.slow_link import slow_link
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -321,6 +322,35 @@ def test_a_host_that_stops_cleanly_takes_back_the_model_it_published(
         host.send_signal(signal.SIGTERM)
         assert host.wait(30) == 0
     assert variable not in published()
+
+
+def test_a_new_model_is_published_before_its_task_gets_the_server(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """The manager picks the next task by the model each GPU holds (grouping): a task must not
+    be able to end before its model is published, even when the Prefect server answers slowly
+    (CI: a publish that lagged behind a 5 s task had it group by the old model)."""
+    catalogue = write_catalogue(tmp_path / "models.toml", model_entry("alpha"))
+    slot = 8  # a slot of its own: no other test's host publishes under this name
+    variable = variable_name(slot)
+
+    async def load(host: ModelHostClient) -> None:
+        async with host.model("alpha"):
+            pass
+
+    with (
+        slow_link(prefect_server, delay=1.0) as slow_api,
+        model_host(tmp_path, catalogue, publish_to=slow_api, slot=slot) as (_, socket, _state),
+    ):
+        asyncio.run(load(ModelHostClient(socket)))
+        assert published().get(variable, {}).get("model") == "alpha"
+    asyncio.run(_unset(variable))  # a host stopping behind a slow link may not get to it
+
+
+async def _unset(name: str) -> None:
+    from prefect.variables import Variable
+
+    await Variable.aunset(name)
 
 
 def published() -> dict[str, dict[str, Any]]:
