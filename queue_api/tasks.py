@@ -132,7 +132,8 @@ class TaskViews:
         read it already)."""
         if not any(t.status is QueueStatus.QUEUED for t in tasks):
             return tasks
-        pool = pool or await gateway.read_pool(client)
+        if pool is None:
+            pool = await gateway.read_pool(client)
         # The first reason that applies, in this order: a paused queue needs no more reads
         # (each Prefect read costs about as much as the listing's own, issue 16).
         if pool.paused:
