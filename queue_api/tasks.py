@@ -68,13 +68,17 @@ class TaskViews:
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
         run = await self.run_of(client, task_id)
         places: dict[str, int] = {}
-        plan = None
+        plan: QueuePlan | None = None
+        pool: PoolState | None = None
         if not run.is_final:  # its place and times depend on every other unfinished task
-            unfinished = await gateway.unfinished_runs(client)
+            # The pool beside the runs, as in `listing`.
+            unfinished, pool = await asyncio.gather(
+                gateway.unfinished_runs(client), gateway.read_pool(client)
+            )
             places = places_in_line(unfinished, datetime.now(UTC))
-            plan = await self._plan(client, unfinished)
+            plan = await self._plan(client, unfinished, pool)
         (task,) = await self.public(client, [run], places, plan)
-        (task,) = await self._with_blockers(client, [task])
+        (task,) = await self._with_blockers(client, [task], pool)
         return task
 
     async def _plan(
