@@ -207,13 +207,8 @@ def test_a_killed_host_leaves_no_server_and_the_next_host_stops_a_leftover(
     tmp_path: Path,
 ) -> None:
     catalogue = write_catalogue(tmp_path / "models.toml", model_entry("alpha"))
-
-    async def load(host: ModelHostClient) -> None:
-        async with host.model("alpha"):
-            pass
-
     with model_host(tmp_path, catalogue) as (host, socket, state):
-        asyncio.run(load(ModelHostClient(socket)))
+        asyncio.run(_use_once(socket, "alpha"))
         pid = server_pid(state, "alpha")
         os.kill(host.pid, signal.SIGKILL)
         wait_until(lambda: not alive(pid))  # PR_SET_PDEATHSIG
@@ -308,16 +303,12 @@ def test_a_host_that_stops_cleanly_takes_back_the_model_it_published(
     slot = 7  # a slot of its own: no other test's host publishes under this name
     variable = variable_name(slot)
 
-    async def load(host: ModelHostClient) -> None:
-        async with host.model("alpha"):
-            pass
-
     with model_host(tmp_path, catalogue, publish_to=prefect_server, slot=slot) as (
         host,
         socket,
         _state,
     ):
-        asyncio.run(load(ModelHostClient(socket)))
+        asyncio.run(_use_once(socket, "alpha"))
         wait_until(lambda: published().get(variable, {}).get("model") == "alpha")
         host.send_signal(signal.SIGTERM)
         assert host.wait(30) == 0
@@ -334,17 +325,19 @@ def test_a_new_model_is_published_before_its_task_gets_the_server(
     slot = 8  # a slot of its own: no other test's host publishes under this name
     variable = variable_name(slot)
 
-    async def load(host: ModelHostClient) -> None:
-        async with host.model("alpha"):
-            pass
-
     with (
         slow_link(prefect_server, delay=1.0) as slow_api,
         model_host(tmp_path, catalogue, publish_to=slow_api, slot=slot) as (_, socket, _state),
     ):
-        asyncio.run(load(ModelHostClient(socket)))
+        asyncio.run(_use_once(socket, "alpha"))
         assert published().get(variable, {}).get("model") == "alpha"
     asyncio.run(_unset(variable))  # a host stopping behind a slow link may not get to it
+
+
+async def _use_once(socket: str, model: str) -> None:
+    """As a task does: get the model's server from the host, then give it back."""
+    async with ModelHostClient(socket).model(model):
+        pass
 
 
 async def _unset(name: str) -> None:
