@@ -5,6 +5,7 @@ sends back for `delay` seconds. Used where a test needs a Prefect server that an
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,8 +16,8 @@ from urllib.parse import urlsplit, urlunsplit
 def slow_link(url: str, delay: float) -> Iterator[str]:
     """`url` (http://host:port/path) as seen through the link: the same path, another port."""
     target = urlsplit(url)
+    listening = socket.create_server(("127.0.0.1", 0))  # bound here: its port is known at once
     loop = asyncio.new_event_loop()
-    started: asyncio.Future[int] = loop.create_future()
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, hold: float) -> None:
         try:
@@ -36,9 +37,7 @@ def slow_link(url: str, delay: float) -> Iterator[str]:
     stop = asyncio.Event()
 
     async def main() -> None:
-        server = await asyncio.start_server(connect, "127.0.0.1", 0)
-        started.set_result(server.sockets[0].getsockname()[1])
-        async with server:
+        async with await asyncio.start_server(connect, sock=listening):
             await stop.wait()
         links = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for link in links:
@@ -47,10 +46,8 @@ def slow_link(url: str, delay: float) -> Iterator[str]:
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()
-    port = asyncio.run_coroutine_threadsafe(asyncio.wait_for(asyncio.shield(started), 5), loop)
-    netloc = f"127.0.0.1:{port.result()}"
     try:
-        yield urlunsplit(target._replace(netloc=netloc))
+        yield urlunsplit(target._replace(netloc=f"127.0.0.1:{listening.getsockname()[1]}"))
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
