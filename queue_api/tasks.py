@@ -22,8 +22,8 @@ from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
 from queue_api.attempts import Attempts
-from queue_api.batch_create import BatchCreator
 from queue_api.ids import TaskIds
+from queue_api.outbox import Outbox, Waiting
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class TaskViews:
         self.engine, self.ids = engine, ids
         self.swap_seconds = swap_seconds  # a model swap's cost until a host measured one
         self.attempts = Attempts()
-        self.creator = BatchCreator()  # POST /queue/add's creates, batched when they coincide
+        self.outbox = Outbox(engine, ids)  # POST /queue/add's adds until Prefect has them
         # The last plan, the queue it was made for and when: many clients poll one queue.
         self._last_plan: tuple[frozenset[tuple[str, str, str | None]], float, QueuePlan] | None
         self._last_plan = None
@@ -48,27 +48,77 @@ class TaskViews:
     ) -> list[TaskPublic]:
         """Active tasks first by position, then finished ones, newest first."""
         now = datetime.now(UTC)
+        waiting = self.outbox.waiting()  # before the runs: one created meanwhile shows once
         active = [r for r in await gateway.unfinished_runs(client) if not r.is_scheduled_later(now)]
         done = await gateway.newest_finished_runs(
-            client, limit - len(active) if include_done else 0
+            client, limit - len(active) - len(waiting) if include_done else 0
         )
-        places = places_in_line(active, now)
-        plan = await self._plan(client, active)
-        tasks = in_contract_order(await self.public(client, [*active, *done], places, plan))
-        tasks = tasks[:limit]
-        return await self._with_blockers(client, tasks)
+        held = _held(waiting)
+        places = places_in_line([*active, *held], now)
+        plan = await self._plan(client, [*active, *held])
+        tasks = await self.public(client, [*active, *done], places, plan)
+        tasks += self._waiting_tasks(waiting, places, plan, shown={t.id for t in tasks})
+        return await self._with_blockers(client, in_contract_order(tasks)[:limit])
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
+        if self.outbox.waiting([task_id]):  # answered, not in Prefect yet
+            waiting = self.outbox.waiting()
+            unfinished = [*await gateway.unfinished_runs(client), *_held(waiting)]
+            places = places_in_line(unfinished, datetime.now(UTC))
+            plan = await self._plan(client, unfinished)
+            tasks = self._waiting_tasks([w for w in waiting if w.task_id == task_id], places, plan)
+            if tasks:
+                return (await self._with_blockers(client, tasks))[0]
         run = await self.run_of(client, task_id)
-        places: dict[str, int] = {}
+        places = {}
         plan = None
         if not run.is_final:  # its place and times depend on every other unfinished task
-            unfinished = await gateway.unfinished_runs(client)
+            unfinished = [*await gateway.unfinished_runs(client), *_held(self.outbox.waiting())]
             places = places_in_line(unfinished, datetime.now(UTC))
             plan = await self._plan(client, unfinished)
         (task,) = await self.public(client, [run], places, plan)
         (task,) = await self._with_blockers(client, [task])
         return task
+
+    @staticmethod
+    def _waiting_tasks(
+        waiting: Sequence[Waiting],
+        places: Mapping[str, int],
+        plan: QueuePlan | None = None,
+        shown: frozenset[int] | set[int] = frozenset(),
+    ) -> list[TaskPublic]:
+        """Adds still in the outbox, as the queued (or waiting) tasks they are; one refused by
+        Prefect for good as failed, with why."""
+        tasks = []
+        for w in waiting:
+            if w.task_id in shown:
+                continue
+            run = w.as_held_run()
+            planned = plan.tasks.get(run.id) if plan and not w.error else None
+            tasks.append(
+                TaskPublic(
+                    id=w.task_id,
+                    task_type=run.task_type,
+                    status=QueueStatus.FAILED if w.error else run.status,
+                    position=places.get(run.id, w.task_id),
+                    label=w.label,
+                    created_at=w.submitted_at,
+                    started_at=None,
+                    finished_at=None,
+                    error=w.error,
+                    depends_on=w.depends_on[0]
+                    if len(w.depends_on) == 1
+                    else (w.depends_on or None),
+                    result_run_id=None,
+                    result_run_type=None,
+                    config=run.config,
+                    priority=run.priority,
+                    eta=planned.end if planned else None,
+                    eta_p90=planned.end_p90 if planned else None,
+                    expected_start=planned.start if planned else None,
+                )
+            )
+        return tasks
 
     async def _plan(self, client: PrefectClient, active: Sequence[QueueRun]) -> QueuePlan | None:
         """The queue's expected times (biasbench.queue.forecast), from the runs already read;
@@ -139,6 +189,7 @@ class TaskViews:
         return await gateway.run_by_id(client, await self.ids.flow_run_of(client, task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
+        waiting = self.outbox.waiting()  # before the counts: one created meanwhile counts twice
         counts, later, state, plan = await asyncio.gather(
             gateway.count_by_status(client),
             gateway.count_scheduled_later(client, datetime.now(UTC)),
@@ -146,6 +197,8 @@ class TaskViews:
             self._recent_plan(client),
         )
         counts[QueueStatus.QUEUED] -= later  # not queue work until their time comes
+        for task in self._waiting_tasks(waiting, {}):  # answered, not in Prefect yet
+            counts[task.status] = counts.get(task.status, 0) + 1
         hosts = await gateway.model_hosts(client)
         return QueueStats(
             total=sum(counts.values()),
@@ -262,6 +315,10 @@ def _model_phase(run: QueueRun, loading: set[str]) -> dict[str, str]:
 
 def _progress(count: ProgressCount) -> Progress:
     return Progress(done=count.done, total=count.total, percent=count.percent)
+
+
+def _held(waiting: Sequence[Waiting]) -> list[QueueRun]:
+    return [w.as_held_run() for w in waiting if w.error is None]
 
 
 def in_contract_order(tasks: list[TaskPublic]) -> list[TaskPublic]:

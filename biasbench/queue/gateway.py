@@ -516,6 +516,17 @@ async def run_ids_tagged(client: PrefectClient, tag: str) -> list[str]:
     return [str(r.id) for r in flow_runs]
 
 
+async def run_ids_by_tag(client: PrefectClient, tags: Sequence[str]) -> dict[str, str]:
+    """tag -> the task run that carries it, for tags that name one run each (the API's ids)."""
+    if not tags:
+        return {}
+    wanted = set(tags)
+    flow_runs = await _read_all(
+        client, FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG], any_=list(wanted)))
+    )
+    return {tag: str(r.id) for r in flow_runs for tag in r.tags if tag in wanted}
+
+
 async def apply(
     client: PrefectClient, runs: Mapping[str, QueueRun], actions: Sequence[Action]
 ) -> None:

@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,8 @@ from prefect import get_client
 from sqlalchemy.exc import OperationalError
 
 from biasbench.queue import gateway
-from queue_api.ids import TaskIds
+from queue_api.outbox import Outbox
+from tests.support.outbox import in_outbox
 from tests.support.stack import REPO
 
 ISO = str  # timestamps travel as ISO strings
@@ -318,23 +320,35 @@ def test_position_is_the_place_in_line_whatever_route_made_the_task(
         api.post("/queue/resume")
 
 
-def test_an_add_whose_id_write_fails_still_answers_the_id_the_task_keeps(
-    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+def test_an_add_whose_id_binding_fails_once_keeps_its_id_and_is_created_once(
+    api: httpx.Client, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def lost(self: TaskIds, task_id: int, flow_run_id: str) -> None:
-        raise OperationalError("UPDATE queue_task_ids", {}, Exception("disk I/O error"))
+    """The outbox creates the run, then its write of the binding fails (the domain database
+    refused it): the run is found again by its id's tag, not created a second time."""
+    original = Outbox._bind
+    failed: list[dict[int, str]] = []
+
+    def lost_once(self: Outbox, runs: dict[int, str]) -> None:
+        if runs and not failed:
+            failed.append(runs)
+            raise OperationalError("UPDATE queue_task_ids", {}, Exception("disk I/O error"))
+        original(self, runs)
 
     before = task_count()
     api.post("/queue/pause")
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(TaskIds, "bind", lost)
+            patch.setattr(Outbox, "_bind", lost_once)
             answer = api.post(
                 "/queue/add", json={"task_type": "pool_gen", "config": {"n": 30}, "label": "lost"}
             )
-        assert answer.status_code == 200, answer.text
-        task_id = answer.json()["task_id"]
-        assert task_count() == before + 1  # one task: a client has no reason to submit again
+            assert answer.status_code == 200, answer.text
+            task_id = answer.json()["task_id"]
+            deadline = time.monotonic() + 60
+            while not (failed and task_id not in in_outbox(f"sqlite:///{home / 'queue.db'}")):
+                assert time.monotonic() < deadline, "the add was never created"
+                time.sleep(0.2)
+        assert task_count() == before + 1  # one task: created once, though its binding failed
         assert api.get(f"/queue/{task_id}").json()["label"] == "lost"
         listed = [t for t in api.get("/queue").json() if t["label"] == "lost"]
         assert [t["id"] for t in listed] == [task_id]
