@@ -15,10 +15,10 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 from prefect.client.orchestration import PrefectClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 
 from biasbench.db.engine import session_scope
-from biasbench.db.models import QueueTaskId
+from biasbench.db.models import QueueOutbox, QueueTaskId
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import NotFound
 from biasbench.queue import gateway
@@ -62,6 +62,9 @@ class TaskIds:
             task_id = session.scalar(
                 select(QueueTaskId.id).where(QueueTaskId.flow_run_id == flow_run_id)
             )
+            # Its add is done: a row left in the outbox would make the run again once a user
+            # deleted this one (the key is free then).
+            session.execute(delete(QueueOutbox).where(QueueOutbox.task_id == task_id))
         if task_id is not None:
             self._by_run[flow_run_id] = task_id
 

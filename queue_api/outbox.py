@@ -8,12 +8,13 @@ which is the order of submission), then binds each id to its run and drops the r
 one transaction per call.
 
 - Nothing is lost: a row stays until its run exists. An API started again sends what it finds.
-- Nothing is doubled: every run carries its add's key as a tag (queue_api/ids.py), so rows
-  whose create may have happened (the API stopped, or a call failed without an answer) are
-  looked up by that tag before they are sent again.
+- Nothing is doubled: every create carries its add's key (queue_api/ids.py) as Prefect's
+  idempotency key, so a create sent again (the API stopped, a call failed without an answer,
+  two API processes send the same row) returns the run the first one made.
 - Reads see their writes: the views list waiting adds as queued tasks (`waiting`); what needs
   the run itself (cancel, retry, a delete once it is being sent, `depends_on`) waits for it.
-- One API process per domain database sends (the stack starts one)."""
+- Any number of API processes may share a domain database: each sends what it finds, and the
+  key keeps every add one run (the stack starts one)."""
 
 from __future__ import annotations
 
@@ -97,8 +98,6 @@ class Outbox:
         self._created: dict[int, asyncio.Future[str]] = {}
         # Read for this round's sending, or sent without an answer: too late to withdraw.
         self._in_flight: set[int] = set()
-        # Rows that may exist in Prefect already: at the start, all of them.
-        self._unsure = True
 
     # --- what the routes ask -----------------------------------------------------------------
 
@@ -196,11 +195,10 @@ class Outbox:
                 await self._send(client, rows)
                 failures = 0
             except Exception as exc:  # Prefect down or busy: the rows wait, nothing is lost
-                self._unsure = True
                 failures += 1
                 if failures == 1:
                     log.warning("Outbox: %d add(s) wait for Prefect: %r", len(rows), exc)
-                # They stay in flight: some may exist, and only the next round's look says which.
+                # They stay in flight: some may exist, and only the next round's send says which.
                 await asyncio.sleep(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS))
                 continue
             self._in_flight = set()
@@ -218,35 +216,23 @@ class Outbox:
             return rows
 
     async def _send(self, client: PrefectClient, rows: list[QueueOutbox]) -> None:
-        if self._unsure:
-            tags = [next(t for t in r.tags if t.startswith(ADD_KEY_TAG)) for r in rows]
-            exist = await gateway.run_ids_by_tag(client, tags)
-            found = {
-                r.task_id: exist[tag] for r, tag in zip(rows, tags, strict=True) if tag in exist
-            }
-            self._bind(found)
-            rows = [r for r in rows if r.task_id not in found]
-            self._unsure = False
         # Consecutive rows of one task type go in one call, so runs are created in id order.
         for task_type, group in itertools.groupby(rows, key=lambda r: r.task_type):
             same = list(group)
             deployment = await gateway.task_deployment(client, task_type)
             for start in range(0, len(same), gateway.BULK_CREATE_LIMIT):
                 chunk = same[start : start + gateway.BULK_CREATE_LIMIT]
-                self._unsure = True  # until the call's answer says what exists
                 try:
                     outcomes = await gateway.create_held_runs(
                         client,
                         deployment,
-                        [gateway.HeldRun(r.parameters, r.label, r.held_as, r.tags) for r in chunk],
+                        [_held_run(r) for r in chunk],
                     )
                 except PrefectHTTPStatusError as exc:
                     if not _refused_for_good(exc):
                         raise
-                    self._unsure = False
                     self._refuse({r.task_id: _why(exc) for r in chunk})
                     continue
-                self._unsure = False
                 made = {
                     r.task_id: outcome
                     for r, outcome in zip(chunk, outcomes, strict=True)
@@ -293,6 +279,11 @@ class Outbox:
             future.exception()  # retrieved: nobody may be waiting for it
         else:
             future.set_result(result or "")
+
+
+def _held_run(row: QueueOutbox) -> gateway.HeldRun:
+    (key,) = (t for t in row.tags if t.startswith(ADD_KEY_TAG))
+    return gateway.HeldRun(row.parameters, row.label, row.held_as, row.tags, idempotency_key=key)
 
 
 def _refused_for_good(exc: PrefectHTTPStatusError) -> bool:

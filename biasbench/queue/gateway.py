@@ -444,6 +444,9 @@ class HeldRun:
     label: str | None
     held_as: str
     tags: Sequence[str] = ()
+    # Prefect's own: a create sent again with the same key returns the run the first one made
+    # (a unique index on the server), so a create whose answer was lost cannot make two runs.
+    idempotency_key: str | None = None
 
 
 # How long to keep creating again what a bulk call could not (biasbench/queue/collisions.py): a
@@ -495,6 +498,7 @@ async def _bulk_create(
             state=to_state_create(held_state(run.held_as)),
             name=run.label,
             tags=[QUEUE_TAG, *run.tags],
+            idempotency_key=run.idempotency_key,
         ).model_dump(mode="json", exclude_unset=True)
         for run in runs
     ]
@@ -514,17 +518,6 @@ async def run_ids_tagged(client: PrefectClient, tag: str) -> list[str]:
         client, FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG, tag]))
     )
     return [str(r.id) for r in flow_runs]
-
-
-async def run_ids_by_tag(client: PrefectClient, tags: Sequence[str]) -> dict[str, str]:
-    """tag -> the task run that carries it, for tags that name one run each (the API's ids)."""
-    if not tags:
-        return {}
-    wanted = set(tags)
-    flow_runs = await _read_all(
-        client, FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG], any_=list(wanted)))
-    )
-    return {tag: str(r.id) for r in flow_runs for tag in r.tags if tag in wanted}
 
 
 async def apply(

@@ -14,10 +14,13 @@ from typing import Any
 import httpx
 import pytest
 from prefect import get_client
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from biasbench.queue import gateway
-from queue_api.outbox import Outbox
+from biasbench.queue.submit import SubmitRequest, check_submission
+from queue_api.ids import TaskIds
+from queue_api.outbox import CreateTicket, Outbox
 from tests.support.outbox import in_outbox
 from tests.support.stack import REPO
 
@@ -355,3 +358,46 @@ def test_an_add_whose_id_binding_fails_once_keeps_its_id_and_is_created_once(
         assert api.delete(f"/queue/{task_id}").json()["ok"] is True
     finally:
         api.post("/queue/resume")
+
+
+def test_two_api_processes_sending_the_same_adds_make_each_one_run(
+    api: httpx.Client, home: Path
+) -> None:
+    """Two API processes on one domain database each send what they find in the outbox: both
+    read these adds before either has bound one, and both send them. Prefect's idempotency key
+    (the add's key) keeps every add one run, listed once under its id."""
+    db_url = f"sqlite:///{home / 'queue.db'}"
+    engine = create_engine(db_url)
+    first, second = Outbox(engine, TaskIds(engine)), Outbox(engine, TaskIds(engine))
+    ids: list[int] = []
+
+    async def add_then_send_from_both() -> None:
+        async with get_client() as client:
+            submission = await check_submission(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="sent-twice")
+            )
+            ids.extend(
+                first.put(submission, depends_on=[], ticket=CreateTicket()) for _ in range(5)
+            )
+            # Each reads the rows on its first step, before its first call to Prefect.
+            senders = [asyncio.create_task(o.send_forever(client)) for o in (first, second)]
+            deadline = time.monotonic() + 60
+            while in_outbox(db_url) & set(ids):
+                assert time.monotonic() < deadline, "the adds were never created"
+                await asyncio.sleep(0.2)
+            for sender in senders:
+                sender.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+
+    before = task_count()
+    api.post("/queue/pause")
+    try:
+        asyncio.run(add_then_send_from_both())
+        assert task_count() == before + len(ids)  # not twice as many
+        listed = [t["id"] for t in api.get("/queue").json() if t["label"] == "sent-twice"]
+        assert sorted(listed) == ids
+    finally:
+        for task_id in ids:
+            api.delete(f"/queue/{task_id}")
+        api.post("/queue/resume")
+        engine.dispose()
