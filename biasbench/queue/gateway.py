@@ -80,6 +80,7 @@ from biasbench.queue.model import (
 )
 
 PAGE = 200  # the most runs the Prefect server returns per read
+ENDED_BY_READ = 100  # upstreams per read of the runs they took down: a filter of bounded size
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any run of this queue
 
 
@@ -264,16 +265,21 @@ async def finished_since(client: PrefectClient, since: datetime) -> list[QueueRu
     return await _as_queue_runs(client, flow_runs)
 
 
-async def runs_ended_by(client: PrefectClient, upstream_id: str) -> list[QueueRun]:
-    """Runs that a cascade from this upstream skipped or cancelled, and that are still so."""
-    flow_runs = await _read_all(
-        client,
-        FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[QUEUE_TAG, ENDED_BY_TAG + upstream_id]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
-        ),
-    )
-    return await _as_queue_runs(client, flow_runs)
+async def runs_ended_by(client: PrefectClient, upstream_ids: Sequence[str]) -> list[QueueRun]:
+    """Runs that a cascade from any of these upstreams skipped or cancelled, and that are still
+    so: one read per ENDED_BY_READ upstreams, not one per upstream (a retry of a task with 205
+    dependents read 206 times)."""
+    found: list[FlowRun] = []
+    for start in range(0, len(upstream_ids), ENDED_BY_READ):
+        ended_by = [ENDED_BY_TAG + u for u in upstream_ids[start : start + ENDED_BY_READ]]
+        found += await _read_all(
+            client,
+            FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[QUEUE_TAG], any_=ended_by),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
+            ),
+        )
+    return await _as_queue_runs(client, found)
 
 
 async def crashed_runs(client: PrefectClient) -> list[QueueRun]:
