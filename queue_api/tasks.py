@@ -17,6 +17,7 @@ from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
 from biasbench.queue.eta import QueuePlan
 from biasbench.queue.forecast import plan_now
+from biasbench.queue.gateway import PoolState
 from biasbench.queue.grouping import model_of
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
@@ -49,36 +50,50 @@ class TaskViews:
         """Active tasks first by position, then finished ones, newest first."""
         now = datetime.now(UTC)
         waiting = self.outbox.waiting()  # before the runs: one created meanwhile shows once
-        active = [r for r in await gateway.unfinished_runs(client) if not r.is_scheduled_later(now)]
+        # The pool is read beside the runs, not after them: whether the queue is paused does not
+        # depend on them, and each Prefect round trip in line costs about a bare read (issue 16:
+        # `GET /queue?limit=50` was 2.2 x the bare read of its runs; perf/README.md).
+        unfinished, pool = await asyncio.gather(
+            gateway.unfinished_runs(client), gateway.read_pool(client)
+        )
+        active = [r for r in unfinished if not r.is_scheduled_later(now)]
         done = await gateway.newest_finished_runs(
             client, limit - len(active) - len(waiting) if include_done else 0
         )
         held = _held(waiting)
         places = places_in_line([*active, *held], now)
-        plan = await self._plan(client, [*active, *held])
+        plan = await self._plan(client, [*active, *held], pool)
         tasks = await self.public(client, [*active, *done], places, plan)
         tasks += self._waiting_tasks(waiting, places, plan, shown={t.id for t in tasks})
-        return await self._with_blockers(client, in_contract_order(tasks)[:limit])
+        return await self._with_blockers(client, in_contract_order(tasks)[:limit], pool)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
-        if self.outbox.waiting([task_id]):  # answered, not in Prefect yet
-            waiting = self.outbox.waiting()
-            unfinished = [*await gateway.unfinished_runs(client), *_held(waiting)]
-            places = places_in_line(unfinished, datetime.now(UTC))
-            plan = await self._plan(client, unfinished)
-            tasks = self._waiting_tasks([w for w in waiting if w.task_id == task_id], places, plan)
-            if tasks:
-                return (await self._with_blockers(client, tasks))[0]
+        if self.outbox.waiting([task_id]) and (task := await self._one_waiting(client, task_id)):
+            return task
         run = await self.run_of(client, task_id)
-        places = {}
-        plan = None
+        places: dict[str, int] = {}
+        plan: QueuePlan | None = None
+        pool: PoolState | None = None
         if not run.is_final:  # its place and times depend on every other unfinished task
-            unfinished = [*await gateway.unfinished_runs(client), *_held(self.outbox.waiting())]
+            # The pool beside the runs, as in `listing`.
+            runs, pool = await asyncio.gather(
+                gateway.unfinished_runs(client), gateway.read_pool(client)
+            )
+            unfinished = [*runs, *_held(self.outbox.waiting())]
             places = places_in_line(unfinished, datetime.now(UTC))
-            plan = await self._plan(client, unfinished)
+            plan = await self._plan(client, unfinished, pool)
         (task,) = await self.public(client, [run], places, plan)
-        (task,) = await self._with_blockers(client, [task])
+        (task,) = await self._with_blockers(client, [task], pool)
         return task
+
+    async def _one_waiting(self, client: PrefectClient, task_id: int) -> TaskPublic | None:
+        """An add answered but not in Prefect yet (None if its run was created meanwhile)."""
+        waiting = self.outbox.waiting()
+        unfinished = [*await gateway.unfinished_runs(client), *_held(waiting)]
+        places = places_in_line(unfinished, datetime.now(UTC))
+        plan = await self._plan(client, unfinished)
+        tasks = self._waiting_tasks([w for w in waiting if w.task_id == task_id], places, plan)
+        return (await self._with_blockers(client, tasks))[0] if tasks else None
 
     @staticmethod
     def _waiting_tasks(
@@ -120,10 +135,13 @@ class TaskViews:
             )
         return tasks
 
-    async def _plan(self, client: PrefectClient, active: Sequence[QueueRun]) -> QueuePlan | None:
-        """The queue's expected times (biasbench.queue.forecast), from the runs already read;
-        the last plan again while the queue is unchanged and the plan under PLAN_REUSE_SECONDS
-        old (a plan of a long queue costs a little CPU and some database reads)."""
+    async def _plan(
+        self, client: PrefectClient, active: Sequence[QueueRun], pool: PoolState | None = None
+    ) -> QueuePlan | None:
+        """The queue's expected times (biasbench.queue.forecast), from the runs (and the pool,
+        if the caller has it) already read; the last plan again while the queue is unchanged
+        and the plan under PLAN_REUSE_SECONDS old (a plan of a long queue costs a little CPU
+        and some database reads)."""
         if not active:
             return None
         seen = frozenset((r.id, r.state_type, r.state_name) for r in active)
@@ -136,9 +154,12 @@ class TaskViews:
             runs = {r.id: r for r in active}
             missing = {u for r in active for u in r.upstream if u not in runs}
             runs.update(await gateway.runs_by_id(client, missing))
-            pool, hosts = await asyncio.gather(
-                gateway.read_pool(client), gateway.model_hosts(client)
-            )
+            if pool is None:
+                pool, hosts = await asyncio.gather(
+                    gateway.read_pool(client), gateway.model_hosts(client)
+                )
+            else:
+                hosts = await gateway.model_hosts(client)
             # In a thread: a long queue's plan takes a moment, and this loop also answers the
             # health probe and every other client meanwhile.
             plan = await asyncio.to_thread(
@@ -163,21 +184,29 @@ class TaskViews:
         return await self._plan(client, await gateway.unfinished_runs(client))
 
     async def _with_blockers(
-        self, client: PrefectClient, tasks: list[TaskPublic]
+        self, client: PrefectClient, tasks: list[TaskPublic], pool: PoolState | None = None
     ) -> list[TaskPublic]:
-        """Queued tasks say what holds the whole queue, if anything does."""
+        """Queued tasks say what holds the whole queue, if anything does (`pool`: if the caller
+        read it already)."""
         if not any(t.status is QueueStatus.QUEUED for t in tasks):
             return tasks
-        state = await control.queue_state(client)
-        blocker = (
-            "the queue is paused"
-            if state.executor_paused
-            else "no GPU worker is alive: nothing starts until one is"
-            if state.gpu_workers_alive == 0
-            else "no queue manager runs: POST /queue/start"
-            if not state.executor_running
-            else None
-        )
+        if pool is None:
+            pool = await gateway.read_pool(client)
+        # The first reason that applies, in this order: a paused queue needs no more reads
+        # (each Prefect read costs about as much as the listing's own, issue 16).
+        if pool.paused:
+            blocker: str | None = "the queue is paused"
+        else:
+            workers, manager = await asyncio.gather(
+                gateway.gpu_workers_alive(client), gateway.manager_running(client)
+            )
+            blocker = (
+                "no GPU worker is alive: nothing starts until one is"
+                if workers == 0
+                else "no queue manager runs: POST /queue/start"
+                if not manager
+                else None
+            )
         if blocker is None:
             return tasks
         return [
