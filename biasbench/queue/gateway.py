@@ -80,6 +80,7 @@ from biasbench.queue.model import (
 )
 
 PAGE = 200  # the most runs the Prefect server returns per read
+BULK_STATE_LIMIT = 50  # runs per call of Prefect's /flow_runs/bulk_set_state (its limit)
 ENDED_BY_READ = 100  # upstreams per read of the runs they took down: a filter of bounded size
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any run of this queue
 
@@ -624,6 +625,35 @@ async def requeue(client: PrefectClient, run: QueueRun, held_as: str) -> None:
     """Back into the queue in its original place (held; a retry resumes its run)."""
     await _mark_ended_by(client, run, None)
     await client.set_flow_run_state(UUID(run.id), held_state(held_as), force=True)
+
+
+async def requeue_all(client: PrefectClient, runs: Sequence[QueueRun], held_as: str) -> None:
+    """`requeue` for many runs: their marks cleared one by one, their states set in Prefect's
+    bulk calls (a retry of 205 dependents made 410 calls one after another)."""
+    for run in runs:
+        await _mark_ended_by(client, run, None)
+    state = to_state_create(held_state(held_as)).model_dump(mode="json", exclude_unset=True)
+    for start in range(0, len(runs), BULK_STATE_LIMIT):
+        ids = [r.id for r in runs[start : start + BULK_STATE_LIMIT]]
+        only_these = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
+        response = await client.request(
+            "POST",
+            "/flow_runs/bulk_set_state",  # type: ignore[arg-type]
+            json={
+                "flow_runs": only_these.model_dump(mode="json", exclude_unset=True),
+                "state": state,
+                "force": True,
+                "limit": len(ids),
+            },
+        )
+        accepted = {
+            r["flow_run_id"]
+            for r in response.json()["results"]
+            if r["status"] == SetStateStatus.ACCEPT.value
+        }
+        for run_id in ids:  # each run is its own transaction there: one may have been refused
+            if run_id not in accepted:
+                await client.set_flow_run_state(UUID(run_id), held_state(held_as), force=True)
 
 
 async def request_cancel(client: PrefectClient, run: QueueRun, message: str) -> None:
