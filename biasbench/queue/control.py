@@ -5,7 +5,6 @@ does the rest on its next look."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
 from prefect.client.orchestration import PrefectClient
@@ -23,10 +22,6 @@ from biasbench.queue.model import (
     QueueRun,
 )
 from biasbench.results import forget_results
-
-# Requeues of a retry's dependents in flight together: each is two Prefect writes, and one by
-# one a retry of 205 dependents took about 30 s; more at once only queue up at the database.
-REQUEUE_AT_ONCE = 8
 
 
 async def cancel(client: PrefectClient, run_id: str) -> QueueRun:
@@ -63,24 +58,10 @@ async def retry(
         taken_down = {
             r.id: r for r in await gateway.runs_ended_by(client, frontier) if r.id not in requeued
         }
-        await _at_most(
-            REQUEUE_AT_ONCE,
-            [gateway.requeue(client, r, HELD_WAITING) for r in taken_down.values()],
-        )
+        await gateway.requeue_all(client, list(taken_down.values()), HELD_WAITING)
         frontier = list(taken_down)
         requeued += frontier
     return requeued
-
-
-async def _at_most(at_once: int, steps: Sequence[Awaitable[object]]) -> None:
-    """Run the steps, `at_once` of them concurrently."""
-    slots = asyncio.Semaphore(at_once)
-
-    async def one(step: Awaitable[object]) -> None:
-        async with slots:
-            await step
-
-    await asyncio.gather(*(one(s) for s in steps))
 
 
 async def remove(client: PrefectClient, run_id: str) -> QueueRun:
