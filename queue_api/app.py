@@ -23,10 +23,10 @@ from prefect.settings import PREFECT_API_ENABLE_HTTP2, PREFECT_API_URL
 from biasbench.db.engine import ready_engine
 from biasbench.errors import BiasBenchError, NotAllowedNow, NotFound, QueueBusy
 from biasbench.settings import Settings
-from queue_api.batch_create import CreateTicket, GivenUp
 from queue_api.guard import RequestGuard
 from queue_api.health import PrefectHealth
 from queue_api.ids import TaskIds
+from queue_api.outbox import CreateTicket, GivenUp
 from queue_api.page_config import router as page_config_router
 from queue_api.routes import router
 from queue_api.settings import ApiSettings
@@ -51,10 +51,13 @@ def create_app(api: ApiSettings | None = None, domain: Settings | None = None) -
             app.state.prefect = client
             app.state.health = health
             watching = asyncio.create_task(health.watch())
+            # Adds answered but not yet created, also those a previous process left (outbox.py).
+            sending = asyncio.create_task(app.state.views.outbox.send_forever(client))
             try:
                 yield
             finally:
                 watching.cancel()
+                sending.cancel()
 
     app = FastAPI(
         lifespan=lifespan,
@@ -100,7 +103,7 @@ async def _while_prefect_answers(
     soon as the server stops answering while it waits."""
     # Shared with the route (set before it gets its copy of the request's scope): an add marks
     # it once its create is sent. The route is not stopped by a 503 here (the app runs on in
-    # its own task), so a given-up add must not be created later (batch_create.py).
+    # its own task), so a given-up add must not be created later (outbox.py).
     request.state.create = ticket = CreateTicket()
     health: PrefectHealth | None = getattr(request.app.state, "health", None)
     if health is None or request.url.path in _NEEDS_NO_PREFECT:

@@ -57,9 +57,14 @@ Mutating = Depends(_authorised)
 TaskId = Annotated[int, PathParam(ge=1, le=2**63 - 1, description="The task's id.")]
 
 
-async def _flow_run_id(task_id: TaskId, ids: Ids, client: Prefect) -> str:
-    """The task with this id (its flow run), or 404."""
-    return await ids.flow_run_of(client, task_id)
+async def flow_run_of(task_id: int, views: TaskViews, client: PrefectClient) -> str:
+    """The task's flow run (waited for while its add is still in the outbox), or 404."""
+    created = await views.outbox.flow_runs_for([task_id])
+    return created.get(task_id) or await views.ids.flow_run_of(client, task_id)
+
+
+async def _flow_run_id(task_id: TaskId, views: Views, client: Prefect) -> str:
+    return await flow_run_of(task_id, views, client)
 
 
 FlowRunId = Annotated[str, Depends(_flow_run_id)]

@@ -2,10 +2,12 @@
 database so that ids survive restarts. A run first seen here (created with the CLI, the UI or a
 schedule) gets the next id. Nothing else about a task is stored (design.md §3.1).
 
-`POST /queue/add` has one outcome, whatever fails in between: it reserves the id first (a
-failure there creates nothing), creates the run tagged with that id, then binds the id to the
-run. Should that last write fail, the tag still says which id the run has, and the next read of
-the run binds it (`adopt`, `flow_run_of`), so the client's answer stays true."""
+`POST /queue/add` has one outcome, whatever fails in between: it reserves the id (its row holds
+a unique marker until the run exists) together with the add (queue_api/outbox.py), which creates
+the run tagged with the marker's key and then binds the id. A run seen before its binding is
+written (a listing read it first, or the binding failed) is bound by that key (`adopt`,
+`flow_run_of`), so the client's answer stays true. The key, not the id, because ids are only
+unique within one domain database, and a Prefect server may have seen runs of another."""
 
 from __future__ import annotations
 
@@ -13,20 +15,31 @@ import uuid
 from collections.abc import Iterable, Mapping
 
 from prefect.client.orchestration import PrefectClient
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, delete, select, update
 
 from biasbench.db.engine import session_scope
-from biasbench.db.models import QueueTaskId
+from biasbench.db.models import QueueOutbox, QueueTaskId
 from biasbench.db.upsert import insert_ignoring_duplicates
 from biasbench.errors import NotFound
 from biasbench.queue import gateway
 
-TASK_ID_TAG = "task-id:"  # + the id: on every run the API creates
-_RESERVED = "reserved:"  # + a random hex: an id whose run is being created
+TASK_ID_TAG = "task-id:"  # + the id: on every run the API creates, for people to read
+ADD_KEY_TAG = "add:"  # + the add's key: which reserved id the run is for
+_RESERVED = "reserved:"  # + the add's key (random hex): an id whose run is being created
 
 
 def task_id_tag(task_id: int) -> str:
     return f"{TASK_ID_TAG}{task_id}"
+
+
+def reserved_marker() -> str:
+    """What an id's row holds until its run exists (unique, like a flow-run id)."""
+    return _RESERVED + uuid.uuid4().hex[:27]
+
+
+def add_key_tag(marker: str) -> str:
+    """The tag that names the reserved id `marker` on its run."""
+    return ADD_KEY_TAG + marker.removeprefix(_RESERVED)
 
 
 class TaskIds:
@@ -34,36 +47,36 @@ class TaskIds:
         self.engine = engine
         self._by_run: dict[str, int] = {}  # ids never change: cache them
 
-    def reserve(self) -> int:
-        """The next id, for a run about to be created."""
-        with session_scope(self.engine) as session:
-            row = QueueTaskId(flow_run_id=_RESERVED + uuid.uuid4().hex[:27])
-            session.add(row)
-            session.flush()
-            return row.id
+    def remember(self, task_id: int, flow_run_id: str) -> None:
+        """A binding written elsewhere (the outbox)."""
+        self._by_run[flow_run_id] = task_id
 
-    def bind(self, task_id: int, flow_run_id: str) -> None:
-        """A reserved id now names its run (a no-op if that happened already). An id whose run
-        was never created stays reserved: a gap in the ids (deleting the row could hand the
-        same id out again, and a run created after all, its answer lost, still carries it)."""
+    def bind_reserved(self, marker: str, flow_run_id: str) -> None:
+        """The id reserved under `marker` now names its run (a no-op if that happened already)."""
         with session_scope(self.engine) as session:
             session.execute(
                 update(QueueTaskId)
-                .where(QueueTaskId.id == task_id, QueueTaskId.flow_run_id.startswith(_RESERVED))
+                .where(QueueTaskId.flow_run_id == marker)
                 .values(flow_run_id=flow_run_id)
             )
-            bound = session.scalar(select(QueueTaskId.flow_run_id).where(QueueTaskId.id == task_id))
-        if bound == flow_run_id:
+            task_id = session.scalar(
+                select(QueueTaskId.id).where(QueueTaskId.flow_run_id == flow_run_id)
+            )
+            # Its add is done: a row left in the outbox would make the run again once a user
+            # deleted this one (the key is free then).
+            session.execute(delete(QueueOutbox).where(QueueOutbox.task_id == task_id))
+        if task_id is not None:
             self._by_run[flow_run_id] = task_id
 
     def adopt(self, tags_by_run: Mapping[str, Iterable[str]]) -> None:
-        """Bind the ids that runs carry in their tags but the table does not know yet."""
+        """Bind the reserved ids that runs name in their tags but the table does not know yet:
+        before ids are handed out to runs never seen (`ids_for`), which would give it a second."""
         for run_id, tags in tags_by_run.items():
             if run_id in self._by_run:
                 continue
             for tag in tags:
-                if tag.startswith(TASK_ID_TAG) and tag.removeprefix(TASK_ID_TAG).isdigit():
-                    self.bind(int(tag.removeprefix(TASK_ID_TAG)), run_id)
+                if tag.startswith(ADD_KEY_TAG):
+                    self.bind_reserved(_RESERVED + tag.removeprefix(ADD_KEY_TAG), run_id)
 
     def ids_for(self, flow_run_ids: Iterable[str]) -> dict[str, int]:
         """flow-run id -> task id, allocating ids for runs not seen before (in the given order)."""
@@ -85,13 +98,14 @@ class TaskIds:
         return self.ids_for([flow_run_id])[flow_run_id]
 
     async def flow_run_of(self, client: PrefectClient, task_id: int) -> str:
-        """The task's flow run; for an id whose binding was lost, found by its tag."""
+        """The task's flow run; for an id whose binding is not written, found by its tag."""
         flow_run_id = self.flow_run_for(task_id)
         if flow_run_id is not None and flow_run_id.startswith(_RESERVED):
-            tagged = await gateway.run_ids_tagged(client, task_id_tag(task_id))
+            marker = flow_run_id
+            tagged = await gateway.run_ids_tagged(client, add_key_tag(marker))
             flow_run_id = tagged[0] if tagged else None
             if flow_run_id is not None:
-                self.bind(task_id, flow_run_id)
+                self.bind_reserved(marker, flow_run_id)
         if flow_run_id is None:
             raise NotFound(None, f"task {task_id} does not exist")
         return flow_run_id

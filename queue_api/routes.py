@@ -3,7 +3,6 @@ errors rise to the one handler in app.py."""
 
 from __future__ import annotations
 
-import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -12,20 +11,28 @@ from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
 from biasbench.queue.payload import MAX_LABEL_LENGTH
 from biasbench.queue.submit import SubmitRequest, check_submission
-from queue_api.deps import DomainDb, FlowRunId, Ids, Mutating, Prefect, TaskId, Views
-from queue_api.ids import task_id_tag
+from queue_api.deps import (
+    DomainDb,
+    FlowRunId,
+    Mutating,
+    Prefect,
+    TaskId,
+    Views,
+    flow_run_of,
+)
 from queue_api.labels import default_label
 from queue_api.schemas import Message, QueueStats, TaskCreated, TaskPublic, TaskSubmit
 
 router = APIRouter(prefix="/queue")
-logger = logging.getLogger(__name__)
 
 
 @router.post("/add", response_model=TaskCreated, dependencies=[Mutating])
 async def add(
-    body: TaskSubmit, client: Prefect, ids: Ids, db: DomainDb, views: Views, request: Request
+    body: TaskSubmit, client: Prefect, db: DomainDb, views: Views, request: Request
 ) -> TaskCreated:
-    upstream = ids.flow_runs_for(body.upstream_ids)
+    """Checked in full, then kept in the outbox: the answer does not wait for Prefect to create
+    the run (outbox.py), but an upstream task still in the outbox is waited for."""
+    upstream = await views.outbox.flow_runs_for(body.upstream_ids)
     for task_id in body.upstream_ids:
         if task_id not in upstream:
             raise InvalidSubmission("depends_on", f"task {task_id} does not exist")
@@ -43,14 +50,9 @@ async def add(
             catalogue=request.app.state.catalogue,
         ),
     )
-    task_id = ids.reserve()  # before the run: if the id cannot be written, nothing is created
-    flow_run_id = await views.creator.create(
-        client, submission, tags=[task_id_tag(task_id)], ticket=request.state.create
+    task_id = views.outbox.put(
+        submission, depends_on=body.upstream_ids, ticket=request.state.create
     )
-    try:
-        ids.bind(task_id, flow_run_id)
-    except Exception:  # the run carries its id in a tag: the next read binds it (ids.py)
-        logger.warning("Task %d: binding its id failed; its tag will", task_id, exc_info=True)
     return TaskCreated(task_id=task_id)
 
 
@@ -75,8 +77,9 @@ async def get_task(task_id: TaskId, client: Prefect, views: Views) -> TaskPublic
 
 
 @router.delete("/{task_id}", response_model=Message, dependencies=[Mutating])
-async def remove(task_id: TaskId, run_id: FlowRunId, client: Prefect) -> Message:
-    await control.remove(client, run_id)
+async def remove(task_id: TaskId, client: Prefect, views: Views) -> Message:
+    if not views.outbox.withdraw(task_id):  # not an add still waiting to be sent: its run
+        await control.remove(client, await flow_run_of(task_id, views, client))
     return Message(ok=True, message=f"task {task_id} removed")
 
 

@@ -17,13 +17,14 @@ from biasbench.queue import control, gateway
 from biasbench.queue.attempt import Attempt
 from biasbench.queue.eta import QueuePlan
 from biasbench.queue.forecast import plan_now
+from biasbench.queue.gateway import PoolState
 from biasbench.queue.grouping import model_of
 from biasbench.queue.model import ACTIVE, QueueRun, QueueStatus, places_in_line
 from biasbench.queue.progress import ProgressCount
 from biasbench.results import progress_of_flow_run, result_of_flow_run
 from queue_api.attempts import Attempts
-from queue_api.batch_create import BatchCreator
 from queue_api.ids import TaskIds
+from queue_api.outbox import Outbox, Waiting
 from queue_api.schemas import Progress, QueueStats, TaskPublic
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class TaskViews:
         self.engine, self.ids = engine, ids
         self.swap_seconds = swap_seconds  # a model swap's cost until a host measured one
         self.attempts = Attempts()
-        self.creator = BatchCreator()  # POST /queue/add's creates, batched when they coincide
+        self.outbox = Outbox(engine, ids)  # POST /queue/add's adds until Prefect has them
         # The last plan, the queue it was made for and when: many clients poll one queue.
         self._last_plan: tuple[frozenset[tuple[str, str, str | None]], float, QueuePlan] | None
         self._last_plan = None
@@ -48,32 +49,99 @@ class TaskViews:
     ) -> list[TaskPublic]:
         """Active tasks first by position, then finished ones, newest first."""
         now = datetime.now(UTC)
-        active = [r for r in await gateway.unfinished_runs(client) if not r.is_scheduled_later(now)]
-        done = await gateway.newest_finished_runs(
-            client, limit - len(active) if include_done else 0
+        waiting = self.outbox.waiting()  # before the runs: one created meanwhile shows once
+        # The pool is read beside the runs, not after them: whether the queue is paused does not
+        # depend on them, and each Prefect round trip in line costs about a bare read (issue 16:
+        # `GET /queue?limit=50` was 2.2 x the bare read of its runs; perf/README.md).
+        unfinished, pool = await asyncio.gather(
+            gateway.unfinished_runs(client), gateway.read_pool(client)
         )
-        places = places_in_line(active, now)
-        plan = await self._plan(client, active)
-        tasks = in_contract_order(await self.public(client, [*active, *done], places, plan))
-        tasks = tasks[:limit]
-        return await self._with_blockers(client, tasks)
+        active = [r for r in unfinished if not r.is_scheduled_later(now)]
+        done = await gateway.newest_finished_runs(
+            client, limit - len(active) - len(waiting) if include_done else 0
+        )
+        held = _held(waiting)
+        places = places_in_line([*active, *held], now)
+        plan = await self._plan(client, [*active, *held], pool)
+        tasks = await self.public(client, [*active, *done], places, plan)
+        tasks += self._waiting_tasks(waiting, places, plan, shown={t.id for t in tasks})
+        return await self._with_blockers(client, in_contract_order(tasks)[:limit], pool)
 
     async def one(self, client: PrefectClient, task_id: int) -> TaskPublic:
+        if self.outbox.waiting([task_id]) and (task := await self._one_waiting(client, task_id)):
+            return task
         run = await self.run_of(client, task_id)
         places: dict[str, int] = {}
-        plan = None
+        plan: QueuePlan | None = None
+        pool: PoolState | None = None
         if not run.is_final:  # its place and times depend on every other unfinished task
-            unfinished = await gateway.unfinished_runs(client)
+            # The pool beside the runs, as in `listing`.
+            runs, pool = await asyncio.gather(
+                gateway.unfinished_runs(client), gateway.read_pool(client)
+            )
+            unfinished = [*runs, *_held(self.outbox.waiting())]
             places = places_in_line(unfinished, datetime.now(UTC))
-            plan = await self._plan(client, unfinished)
+            plan = await self._plan(client, unfinished, pool)
         (task,) = await self.public(client, [run], places, plan)
-        (task,) = await self._with_blockers(client, [task])
+        (task,) = await self._with_blockers(client, [task], pool)
         return task
 
-    async def _plan(self, client: PrefectClient, active: Sequence[QueueRun]) -> QueuePlan | None:
-        """The queue's expected times (biasbench.queue.forecast), from the runs already read;
-        the last plan again while the queue is unchanged and the plan under PLAN_REUSE_SECONDS
-        old (a plan of a long queue costs a little CPU and some database reads)."""
+    async def _one_waiting(self, client: PrefectClient, task_id: int) -> TaskPublic | None:
+        """An add answered but not in Prefect yet (None if its run was created meanwhile)."""
+        waiting = self.outbox.waiting()
+        unfinished = [*await gateway.unfinished_runs(client), *_held(waiting)]
+        places = places_in_line(unfinished, datetime.now(UTC))
+        plan = await self._plan(client, unfinished)
+        tasks = self._waiting_tasks([w for w in waiting if w.task_id == task_id], places, plan)
+        return (await self._with_blockers(client, tasks))[0] if tasks else None
+
+    @staticmethod
+    def _waiting_tasks(
+        waiting: Sequence[Waiting],
+        places: Mapping[str, int],
+        plan: QueuePlan | None = None,
+        shown: frozenset[int] | set[int] = frozenset(),
+    ) -> list[TaskPublic]:
+        """Adds still in the outbox, as the queued (or waiting) tasks they are; one refused by
+        Prefect for good as failed, with why."""
+        tasks = []
+        for w in waiting:
+            if w.task_id in shown:
+                continue
+            run = w.as_held_run()
+            planned = plan.tasks.get(run.id) if plan and not w.error else None
+            tasks.append(
+                TaskPublic(
+                    id=w.task_id,
+                    task_type=run.task_type,
+                    status=QueueStatus.FAILED if w.error else run.status,
+                    position=places.get(run.id, w.task_id),
+                    label=w.label,
+                    created_at=w.submitted_at,
+                    started_at=None,
+                    finished_at=None,
+                    error=w.error,
+                    depends_on=w.depends_on[0]
+                    if len(w.depends_on) == 1
+                    else (w.depends_on or None),
+                    result_run_id=None,
+                    result_run_type=None,
+                    config=run.config,
+                    priority=run.priority,
+                    eta=planned.end if planned else None,
+                    eta_p90=planned.end_p90 if planned else None,
+                    expected_start=planned.start if planned else None,
+                )
+            )
+        return tasks
+
+    async def _plan(
+        self, client: PrefectClient, active: Sequence[QueueRun], pool: PoolState | None = None
+    ) -> QueuePlan | None:
+        """The queue's expected times (biasbench.queue.forecast), from the runs (and the pool,
+        if the caller has it) already read; the last plan again while the queue is unchanged
+        and the plan under PLAN_REUSE_SECONDS old (a plan of a long queue costs a little CPU
+        and some database reads)."""
         if not active:
             return None
         seen = frozenset((r.id, r.state_type, r.state_name) for r in active)
@@ -86,9 +154,12 @@ class TaskViews:
             runs = {r.id: r for r in active}
             missing = {u for r in active for u in r.upstream if u not in runs}
             runs.update(await gateway.runs_by_id(client, missing))
-            pool, hosts = await asyncio.gather(
-                gateway.read_pool(client), gateway.model_hosts(client)
-            )
+            if pool is None:
+                pool, hosts = await asyncio.gather(
+                    gateway.read_pool(client), gateway.model_hosts(client)
+                )
+            else:
+                hosts = await gateway.model_hosts(client)
             # In a thread: a long queue's plan takes a moment, and this loop also answers the
             # health probe and every other client meanwhile.
             plan = await asyncio.to_thread(
@@ -113,21 +184,29 @@ class TaskViews:
         return await self._plan(client, await gateway.unfinished_runs(client))
 
     async def _with_blockers(
-        self, client: PrefectClient, tasks: list[TaskPublic]
+        self, client: PrefectClient, tasks: list[TaskPublic], pool: PoolState | None = None
     ) -> list[TaskPublic]:
-        """Queued tasks say what holds the whole queue, if anything does."""
+        """Queued tasks say what holds the whole queue, if anything does (`pool`: if the caller
+        read it already)."""
         if not any(t.status is QueueStatus.QUEUED for t in tasks):
             return tasks
-        state = await control.queue_state(client)
-        blocker = (
-            "the queue is paused"
-            if state.executor_paused
-            else "no GPU worker is alive: nothing starts until one is"
-            if state.gpu_workers_alive == 0
-            else "no queue manager runs: POST /queue/start"
-            if not state.executor_running
-            else None
-        )
+        if pool is None:
+            pool = await gateway.read_pool(client)
+        # The first reason that applies, in this order: a paused queue needs no more reads
+        # (each Prefect read costs about as much as the listing's own, issue 16).
+        if pool.paused:
+            blocker: str | None = "the queue is paused"
+        else:
+            workers, manager = await asyncio.gather(
+                gateway.gpu_workers_alive(client), gateway.manager_running(client)
+            )
+            blocker = (
+                "no GPU worker is alive: nothing starts until one is"
+                if workers == 0
+                else "no queue manager runs: POST /queue/start"
+                if not manager
+                else None
+            )
         if blocker is None:
             return tasks
         return [
@@ -139,6 +218,7 @@ class TaskViews:
         return await gateway.run_by_id(client, await self.ids.flow_run_of(client, task_id))
 
     async def stats(self, client: PrefectClient) -> QueueStats:
+        waiting = self.outbox.waiting()  # before the counts: one created meanwhile counts twice
         counts, later, state, plan = await asyncio.gather(
             gateway.count_by_status(client),
             gateway.count_scheduled_later(client, datetime.now(UTC)),
@@ -146,6 +226,8 @@ class TaskViews:
             self._recent_plan(client),
         )
         counts[QueueStatus.QUEUED] -= later  # not queue work until their time comes
+        for task in self._waiting_tasks(waiting, {}):  # answered, not in Prefect yet
+            counts[task.status] = counts.get(task.status, 0) + 1
         hosts = await gateway.model_hosts(client)
         return QueueStats(
             total=sum(counts.values()),
@@ -262,6 +344,10 @@ def _model_phase(run: QueueRun, loading: set[str]) -> dict[str, str]:
 
 def _progress(count: ProgressCount) -> Progress:
     return Progress(done=count.done, total=count.total, percent=count.percent)
+
+
+def _held(waiting: Sequence[Waiting]) -> list[QueueRun]:
+    return [w.as_held_run() for w in waiting if w.error is None]
 
 
 def in_contract_order(tasks: list[TaskPublic]) -> list[TaskPublic]:

@@ -270,6 +270,24 @@ class QueueTaskId(Base):
     flow_run_id: Mapped[str] = mapped_column(String(36), unique=True)
 
 
+class QueueOutbox(Base):
+    """An add the /queue API has answered (its task id is reserved) but not yet created in
+    Prefect: it survives a restart of the API and is created then (queue_api/outbox.py). The
+    row goes once its run exists; `error` says why Prefect refused it for good."""
+
+    __tablename__ = "queue_outbox"
+
+    task_id: Mapped[int] = mapped_column(ForeignKey("queue_task_ids.id"), primary_key=True)
+    task_type: Mapped[str] = mapped_column(String(32))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON)
+    label: Mapped[str | None] = mapped_column(Text)
+    held_as: Mapped[str] = mapped_column(String(32))
+    tags: Mapped[list[str]] = mapped_column(JSON)
+    depends_on: Mapped[list[int]] = mapped_column(JSON)  # the client's task ids, for the views
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+
+
 class QueueAnnouncement(Base):
     """A task end the queue manager has announced (its message was emitted): a new manager
     announces the ends it missed, and none twice. Not a copy of the task's status."""

@@ -53,13 +53,14 @@ async def retry(
     await gateway.requeue(client, run, HELD_QUEUED)
     requeued = [run_id]
     frontier = [run_id]
-    while frontier:
-        # Only the runs a cascade from this task took down, not ones a user cancelled.
-        for dependent in await gateway.runs_ended_by(client, frontier.pop()):
-            if dependent.id not in requeued:
-                await gateway.requeue(client, dependent, HELD_WAITING)
-                requeued.append(dependent.id)
-                frontier.append(dependent.id)
+    while frontier:  # level by level: the dependents of this level's tasks, read at once
+        # Only the runs a cascade from these tasks took down, not ones a user cancelled.
+        taken_down = {
+            r.id: r for r in await gateway.runs_ended_by(client, frontier) if r.id not in requeued
+        }
+        await gateway.requeue_all(client, list(taken_down.values()), HELD_WAITING)
+        frontier = list(taken_down)
+        requeued += frontier
     return requeued
 
 

@@ -80,6 +80,8 @@ from biasbench.queue.model import (
 )
 
 PAGE = 200  # the most runs the Prefect server returns per read
+BULK_STATE_LIMIT = 50  # runs per call of Prefect's /flow_runs/bulk_set_state (its limit)
+ENDED_BY_READ = 100  # upstreams per read of the runs they took down: a filter of bounded size
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # before any run of this queue
 
 
@@ -264,16 +266,21 @@ async def finished_since(client: PrefectClient, since: datetime) -> list[QueueRu
     return await _as_queue_runs(client, flow_runs)
 
 
-async def runs_ended_by(client: PrefectClient, upstream_id: str) -> list[QueueRun]:
-    """Runs that a cascade from this upstream skipped or cancelled, and that are still so."""
-    flow_runs = await _read_all(
-        client,
-        FlowRunFilter(
-            tags=FlowRunFilterTags(all_=[QUEUE_TAG, ENDED_BY_TAG + upstream_id]),
-            state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
-        ),
-    )
-    return await _as_queue_runs(client, flow_runs)
+async def runs_ended_by(client: PrefectClient, upstream_ids: Sequence[str]) -> list[QueueRun]:
+    """Runs that a cascade from any of these upstreams skipped or cancelled, and that are still
+    so: one read per ENDED_BY_READ upstreams, not one per upstream (a retry of a task with 205
+    dependents read 206 times)."""
+    found: list[FlowRun] = []
+    for start in range(0, len(upstream_ids), ENDED_BY_READ):
+        ended_by = [ENDED_BY_TAG + u for u in upstream_ids[start : start + ENDED_BY_READ]]
+        found += await _read_all(
+            client,
+            FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[QUEUE_TAG], any_=ended_by),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.CANCELLED])),
+            ),
+        )
+    return await _as_queue_runs(client, found)
 
 
 async def crashed_runs(client: PrefectClient) -> list[QueueRun]:
@@ -444,45 +451,61 @@ class HeldRun:
     label: str | None
     held_as: str
     tags: Sequence[str] = ()
+    # Prefect's own: a create sent again with the same key returns the run the first one made
+    # (a unique index on the server), so a create whose answer was lost cannot make two runs.
+    idempotency_key: str | None = None
 
 
 # How long to keep creating again what a bulk call could not (biasbench/queue/collisions.py): a
 # burst of adds collides several times in a row with the server's own writes.
 BULK_RETRY_SECONDS = 20.0
+BULK_SMALLEST_CALL = 5  # runs: what a call shrinks to at most while creates collide
 
 
 async def create_held_runs(
     client: PrefectClient, deployment: TaskDeployment, runs: Sequence[HeldRun]
 ) -> list[str | QueueError]:
-    """Create up to BULK_CREATE_LIMIT runs of one deployment in one call (one transaction on the
-    server); each item is its flow-run id, or why it was not created.
+    """Create up to BULK_CREATE_LIMIT runs of one deployment, in order, in as few calls (one
+    transaction each on the server) as the server's load allows; each item is its flow-run id,
+    or why it was not created.
 
     Prefect's bulk route reports each item, and on SQLite an item can fail with "database is
     locked", which rolls the whole transaction back: the items it reported CREATED before then
     do not exist. So after any failure the reported ids are checked, and whatever does not
-    exist is created again after a short pause."""
+    exist is created again after a short pause, in calls half as large: a shorter transaction
+    is less likely to meet one of the server's own writers (a cascade of hundreds of state
+    changes refused 81 creates in one call for 20 s in a row, tests/queue_api/test_many_tasks)."""
     outcomes: list[str | QueueError] = [
         QueueBusy("Prefect's database stayed busy; the task was not created, try again")
     ] * len(runs)
     todo = list(range(len(runs)))
+    size = len(todo)
     pauses = collision_pauses(BULK_RETRY_SECONDS)
     for attempt in itertools.count(1):
-        results = await _bulk_create(client, deployment, [runs[i] for i in todo])
+        call = todo[:size]  # the earliest first: runs are created in the order given
+        results = await _bulk_create(client, deployment, [runs[i] for i in call])
         made = {
             i: r["flow_run_id"]
-            for i, r in zip(todo, results, strict=True)
+            for i, r in zip(call, results, strict=True)
             if r["status"] == "CREATED"
         }
-        if len(made) < len(todo):  # a failure may have rolled back what was reported made
+        collided = len(made) < len(call)
+        if collided:  # a failure may have rolled back what was reported made
             exist = await runs_by_id(client, made.values())
             made = {i: run_id for i, run_id in made.items() if run_id in exist}
         for i, run_id in made.items():
             outcomes[i] = str(run_id)
         todo = [i for i in todo if i not in made]
-        if not todo or (pause := next(pauses, None)) is None:
+        if not todo:
             break
-        _log.info("bulk create, attempt %d: %d of %d runs not made", attempt, len(todo), len(runs))
-        await asyncio.sleep(pause)
+        if collided:
+            if (pause := next(pauses, None)) is None:
+                break
+            _log.info(
+                "bulk create, attempt %d: %d of %d runs not made", attempt, len(todo), len(runs)
+            )
+            size = max(BULK_SMALLEST_CALL, size // 2)
+            await asyncio.sleep(pause)
     return outcomes
 
 
@@ -495,6 +518,7 @@ async def _bulk_create(
             state=to_state_create(held_state(run.held_as)),
             name=run.label,
             tags=[QUEUE_TAG, *run.tags],
+            idempotency_key=run.idempotency_key,
         ).model_dump(mode="json", exclude_unset=True)
         for run in runs
     ]
@@ -601,6 +625,35 @@ async def requeue(client: PrefectClient, run: QueueRun, held_as: str) -> None:
     """Back into the queue in its original place (held; a retry resumes its run)."""
     await _mark_ended_by(client, run, None)
     await client.set_flow_run_state(UUID(run.id), held_state(held_as), force=True)
+
+
+async def requeue_all(client: PrefectClient, runs: Sequence[QueueRun], held_as: str) -> None:
+    """`requeue` for many runs: their marks cleared one by one, their states set in Prefect's
+    bulk calls (a retry of 205 dependents made 410 calls one after another)."""
+    for run in runs:
+        await _mark_ended_by(client, run, None)
+    state = to_state_create(held_state(held_as)).model_dump(mode="json", exclude_unset=True)
+    for start in range(0, len(runs), BULK_STATE_LIMIT):
+        ids = [r.id for r in runs[start : start + BULK_STATE_LIMIT]]
+        only_these = FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in ids]))
+        response = await client.request(
+            "POST",
+            "/flow_runs/bulk_set_state",  # type: ignore[arg-type]
+            json={
+                "flow_runs": only_these.model_dump(mode="json", exclude_unset=True),
+                "state": state,
+                "force": True,
+                "limit": len(ids),
+            },
+        )
+        accepted = {
+            r["flow_run_id"]
+            for r in response.json()["results"]
+            if r["status"] == SetStateStatus.ACCEPT.value
+        }
+        for run_id in ids:  # each run is its own transaction there: one may have been refused
+            if run_id not in accepted:
+                await client.set_flow_run_state(UUID(run_id), held_state(held_as), force=True)
 
 
 async def request_cancel(client: PrefectClient, run: QueueRun, message: str) -> None:

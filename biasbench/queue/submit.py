@@ -38,6 +38,7 @@ from biasbench.task_checks import check_task
 class Submission:
     """A submission that passed every check: creating it is one Prefect call."""
 
+    task_type: TaskType
     deployment: gateway.TaskDeployment
     parameters: dict[str, Any]
     label: str | None
@@ -91,7 +92,9 @@ async def check_submission(client: PrefectClient, request: SubmitRequest) -> Sub
     if request.db is not None:
         _check_wiring(kind, parameters, upstream_runs, request.db, names)
     _check_label(request.label)
-    return Submission(deployment, parameters, request.label, HELD_WAITING if ids else HELD_QUEUED)
+    return Submission(
+        kind, deployment, parameters, request.label, HELD_WAITING if ids else HELD_QUEUED
+    )
 
 
 async def create(client: PrefectClient, submission: Submission, *, tags: Sequence[str] = ()) -> str:

@@ -35,6 +35,7 @@ from biasbench.db.models import BenchmarkRun, QueueTaskId
 from deployments.process_tree import STACK_ENV
 from tests.support.model_host import alive, model_entry, server_pid, write_catalogue
 from tests.support.night import Night
+from tests.support.outbox import wait_drained
 from tests.support.process_tree import descendants
 from tests.support.processes import flow_process_pids, launcher_pid
 from tests.support.stack import REPO
@@ -273,6 +274,7 @@ def _until_done(host: Night, task_id: int, timeout: float = 180) -> dict[str, An
 
 
 def _flow_run_id(db_url: str, task_id: int) -> str:
+    wait_drained(db_url)  # an answered add is bound to its run once the outbox has sent it
     with session_scope(ready_engine(db_url)) as session:
         return str(session.get(QueueTaskId, task_id).flow_run_id)  # type: ignore[union-attr]
 

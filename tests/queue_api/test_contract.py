@@ -8,15 +8,20 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from prefect import get_client
+from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
 from biasbench.queue import gateway
+from biasbench.queue.submit import SubmitRequest, check_submission
 from queue_api.ids import TaskIds
+from queue_api.outbox import CreateTicket, Outbox
+from tests.support.outbox import in_outbox
 from tests.support.stack import REPO
 
 ISO = str  # timestamps travel as ISO strings
@@ -318,26 +323,81 @@ def test_position_is_the_place_in_line_whatever_route_made_the_task(
         api.post("/queue/resume")
 
 
-def test_an_add_whose_id_write_fails_still_answers_the_id_the_task_keeps(
-    api: httpx.Client, monkeypatch: pytest.MonkeyPatch
+def test_an_add_whose_id_binding_fails_once_keeps_its_id_and_is_created_once(
+    api: httpx.Client, home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def lost(self: TaskIds, task_id: int, flow_run_id: str) -> None:
-        raise OperationalError("UPDATE queue_task_ids", {}, Exception("disk I/O error"))
+    """The outbox creates the run, then its write of the binding fails (the domain database
+    refused it): the run is found again by its id's tag, not created a second time."""
+    original = Outbox._bind
+    failed: list[dict[int, str]] = []
+
+    def lost_once(self: Outbox, runs: dict[int, str]) -> None:
+        if runs and not failed:
+            failed.append(runs)
+            raise OperationalError("UPDATE queue_task_ids", {}, Exception("disk I/O error"))
+        original(self, runs)
 
     before = task_count()
     api.post("/queue/pause")
     try:
         with monkeypatch.context() as patch:
-            patch.setattr(TaskIds, "bind", lost)
+            patch.setattr(Outbox, "_bind", lost_once)
             answer = api.post(
                 "/queue/add", json={"task_type": "pool_gen", "config": {"n": 30}, "label": "lost"}
             )
-        assert answer.status_code == 200, answer.text
-        task_id = answer.json()["task_id"]
-        assert task_count() == before + 1  # one task: a client has no reason to submit again
+            assert answer.status_code == 200, answer.text
+            task_id = answer.json()["task_id"]
+            deadline = time.monotonic() + 60
+            while not (failed and task_id not in in_outbox(f"sqlite:///{home / 'queue.db'}")):
+                assert time.monotonic() < deadline, "the add was never created"
+                time.sleep(0.2)
+        assert task_count() == before + 1  # one task: created once, though its binding failed
         assert api.get(f"/queue/{task_id}").json()["label"] == "lost"
         listed = [t for t in api.get("/queue").json() if t["label"] == "lost"]
         assert [t["id"] for t in listed] == [task_id]
         assert api.delete(f"/queue/{task_id}").json()["ok"] is True
     finally:
         api.post("/queue/resume")
+
+
+def test_two_api_processes_sending_the_same_adds_make_each_one_run(
+    api: httpx.Client, home: Path
+) -> None:
+    """Two API processes on one domain database each send what they find in the outbox: both
+    read these adds before either has bound one, and both send them. Prefect's idempotency key
+    (the add's key) keeps every add one run, listed once under its id."""
+    db_url = f"sqlite:///{home / 'queue.db'}"
+    engine = create_engine(db_url)
+    first, second = Outbox(engine, TaskIds(engine)), Outbox(engine, TaskIds(engine))
+    ids: list[int] = []
+
+    async def add_then_send_from_both() -> None:
+        async with get_client() as client:
+            submission = await check_submission(
+                client, SubmitRequest("pool_gen", {"n": 10}, label="sent-twice")
+            )
+            ids.extend(
+                first.put(submission, depends_on=[], ticket=CreateTicket()) for _ in range(5)
+            )
+            # Each reads the rows on its first step, before its first call to Prefect.
+            senders = [asyncio.create_task(o.send_forever(client)) for o in (first, second)]
+            deadline = time.monotonic() + 60
+            while in_outbox(db_url) & set(ids):
+                assert time.monotonic() < deadline, "the adds were never created"
+                await asyncio.sleep(0.2)
+            for sender in senders:
+                sender.cancel()
+            await asyncio.gather(*senders, return_exceptions=True)
+
+    before = task_count()
+    api.post("/queue/pause")
+    try:
+        asyncio.run(add_then_send_from_both())
+        assert task_count() == before + len(ids)  # not twice as many
+        listed = [t["id"] for t in api.get("/queue").json() if t["label"] == "sent-twice"]
+        assert sorted(listed) == ids
+    finally:
+        for task_id in ids:
+            api.delete(f"/queue/{task_id}")
+        api.post("/queue/resume")
+        engine.dispose()

@@ -26,6 +26,7 @@ from biasbench.db.models import QueueTaskId
 from biasbench.personas.sampling import sample_pool
 from biasbench.population.profiles import load_profile
 from biasbench.queue.model import QUEUE_TAG
+from tests.support.outbox import wait_drained
 
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -78,6 +79,7 @@ def world(api: httpx.Client, home: Path) -> Iterator[World]:
         held_balanced = api.post(add, json=balanced).json()
         deleted = api.post(add, json={"task_type": "pool_gen", "config": {"n": 5}}).json()
         assert api.delete(f"/queue/{deleted['task_id']}").status_code == 200
+        wait_drained(f"sqlite:///{home / 'queue.db'}")  # what it made exists before counting
         yield World(
             pools[0],
             pools[1],

@@ -81,7 +81,9 @@ def test_listing_retry_and_messages_see_more_than_a_page_of_tasks(
         wait_until(lambda: "All queued tasks processed" in log.read_text()[before:])
         assert f"All queued tasks processed</b>: {MANY + 1} cancelled." in log.read_text()[before:]
 
+        began = time.monotonic()
         answer = api.post(f"/queue/{upstream}/retry").json()
+        print(f"\nretry of 1 task with {MANY} dependents: {time.monotonic() - began:.1f} s")
         assert answer["message"].endswith(f"with {MANY} dependent(s) waiting for it again")
         after = statuses(api)
         assert after[upstream] == "queued"

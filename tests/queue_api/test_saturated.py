@@ -18,6 +18,7 @@ import uvicorn
 from biasbench.settings import Settings
 from queue_api.app import create_app
 from queue_api.settings import ApiSettings
+from tests.support.outbox import wait_drained
 from tests.support.ports import free_port
 from tests.support.stack import RunningStack
 
@@ -40,15 +41,16 @@ def impatient_api(stack: RunningStack, home: Path) -> Iterator[str]:
     thread.join(10)
 
 
-async def _adds(base: str) -> tuple[list[httpx.Response], list[dict[str, object]]]:
-    """Adds at once, while as many deletes hold the writer: adds that coincide are created in
-    one call (batch_create.py), so only writes queued behind others can be refused."""
+async def _adds(base: str, db_url: str) -> tuple[list[httpx.Response], list[dict[str, object]]]:
+    """Adds at once, while as many deletes hold the writer: adds are answered from the outbox
+    (queue_api/outbox.py) and never wait for the writer, so only the deletes can be refused."""
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         assert (await http.post("/queue/pause")).is_success
         doomed = [
             (await http.post("/queue/add", json={"task_type": "pool_gen", "config": {"n": 10}}))
             for _ in range(CONCURRENT)
         ]
+        wait_drained(db_url)  # in Prefect: their deletes are writes there (queue_api/outbox.py)
         deletes = [http.delete(f"/queue/{a.json()['task_id']}") for a in doomed if a.is_success]
         adds = [
             http.post(
@@ -69,8 +71,8 @@ async def _adds(base: str) -> tuple[list[httpx.Response], list[dict[str, object]
     return list(answers), listed
 
 
-def test_a_saturated_api_answers_503_with_retry_after(impatient_api: str) -> None:
-    answers, listed = asyncio.run(_adds(impatient_api))
+def test_a_saturated_api_answers_503_with_retry_after(impatient_api: str, home: Path) -> None:
+    answers, listed = asyncio.run(_adds(impatient_api, f"sqlite:///{home / 'queue.db'}"))
     assert {a.status_code for a in answers} <= {200, 503}
     busy = [a for a in answers if a.status_code == 503]
     assert busy, "40 changes at once, each allowed 10 ms of waiting: some must have been refused"

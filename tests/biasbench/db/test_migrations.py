@@ -40,6 +40,7 @@ TABLES = {
     "benchmark_results",
     "failures",
     "queue_task_ids",
+    "queue_outbox",
     "queue_announcements",
     "run_resumptions",
     "task_rates",
