@@ -371,6 +371,12 @@ def test_two_api_processes_sending_the_same_adds_make_each_one_run(
     first, second = Outbox(engine, TaskIds(engine)), Outbox(engine, TaskIds(engine))
     ids: list[int] = []
 
+    async def drained(task_ids: list[int]) -> None:
+        deadline = time.monotonic() + 60
+        while in_outbox(db_url) & set(task_ids):
+            assert time.monotonic() < deadline, "the adds were never created"
+            await asyncio.sleep(0.2)
+
     async def add_then_send_from_both() -> None:
         async with get_client() as client:
             submission = await check_submission(
@@ -381,10 +387,11 @@ def test_two_api_processes_sending_the_same_adds_make_each_one_run(
             )
             # Each reads the rows on its first step, before its first call to Prefect.
             senders = [asyncio.create_task(o.send_forever(client)) for o in (first, second)]
-            deadline = time.monotonic() + 60
-            while in_outbox(db_url) & set(ids):
-                assert time.monotonic() < deadline, "the adds were never created"
-                await asyncio.sleep(0.2)
+            await drained(ids)
+            # One add more, given to the second: a sender works round after round, so once this
+            # one exists, the second's send of the first five has ended too.
+            ids.append(second.put(submission, depends_on=[], ticket=CreateTicket()))
+            await drained(ids)
             for sender in senders:
                 sender.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
