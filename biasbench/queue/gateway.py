@@ -700,7 +700,12 @@ class PoolState:
 
 
 async def read_pool(client: PrefectClient) -> PoolState:
-    pool = await client.read_work_pool(GPU_POOL)
+    """The GPU pool's pause and slots; before `setup` made the pool, a queue that is not paused
+    (with nothing in it: the views still answer on a server set up later)."""
+    try:
+        pool = await client.read_work_pool(GPU_POOL)
+    except ObjectNotFound:
+        return PoolState(paused=False, slots=1)
     return PoolState(paused=bool(pool.is_paused), slots=pool.concurrency_limit or 1)
 
 
