@@ -28,6 +28,8 @@ from biasbench.population.profiles import load_profile
 from biasbench.queue.model import QUEUE_TAG
 from tests.support.outbox import wait_drained
 
+pytestmark = pytest.mark.alone  # it times the answers to another client meanwhile
+
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 WORLD = load_profile("world")

@@ -30,7 +30,7 @@ TASKS = 200
 CLIENTS = 50
 
 # Starting a server and the stack, then 400 requests on a 2-core machine.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.alone]
 
 
 @pytest.fixture

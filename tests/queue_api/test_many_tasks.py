@@ -18,7 +18,7 @@ from tests.support.stack import RunningStack
 MANY = 205  # dependents of one upstream: more than a page
 
 # A few hundred state changes on the session's SQLite-backed Prefect server take minutes.
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.alone]
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 600) -> None:
