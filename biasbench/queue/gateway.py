@@ -396,16 +396,32 @@ class TaskDeployment:
     parameter_schema: dict[str, Any]  # what a submission's config is checked against
 
 
-# A task type's deployment is read at most this often per server: 50 clients adding at once
-# would otherwise send the same 50 reads to a server busy creating their runs.
+# A task type's deployment is read at most this often per server, and adds that find it stale
+# at the same time share one read: 50 clients adding at once would otherwise send the same 50
+# reads to a server busy creating runs (with a 5 s cache alone, a burst after a pause still
+# did: the deployment reads were 17 % of the API's time, perf/README.md run F).
 DEPLOYMENT_FRESH_SECONDS = 5.0
 _deployments: dict[tuple[str, TaskType], tuple[float, TaskDeployment]] = {}
+_deployment_reads: dict[tuple[str, TaskType], asyncio.Future[TaskDeployment]] = {}
 
 
 async def task_deployment(client: PrefectClient, task_type: TaskType) -> TaskDeployment:
     key = (str(client.api_url), task_type)
     if (known := _deployments.get(key)) and time.monotonic() - known[0] < DEPLOYMENT_FRESH_SECONDS:
         return known[1]
+    reading = _deployment_reads.get(key)
+    # A future belongs to its event loop (another loop's, e.g. of an earlier asyncio.run, is
+    # not shared).
+    if reading is None or reading.done() or reading.get_loop() is not asyncio.get_running_loop():
+        reading = asyncio.ensure_future(_read_deployment(client, task_type, key))
+        _deployment_reads[key] = reading
+    # Shielded: one waiting request given up (a client gone) does not fail the others' read.
+    return await asyncio.shield(reading)
+
+
+async def _read_deployment(
+    client: PrefectClient, task_type: TaskType, key: tuple[str, TaskType]
+) -> TaskDeployment:
     try:
         deployment = await client.read_deployment_by_name(deployment_name(task_type))
     except ObjectNotFound as exc:
