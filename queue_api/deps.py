@@ -31,13 +31,11 @@ async def _views(request: Request) -> TaskViews:
 
 
 async def _engine(request: Request) -> Engine:
-    views: TaskViews = request.app.state.views
-    return views.engine
+    return (await _views(request)).engine
 
 
 async def _ids(request: Request) -> TaskIds:
-    views: TaskViews = request.app.state.views
-    return views.ids
+    return (await _views(request)).ids
 
 
 async def _authorised(

@@ -105,8 +105,8 @@ def ready_engine(db_url: str) -> Engine:
 
 @cache
 def _sessions(engine: Engine) -> sessionmaker[Session]:
-    # One factory per engine: making one per transaction was a fifth of an add's time in the
-    # /queue API (its event set-up, perf/README.md run F).
+    # One factory per engine: making one per transaction (its event set-up) was about 8 % of
+    # the /queue API's loop time under a burst of adds (perf/README.md run F).
     return sessionmaker(engine, expire_on_commit=False)
 
 
