@@ -51,9 +51,18 @@ class TaskIds:
         """A binding written elsewhere (the outbox)."""
         self._by_run[flow_run_id] = task_id
 
-    def bind_reserved(self, marker: str, flow_run_id: str) -> None:
-        """The id reserved under `marker` now names its run (a no-op if that happened already)."""
+    def bind_reserved(self, marker: str, flow_run_id: str) -> bool:
+        """The id reserved under `marker` now names its run (a no-op if that happened already).
+        False if its add was withdrawn (removed while being created): the run is being deleted,
+        it is not the task."""
         with session_scope(self.engine) as session:
+            withdrawn = session.scalar(
+                select(QueueOutbox.withdrawn)
+                .join(QueueTaskId, QueueTaskId.id == QueueOutbox.task_id)
+                .where(QueueTaskId.flow_run_id == marker)
+            )
+            if withdrawn:
+                return False
             session.execute(
                 update(QueueTaskId)
                 .where(QueueTaskId.flow_run_id == marker)
@@ -67,6 +76,7 @@ class TaskIds:
             session.execute(delete(QueueOutbox).where(QueueOutbox.task_id == task_id))
         if task_id is not None:
             self._by_run[flow_run_id] = task_id
+        return True
 
     def adopt(self, tags_by_run: Mapping[str, Iterable[str]]) -> None:
         """Bind the reserved ids that runs name in their tags but the table does not know yet:
@@ -104,8 +114,8 @@ class TaskIds:
             marker = flow_run_id
             tagged = await gateway.run_ids_tagged(client, add_key_tag(marker))
             flow_run_id = tagged[0] if tagged else None
-            if flow_run_id is not None:
-                self.bind_reserved(marker, flow_run_id)
+            if flow_run_id is not None and not self.bind_reserved(marker, flow_run_id):
+                flow_run_id = None
         if flow_run_id is None:
             raise NotFound(None, f"task {task_id} does not exist")
         return flow_run_id

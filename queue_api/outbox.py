@@ -12,7 +12,12 @@ one transaction per call.
   idempotency key, so a create sent again (the API stopped, a call failed without an answer,
   two API processes send the same row) returns the run the first one made.
 - Reads see their writes: the views list waiting adds as queued tasks (`waiting`); what needs
-  the run itself (cancel, retry, a delete once it is being sent, `depends_on`) waits for it.
+  the run itself (cancel, retry, `depends_on`) waits for it.
+- A delete does not wait (`withdraw`): an add not being sent yet is dropped; one whose run is
+  being created is marked withdrawn, and the sender deletes the run once it exists, in one call
+  with other deletes, before its id is bound (the views hide it meanwhile). The mark is kept
+  until the run is gone, so a crash in between deletes it on the next round. If the manager
+  started the run in that moment, it is cancelled as by its user instead.
 - Any number of API processes may share a domain database: each sends what it finds, and the
   key keeps every add one run (the stack starts one)."""
 
@@ -32,8 +37,9 @@ from sqlalchemy import Engine, delete, select, update
 
 from biasbench.db.engine import session_scope
 from biasbench.db.models import QueueOutbox, QueueTaskId
-from biasbench.errors import QueueBusy
-from biasbench.queue import gateway
+from biasbench.errors import NotFound, QueueBusy
+from biasbench.queue import gateway, removals
+from biasbench.queue.attempt import USER_CANCEL
 from biasbench.queue.model import QueueRun
 from biasbench.queue.submit import Submission
 from queue_api.ids import ADD_KEY_TAG, TaskIds, add_key_tag, reserved_marker, task_id_tag
@@ -131,7 +137,11 @@ class Outbox:
 
     def waiting(self, task_ids: Iterable[int] | None = None) -> list[Waiting]:
         """The adds not created yet (those of `task_ids` only, if given), in submission order."""
-        query = select(QueueOutbox).order_by(QueueOutbox.task_id)
+        query = (
+            select(QueueOutbox)
+            .where(QueueOutbox.withdrawn.is_(False))
+            .order_by(QueueOutbox.task_id)
+        )
         if task_ids is not None:
             query = query.where(QueueOutbox.task_id.in_(list(task_ids)))
         with session_scope(self.engine) as session:
@@ -171,13 +181,28 @@ class Outbox:
                 pass
         return self.ids.flow_runs_for(wanted)
 
-    def withdraw(self, task_id: int) -> bool:
-        """Drop an add not being sent yet; False when it is not in the outbox (or on its way)."""
-        if task_id in self._in_flight:
-            return False
+    def withdrawn_keys(self) -> set[str]:
+        """The add-key tags of withdrawn adds: runs carrying one are being deleted."""
+        query = select(QueueOutbox.tags).where(QueueOutbox.withdrawn.is_(True))
         with session_scope(self.engine) as session:
-            gone = session.execute(delete(QueueOutbox).where(QueueOutbox.task_id == task_id))
-            return bool(gone.rowcount)  # type: ignore[attr-defined]
+            tags = session.scalars(query)
+            return {tag for row in tags for tag in row if tag.startswith(ADD_KEY_TAG)}
+
+    def withdraw(self, task_id: int) -> bool:
+        """Remove an add not created yet: its row goes, or, if its run is being created, it is
+        marked, and the sender deletes the run. False when the add is not in the outbox."""
+        with session_scope(self.engine) as session:
+            row = session.get(QueueOutbox, task_id)
+            if row is None:
+                return False
+            if row.withdrawn:
+                raise NotFound(None, f"task {task_id} does not exist")
+            if task_id in self._in_flight:
+                row.withdrawn = True
+            else:
+                session.delete(row)
+        self._settle(task_id, error=NotFound(None, f"task {task_id} was removed"))
+        return True
 
     # --- the sender --------------------------------------------------------------------------
 
@@ -238,15 +263,28 @@ class Outbox:
                     for r, outcome in zip(chunk, outcomes, strict=True)
                     if isinstance(outcome, str)
                 }
-                self._bind(made)
+                await self._delete_withdrawn(client, self._bind(made))
                 if len(made) < len(chunk):
                     raise QueueBusy(f"{len(chunk) - len(made)} run(s) not created yet")
 
-    def _bind(self, runs: dict[int, str]) -> None:
-        """Bind the ids to their runs and drop their rows, in one transaction."""
+    def _bind(self, runs: dict[int, str], *, even_withdrawn: bool = False) -> dict[int, str]:
+        """Bind the ids to their runs and drop their rows, in one transaction; returns the runs
+        of adds withdrawn meanwhile, which are not bound (unless `even_withdrawn`)."""
         if not runs:
-            return
+            return {}
         with session_scope(self.engine) as session:
+            withdrawn = (
+                set()
+                if even_withdrawn
+                else set(
+                    session.scalars(
+                        select(QueueOutbox.task_id).where(
+                            QueueOutbox.task_id.in_(list(runs)), QueueOutbox.withdrawn.is_(True)
+                        )
+                    )
+                )
+            )
+            runs, withdrawn_runs = _split(runs, withdrawn)
             for task_id, flow_run_id in runs.items():
                 session.execute(
                     update(QueueTaskId)
@@ -257,6 +295,25 @@ class Outbox:
         for task_id, flow_run_id in runs.items():
             self.ids.remember(task_id, flow_run_id)
             self._settle(task_id, result=flow_run_id)
+        return withdrawn_runs
+
+    async def _delete_withdrawn(self, client: PrefectClient, runs: dict[int, str]) -> None:
+        """Delete the runs of withdrawn adds, then their rows. One the manager started
+        meanwhile is cancelled as by its user, and bound: it shows as the cancelled task."""
+        if not runs:
+            return
+        deleted = await asyncio.gather(
+            *(removals.delete_if_removable(client, run_id) for run_id in runs.values())
+        )
+        started, gone = _split(runs, {t for t, d in zip(runs, deleted, strict=True) if d})
+        for run_id in started.values():
+            with suppress(NotFound):
+                run = await gateway.run_by_id(client, run_id)
+                if not run.is_final:
+                    await gateway.request_cancel(client, run, USER_CANCEL)
+        with session_scope(self.engine) as session:
+            session.execute(delete(QueueOutbox).where(QueueOutbox.task_id.in_(list(gone))))
+        self._bind(started, even_withdrawn=True)
 
     def _refuse(self, why: dict[int, str]) -> None:
         with session_scope(self.engine) as session:
@@ -264,6 +321,12 @@ class Outbox:
                 session.execute(
                     update(QueueOutbox).where(QueueOutbox.task_id == task_id).values(error=reason)
                 )
+            # A withdrawn add Prefect refused has no run to delete: it is simply gone.
+            session.execute(
+                delete(QueueOutbox).where(
+                    QueueOutbox.task_id.in_(list(why)), QueueOutbox.withdrawn.is_(True)
+                )
+            )
         for task_id, reason in why.items():
             log.warning("Outbox: Prefect refused task %d for good: %s", task_id, reason)
             self._settle(task_id, error=RuntimeError(reason))
@@ -279,6 +342,14 @@ class Outbox:
             future.exception()  # retrieved: nobody may be waiting for it
         else:
             future.set_result(result or "")
+
+
+def _split(runs: dict[int, str], these: set[int]) -> tuple[dict[int, str], dict[int, str]]:
+    """(the runs of other task ids, the runs of `these`)."""
+    return (
+        {t: r for t, r in runs.items() if t not in these},
+        {t: r for t, r in runs.items() if t in these},
+    )
 
 
 def _held_run(row: QueueOutbox) -> gateway.HeldRun:

@@ -78,7 +78,7 @@ async def get_task(task_id: TaskId, client: Prefect, views: Views) -> TaskPublic
 
 @router.delete("/{task_id}", response_model=Message, dependencies=[Mutating])
 async def remove(task_id: TaskId, client: Prefect, views: Views) -> Message:
-    if not views.outbox.withdraw(task_id):  # not an add still waiting to be sent: its run
+    if not views.outbox.withdraw(task_id):  # not an add still being created: its run
         await control.remove(client, await flow_run_of(task_id, views, client))
     return Message(ok=True, message=f"task {task_id} removed")
 

@@ -56,7 +56,10 @@ class TaskViews:
         unfinished, pool = await asyncio.gather(
             gateway.unfinished_runs(client), gateway.read_pool(client)
         )
-        active = [r for r in unfinished if not r.is_scheduled_later(now)]
+        removed = self.outbox.withdrawn_keys()  # created after their delete: being deleted
+        active = [
+            r for r in unfinished if not r.is_scheduled_later(now) and removed.isdisjoint(r.tags)
+        ]
         done = await gateway.newest_finished_runs(
             client, limit - len(active) - len(waiting) if include_done else 0
         )

@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -286,6 +287,8 @@ class QueueOutbox(Base):
     depends_on: Mapped[list[int]] = mapped_column(JSON)  # the client's task ids, for the views
     submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # Removed by its user while its run was being created: the row stays until the run is gone.
+    withdrawn: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class QueueAnnouncement(Base):

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from biasbench.db.engine import session_scope
 from biasbench.errors import NotAllowedNow
-from biasbench.queue import gateway
+from biasbench.queue import gateway, removals
 from biasbench.queue.attempt import USER_CANCEL
 from biasbench.queue.model import (
     HELD_QUEUED,
@@ -80,7 +80,9 @@ async def remove(client: PrefectClient, run_id: str) -> QueueRun:
         raise NotAllowedNow(
             f"task {run_id} has {len(dependents)} waiting dependent(s); remove or cancel them first"
         )
-    await gateway.delete_run(client, run_id)
+    # Deleted only if it is still removable, in one server transaction with other deletes.
+    if not await removals.delete_if_removable(client, run_id):
+        raise NotAllowedNow(f"task {run_id} started meanwhile: cancel it instead", field="status")
     return run
 
 

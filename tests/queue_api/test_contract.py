@@ -14,13 +14,17 @@ from typing import Any
 import httpx
 import pytest
 from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from sqlalchemy import create_engine
 from sqlalchemy.exc import OperationalError
 
+from biasbench.db.engine import ready_engine
+from biasbench.errors import NotFound
 from biasbench.queue import gateway
 from biasbench.queue.submit import SubmitRequest, check_submission
-from queue_api.ids import TaskIds
+from queue_api.ids import TaskIds, add_key_tag
 from queue_api.outbox import CreateTicket, Outbox
+from queue_api.tasks import TaskViews
 from tests.support.outbox import in_outbox
 from tests.support.stack import REPO
 
@@ -331,11 +335,11 @@ def test_an_add_whose_id_binding_fails_once_keeps_its_id_and_is_created_once(
     original = Outbox._bind
     failed: list[dict[int, str]] = []
 
-    def lost_once(self: Outbox, runs: dict[int, str]) -> None:
+    def lost_once(self: Outbox, runs: dict[int, str], **how: bool) -> dict[int, str]:
         if runs and not failed:
             failed.append(runs)
             raise OperationalError("UPDATE queue_task_ids", {}, Exception("disk I/O error"))
-        original(self, runs)
+        return original(self, runs, **how)
 
     before = task_count()
     api.post("/queue/pause")
@@ -408,3 +412,93 @@ def test_two_api_processes_sending_the_same_adds_make_each_one_run(
             api.delete(f"/queue/{task_id}")
         api.post("/queue/resume")
         engine.dispose()
+
+
+def test_a_task_deleted_while_its_run_is_being_created_is_answered_at_once_and_never_stays(
+    api: httpx.Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delete of an add whose run Prefect is creating is answered without waiting for it; the
+    run is deleted once it exists and never listed. If the sender stops in between (the API
+    killed), the next sender deletes it: the withdrawal is kept in the domain database.
+
+    A domain database of its own: the module's API would otherwise send these adds too."""
+    db_url = f"sqlite:///{tmp_path / 'queue.db'}"
+    engine = ready_engine(db_url)
+    views = TaskViews(engine, TaskIds(engine), swap_seconds=60)
+    create = gateway.create_held_runs
+    entered, release = asyncio.Event(), asyncio.Event()
+    then: list[Any] = [create]  # what the held-back create does once released
+
+    async def held_back(*args: Any, **kwargs: Any) -> Any:
+        entered.set()  # the add is on its way to Prefect now
+        await release.wait()
+        return await then[0](*args, **kwargs)
+
+    async def dies_after_create(*args: Any, **kwargs: Any) -> Any:
+        await create(*args, **kwargs)
+        raise asyncio.CancelledError  # the API process ends right after Prefect made the run
+
+    async def runs_of(client: PrefectClient, task_id: int) -> list[str]:
+        marker = views.ids.flow_run_for(task_id)
+        assert marker is not None
+        return await gateway.run_ids_tagged(client, add_key_tag(marker))
+
+    async def listed(client: PrefectClient) -> set[int]:
+        return {t.id for t in await views.listing(client, include_done=True, limit=1000)}
+
+    async def delete_while_created(
+        client: PrefectClient, released_as: Any
+    ) -> tuple[int, asyncio.Task[None]]:
+        submission = await check_submission(client, SubmitRequest("pool_gen", {"n": 10}))
+        task_id = views.outbox.put(submission, depends_on=[], ticket=CreateTicket())
+        entered.clear()
+        release.clear()
+        then[0] = released_as
+        monkeypatch.setattr(gateway, "create_held_runs", held_back)
+        sender = asyncio.create_task(views.outbox.send_forever(client))
+        await asyncio.wait_for(entered.wait(), 30)
+        assert views.outbox.withdraw(task_id) is True  # answered, the create still under way
+        assert task_id not in await listed(client)
+        monkeypatch.setattr(gateway, "create_held_runs", create)
+        release.set()
+        return task_id, sender
+
+    async def scenario() -> None:
+        async with get_client() as client:
+            first, sender = await delete_while_created(client, create)
+            await _until_sent(db_url, first, sender)
+            assert await runs_of(client, first) == []  # made, then deleted
+
+            crashed, sender = await delete_while_created(client, dies_after_create)
+            await asyncio.gather(sender, return_exceptions=True)
+            assert crashed in in_outbox(db_url)  # the withdrawal outlives the process
+            assert len(await runs_of(client, crashed)) == 1  # and the run exists
+            assert crashed not in await listed(client)  # but is not shown
+            views.outbox = Outbox(engine, views.ids)  # the API started again
+            await _until_sent(
+                db_url, crashed, asyncio.create_task(views.outbox.send_forever(client))
+            )
+            assert await runs_of(client, crashed) == []
+            for task_id in (first, crashed):
+                with pytest.raises(NotFound):
+                    await views.run_of(client, task_id)
+
+    api.post("/queue/pause")  # the manager's releases would not start them
+    try:
+        asyncio.run(scenario())
+    finally:
+        api.post("/queue/resume")
+        engine.dispose()
+
+
+async def _until_sent(db_url: str, task_id: int, sender: asyncio.Task[None]) -> None:
+    """Until the sender has carried out the add (its row is gone), then stop the sender."""
+    deadline = time.monotonic() + 60
+    try:
+        while task_id in in_outbox(db_url):
+            assert time.monotonic() < deadline, f"task {task_id} stayed in the outbox"
+            assert not sender.done(), sender
+            await asyncio.sleep(0.1)
+    finally:
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
