@@ -9,10 +9,13 @@ two /queue API processes (`python -m queue_api`) beside it: one as shipped
 Prefect when it likes, as before). In each round, each API gets `--tasks / --rounds` adds
 (`POST /queue/add`) from `--clients` concurrent clients, then the same number of deletes of
 those tasks the same way; which API goes first alternates, so both see the same machine load.
+The deletes come right after the adds were answered, while the API is still creating their runs
+(queue_api/outbox.py); with `--created-first`, only once every run exists (the bulk-delete path).
 
 Prints, for each API, the p50 / p95 / max latency of adds and deletes and every answer that was
 not 2xx (status and message), then checks that every add made one task (unique ids) and every
-delete removed it. Logs stay in `.stack-logs/api-load/`. Takes 2-4 minutes."""
+delete removed it, and, once the outboxes are empty, that no run is left in Prefect. Logs stay
+in `.stack-logs/api-load/`. Takes 1-4 minutes."""
 
 from __future__ import annotations
 
@@ -34,10 +37,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
 from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 
 from biasbench.queue import control
+from biasbench.queue.model import QUEUE_TAG
 from deployments.setup import PROJECT_DIR
 from deployments.stack import Stack
+from tests.support.outbox import wait_drained
 from tests.support.ports import free_port
 
 PORT = 4264
@@ -99,7 +105,11 @@ async def add_tasks(
     return created
 
 
-async def round_of(base: str, tasks: int, clients: int, tally: Tally, offset: int) -> None:
+async def round_of(
+    base: str, tasks: int, clients: int, tally: Tally, offset: int, created_in: str | None
+) -> None:
+    """`created_in`: the API's domain database, to wait until the adds exist in Prefect before
+    deleting them."""
     async with httpx.AsyncClient(base_url=base, timeout=300, limits=client_limits(clients)) as http:
 
         async def delete(task_id: int) -> None:
@@ -111,6 +121,8 @@ async def round_of(base: str, tasks: int, clients: int, tally: Tally, offset: in
 
         labels = [f"load-{offset + i}" for i in range(tasks)]
         created = await add_tasks(http, labels, clients, tally)
+        if created_in:
+            await asyncio.to_thread(wait_drained, created_in, 600)
         await concurrently(clients, created, delete)
         listed = await http.get("/queue", params={"limit": 10_000})
         if listed.is_success:
@@ -188,6 +200,9 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=500, help="adds per API")
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--created-first", action="store_true", help="delete once the adds' runs exist"
+    )
     args = parser.parse_args()
     os.environ.pop("PREFECT_API_URL", None)
     logs = PROJECT_DIR / ".stack-logs" / "api-load"
@@ -198,13 +213,10 @@ def main() -> int:
         os.environ["DB_URL"] = f"sqlite:///{tmp}/biasbench.db"
         with Stack(port=PORT, api_port=None, logs=logs) as stack:
             asyncio.run(pause())
+            db_urls = {flag: f"sqlite:///{tmp}/biasbench-{flag}.db" for flag in MODES.values()}
             apis = {
                 mode: start_api(
-                    {
-                        **stack.env,
-                        "QUEUE_API_ONE_WRITER": flag,
-                        "DB_URL": f"sqlite:///{tmp}/biasbench-{flag}.db",
-                    },
+                    {**stack.env, "QUEUE_API_ONE_WRITER": flag, "DB_URL": db_urls[flag]},
                     flag,
                     logs,
                 )
@@ -219,21 +231,37 @@ def main() -> int:
                     for mode in order:
                         asyncio.run(
                             round_of(
-                                apis[mode][0], per_round, args.clients, tallies[mode], r * per_round
+                                apis[mode][0],
+                                per_round,
+                                args.clients,
+                                tallies[mode],
+                                r * per_round,
+                                db_urls[MODES[mode]] if args.created_first else None,
                             )
                         )
                     print(f"round {r + 1}/{args.rounds} done", flush=True)
                 took = time.monotonic() - began
+                for db_url in db_urls.values():  # deletes of adds in flight are carried out
+                    wait_drained(db_url, 600)
+                left_in_prefect = asyncio.run(queue_runs())
             finally:
                 for _, process in apis.values():
                     stop_api(process)
     print(f"\n{args.tasks} adds then deletes per API from {args.clients} concurrent clients")
     report(tallies, per_round * args.rounds)
+    print(f"queue runs left in Prefect once both outboxes were empty: {left_in_prefect}")
     print(
         f"1-min load {load_before:.2f} before, {os.getloadavg()[0]:.2f} after; "
         f"measuring took {took:.0f} s; logs in {logs}"
     )
     return 0
+
+
+async def queue_runs() -> int:
+    async with get_client() as client:
+        return await client.count_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[QUEUE_TAG]))
+        )
 
 
 async def pause() -> None:

@@ -181,6 +181,10 @@ class Outbox:
                 pass
         return self.ids.flow_runs_for(wanted)
 
+    def dependents_of(self, task_id: int) -> int:
+        """Adds not created yet that depend on the task."""
+        return sum(task_id in w.depends_on for w in self.waiting() if w.error is None)
+
     def withdrawn_keys(self) -> set[str]:
         """The add-key tags of withdrawn adds: runs carrying one are being deleted."""
         query = select(QueueOutbox.tags).where(QueueOutbox.withdrawn.is_(True))
@@ -302,10 +306,8 @@ class Outbox:
         meanwhile is cancelled as by its user, and bound: it shows as the cancelled task."""
         if not runs:
             return
-        deleted = await asyncio.gather(
-            *(removals.delete_if_removable(client, run_id) for run_id in runs.values())
-        )
-        started, gone = _split(runs, {t for t, d in zip(runs, deleted, strict=True) if d})
+        removed = await asyncio.gather(*(removals.remove(client, r) for r in runs.values()))
+        started, gone = _split(runs, {t for t, r in zip(runs, removed, strict=True) if r.removed})
         for run_id in started.values():
             with suppress(NotFound):
                 run = await gateway.run_by_id(client, run_id)

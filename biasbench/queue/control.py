@@ -64,26 +64,24 @@ async def retry(
     return requeued
 
 
-async def remove(client: PrefectClient, run_id: str) -> QueueRun:
+async def remove(client: PrefectClient, run_id: str) -> None:
     """Delete a task that has not started, unless another task waits for it."""
-    run = await gateway.run_by_id(client, run_id)
+    removal = await removals.remove(client, run_id)
+    if removal.removed:
+        return
+    run = await gateway.run_by_id(client, run_id)  # gone: NotFound
     if run.status not in REMOVABLE:
         raise NotAllowedNow(
             f"task {run_id} is {run.status}: only queued or waiting tasks can be removed; "
             "cancel it instead",
             field="status",
         )
-    # Only Waiting tasks can wait for one that has not started; reading just those keeps a
-    # delete cheap however many tasks are queued (50 concurrent deletes, perf/README.md).
-    dependents = [r for r in await gateway.waiting_runs(client) if run_id in r.upstream]
-    if dependents:
+    if removal.dependents:
         raise NotAllowedNow(
-            f"task {run_id} has {len(dependents)} waiting dependent(s); remove or cancel them first"
+            f"task {run_id} has {removal.dependents} waiting dependent(s); "
+            "remove or cancel them first"
         )
-    # Deleted only if it is still removable, in one server transaction with other deletes.
-    if not await removals.delete_if_removable(client, run_id):
-        raise NotAllowedNow(f"task {run_id} started meanwhile: cancel it instead", field="status")
-    return run
+    raise NotAllowedNow(f"task {run_id} changed while it was being removed; try again")
 
 
 async def set_paused(client: PrefectClient, paused: bool) -> None:
