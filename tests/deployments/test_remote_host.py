@@ -13,13 +13,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -32,8 +29,8 @@ from sqlalchemy import select
 
 from biasbench.db.engine import ready_engine, session_scope
 from biasbench.db.models import BenchmarkRun, QueueTaskId
-from deployments.process_tree import STACK_ENV
-from tests.support.model_host import alive, model_entry, server_pid, write_catalogue
+from tests.support.gpu_host import MODEL, GpuHost
+from tests.support.model_host import alive, server_pid
 from tests.support.night import Night
 from tests.support.outbox import wait_drained
 from tests.support.process_tree import descendants
@@ -42,101 +39,9 @@ from tests.support.stack import REPO
 from tests.support.telegram_server import TelegramServer
 from tests.support.waiting import until
 
-# What a GPU host needs of the project: the packages and the files that describe them.
-COPIED = ("biasbench", "flows", "deployments", "queue_api", "prefect.yaml", "pyproject.toml")
-# The model host 2 serves: 4 personas x 15 traits = 60 questions, half a second each.
-MODEL = "remote-model"
+# Host 2's model: 4 personas x 15 traits = 60 questions, half a second each.
 BENCH = {"llm": "vllm", "model_name": MODEL, "batch_size": 1}
 PLANNED = 60
-
-
-@dataclass
-class GpuHost:
-    """`serve --role gpu` from its own copy of the code, with its own PREFECT_HOME."""
-
-    root: Path
-    api_url: str  # host 1's Prefect server
-    db_url: str  # the shared domain database
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def checkout(self) -> Path:
-        return self.root / "checkout"
-
-    @property
-    def home(self) -> Path:
-        return self.root / "prefect"
-
-    @property
-    def log(self) -> Path:
-        return self.root / "serve.log"
-
-    @property
-    def catalogue(self) -> Path:
-        return self.root / "models.toml"
-
-    @property
-    def model_state(self) -> Path:
-        return self.checkout / ".stack-logs" / "model-host-0"
-
-    def install(self) -> None:
-        """The code, and a model catalogue whose server is the test OpenAI server (copied too:
-        it is this host's "vLLM")."""
-        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-        for name in COPIED:
-            source = REPO / name
-            if source.is_dir():
-                shutil.copytree(source, self.checkout / name, ignore=ignore)
-            else:
-                shutil.copy2(source, self.checkout / name)
-        shutil.copytree(
-            REPO / "tests" / "support", self.checkout / "tests" / "support", ignore=ignore
-        )
-        write_catalogue(self.catalogue, model_entry(MODEL, options="--latency 0.5"))
-
-    def start(self, timeout: float = 180) -> None:
-        inherited = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("TELEGRAM_", "SMTP_", "PREFECT_", "PYTHONPATH", STACK_ENV))
-        }
-        env = {
-            **inherited,
-            "PREFECT_HOME": str(self.home),
-            "PREFECT_API_URL": self.api_url,
-            "PREFECT_LOGGING_LEVEL": "INFO",
-            "DB_URL": self.db_url,
-            "MODEL_CATALOGUE": str(self.catalogue),
-        }
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "deployments", "serve", "--role", "gpu"],
-                cwd=self.checkout,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        process = self.process
-        until(
-            lambda: "GPU side running" in self.output() or process.poll() is not None,
-            timeout,
-            "host 2's GPU side starts",
-        )
-        assert process.poll() is None, self.output()
-
-    def stop(self, timeout: float = 120) -> int:
-        """SIGTERM, as a service manager stops it; its exit status."""
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        finally:
-            if self.process.poll() is None:
-                os.killpg(self.process.pid, signal.SIGKILL)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
 @pytest.fixture
