@@ -28,7 +28,7 @@ notify-test: install
 ## make test: lint first (so CI enforces the import boundaries), then the test suite against a real
 ## Prefect server, real HTTP peers, real databases: most of it in two processes (each with a
 ## Prefect server of its own; most of a test's time is waiting for processes), then the tests
-## marked `alone` (latency, 50 clients) with the machine to themselves
+## marked `alone` (latency, 50 clients, the cluster with a GPU host) with the machine to themselves
 test: install lint
 	$(BIN)/pytest -n 2 --dist loadfile -m "not alone"
 	$(BIN)/pytest -m alone

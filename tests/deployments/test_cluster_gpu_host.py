@@ -21,7 +21,9 @@ from tests.support.model_host import server_pid
 from tests.support.process_tree import descendants
 from tests.support.processes import flow_process_pids
 
-pytestmark = pytest.mark.postgres
+# Alone: a cluster stack, a second host and a model server together load both cores, and timed
+# tests in the other process flaked beside it (two failures in a CI rehearsal, none without it).
+pytestmark = [pytest.mark.postgres, pytest.mark.alone]
 
 # Host 2's model: 4 personas x 15 traits = 60 questions, half a second each.
 PLANNED = 60
