@@ -277,17 +277,12 @@ class Outbox:
         if not runs:
             return {}
         with session_scope(self.engine) as session:
-            withdrawn = (
-                set()
-                if even_withdrawn
-                else set(
-                    session.scalars(
-                        select(QueueOutbox.task_id).where(
-                            QueueOutbox.task_id.in_(list(runs)), QueueOutbox.withdrawn.is_(True)
-                        )
-                    )
+            withdrawn: set[int] = set()
+            if not even_withdrawn:
+                query = select(QueueOutbox.task_id).where(
+                    QueueOutbox.task_id.in_(list(runs)), QueueOutbox.withdrawn.is_(True)
                 )
-            )
+                withdrawn = set(session.scalars(query))
             runs, withdrawn_runs = _split(runs, withdrawn)
             for task_id, flow_run_id in runs.items():
                 session.execute(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from biasbench.errors import InvalidSubmission, NotAllowedNow
+from biasbench.errors import InvalidSubmission
 from biasbench.queue import control
 from biasbench.queue.payload import MAX_LABEL_LENGTH
 from biasbench.queue.submit import SubmitRequest, check_submission
@@ -80,11 +80,11 @@ async def get_task(task_id: TaskId, client: Prefect, views: Views) -> TaskPublic
 async def remove(task_id: TaskId, client: Prefect, views: Views) -> Message:
     if views.outbox.withdraw(task_id):  # an add not created yet
         return Message(ok=True, message=f"task {task_id} removed")
-    if dependents := views.outbox.dependents_of(task_id):  # adds not created yet
-        raise NotAllowedNow(
-            f"task {task_id} has {dependents} waiting dependent(s); remove or cancel them first"
-        )
-    await control.remove(client, await flow_run_of(task_id, views, client))
+    await control.remove(
+        client,
+        await flow_run_of(task_id, views, client),
+        dependents_not_created=views.outbox.dependents_of(task_id),
+    )
     return Message(ok=True, message=f"task {task_id} removed")
 
 

@@ -64,9 +64,14 @@ async def retry(
     return requeued
 
 
-async def remove(client: PrefectClient, run_id: str) -> None:
-    """Delete a task that has not started, unless another task waits for it."""
-    removal = await removals.remove(client, run_id)
+async def remove(client: PrefectClient, run_id: str, *, dependents_not_created: int = 0) -> None:
+    """Delete a task that has not started, unless another task waits for it (also one whose
+    run the caller has not created yet: `dependents_not_created`)."""
+    removal = (
+        removals.Removal(removed=False, dependents=dependents_not_created)
+        if dependents_not_created
+        else await removals.remove(client, run_id)
+    )
     if removal.removed:
         return
     run = await gateway.run_by_id(client, run_id)  # gone: NotFound
