@@ -42,16 +42,20 @@ def impatient_api(stack: RunningStack, home: Path) -> Iterator[str]:
 
 
 async def _adds(base: str, db_url: str) -> tuple[list[httpx.Response], list[dict[str, object]]]:
-    """Adds at once, while as many deletes hold the writer: adds are answered from the outbox
-    (queue_api/outbox.py) and never wait for the writer, so only the deletes can be refused."""
+    """Adds at once, while as many cancels hold the writer: adds are answered from the outbox
+    (queue_api/outbox.py) and never wait for the writer, so only the cancels can be refused.
+    (Cancels, not deletes: concurrent deletes are one bulk write (biasbench/queue/removals.py),
+    which may find the writer free; each cancel is a write of its own.)"""
     async with httpx.AsyncClient(base_url=base, timeout=120) as http:
         assert (await http.post("/queue/pause")).is_success
         doomed = [
             (await http.post("/queue/add", json={"task_type": "pool_gen", "config": {"n": 10}}))
             for _ in range(CONCURRENT)
         ]
-        wait_drained(db_url)  # in Prefect: their deletes are writes there (queue_api/outbox.py)
-        deletes = [http.delete(f"/queue/{a.json()['task_id']}") for a in doomed if a.is_success]
+        wait_drained(db_url)  # in Prefect: their cancels are writes there (queue_api/outbox.py)
+        cancels = [
+            http.post(f"/queue/{a.json()['task_id']}/cancel") for a in doomed if a.is_success
+        ]
         adds = [
             http.post(
                 "/queue/add",
@@ -59,15 +63,14 @@ async def _adds(base: str, db_url: str) -> tuple[list[httpx.Response], list[dict
             )
             for i in range(CONCURRENT)
         ]
-        answers = await asyncio.gather(*adds, *deletes)
+        answers = await asyncio.gather(*adds, *cancels)
         listed = (await http.get("/queue", params={"limit": 10_000})).json()
-        added = [a for a in answers if a.request.method == "POST"]
+        added = [a for a in answers if a.request.method == "POST" and a.url.path.endswith("/add")]
         for answer in added:
             if answer.is_success:
                 await http.delete(f"/queue/{answer.json()['task_id']}")
-        for answer in doomed:  # those whose delete was refused
-            if answer.is_success:
-                await http.delete(f"/queue/{answer.json()['task_id']}")
+        for answer in doomed:  # those whose cancel was refused
+            await http.delete(f"/queue/{answer.json()['task_id']}")
     return list(answers), listed
 
 
@@ -79,6 +82,6 @@ def test_a_saturated_api_answers_503_with_retry_after(impatient_api: str, home: 
     for answer in busy:
         assert answer.headers["Retry-After"].isdigit()
         assert "busy" in answer.json()["detail"]
-    refused_adds = [a for a in busy if a.request.method == "POST"]
+    refused_adds = [a for a in busy if a.url.path.endswith("/add")]
     made = {t["label"] for t in listed if str(t["label"]).startswith("busy-")}
     assert len(made) == CONCURRENT - len(refused_adds)  # a refused add created nothing

@@ -1,5 +1,10 @@
 """Property-based requests against the shim's own OpenAPI document (schemathesis): whatever a
-client sends, the shim answers without a server error and as its schema promises."""
+client sends, the shim answers without a server error of its own and as its schema promises.
+
+The one 5xx allowed is the documented "try again" answer (503, `Retry-After`, the reason) for a
+moment in which the session's Prefect server did not answer at all: on a loaded CI machine
+that happened once, and it is the answer a client must get then (`tests/queue_api/
+test_health_probe.py` checks that a merely slow server is not called down)."""
 
 from __future__ import annotations
 
@@ -11,12 +16,29 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from prefect import get_client
 from prefect.states import Cancelled
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CheckContext, not_a_server_error
+from schemathesis.core.transport import Response
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from biasbench.queue import gateway
 
-CHECKS = [not_a_server_error, response_schema_conformance]
+PREFECT_SILENT: list[str] = []  # the operations answered "the Prefect server has not answered"
+
+
+def no_server_error_of_its_own(
+    ctx: CheckContext, response: Response, case: schemathesis.Case
+) -> None:
+    if (
+        response.status_code == 503
+        and any(name.lower() == "retry-after" for name in response.headers)
+        and str(response.json().get("detail", "")).startswith("the Prefect server at ")
+    ):
+        PREFECT_SILENT.append(case.operation.label)
+        return None
+    return not_a_server_error(ctx, response, case)
+
+
+CHECKS = [no_server_error_of_its_own, response_schema_conformance]
 
 
 def test_no_server_error_and_every_response_matches_the_schema(api: httpx.Client) -> None:
@@ -36,6 +58,7 @@ def test_no_server_error_and_every_response_matches_the_schema(api: httpx.Client
                 case.call_and_validate(checks=CHECKS, timeout=60)
 
             check()
+        print(f"answered 503 while Prefect was silent: {PREFECT_SILENT or 'none'}")
     finally:
         asyncio.run(cancel_unfinished_queue_runs())  # the generated tasks must not run later
         api.post("/queue/resume")
