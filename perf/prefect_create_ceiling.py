@@ -28,7 +28,7 @@ from prefect import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from biasbench.queue import control, gateway
-from biasbench.queue.model import HELD_QUEUED, TaskType
+from biasbench.queue.model import HELD_QUEUED, QUEUE_TAG, TaskType
 from queue_api.writes import one_writer_transport
 from tests.support.prefect_server import prefect_server
 from tests.support.stack import REPO
@@ -44,12 +44,12 @@ async def batch(one_writer: bool, tasks: int, clients: int) -> str:
         async def caller() -> None:
             for i in todo:
                 began = time.perf_counter()
-                await gateway.create_held_run(
-                    client,
-                    deployment,
-                    {"n": 10, "upstream": None, "priority": 0},
-                    label=f"ceiling-{i}",
-                    held_as=HELD_QUEUED,
+                await client.create_flow_run_from_deployment(
+                    deployment.id,
+                    parameters={"n": 10, "upstream": None, "priority": 0},
+                    state=gateway.held_state(HELD_QUEUED),
+                    name=f"ceiling-{i}",
+                    tags=[QUEUE_TAG],
                 )
                 latencies.append(time.perf_counter() - began)
 

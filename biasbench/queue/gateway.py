@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import DeploymentFlowRunCreate, WorkPoolUpdate
@@ -444,14 +444,16 @@ async def create_held_run(
     held_as: str,
     tags: Sequence[str] = (),
 ) -> str:
-    flow_run = await client.create_flow_run_from_deployment(
-        deployment.id,
-        parameters=parameters,
-        state=held_state(held_as),
-        name=label,
-        tags=[QUEUE_TAG, *tags],
-    )
-    return str(flow_run.id)
+    """Create one run held in the queue; its flow-run id. The way the API's adds go
+    (`create_held_runs`): a create that collides with the server's own writes is made again
+    after a short pause, where the Prefect client alone would give up after its retries (a
+    submission failed so on a loaded machine), and its idempotency key makes a create whose
+    answer was lost count once."""
+    run = HeldRun(parameters, label, held_as, tags, idempotency_key=f"submit-{uuid4()}")
+    (outcome,) = await create_held_runs(client, deployment, [run])
+    if isinstance(outcome, QueueError):
+        raise outcome
+    return outcome
 
 
 _log = logging.getLogger(__name__)

@@ -162,8 +162,10 @@ async def scheduled_run(client: PrefectClient, deployment_id: UUID) -> FlowRun:
 
 
 # A minute of questions, the watchdog's minute or two, the resumed rest: over the default 300 s
-# guard on a loaded 2-core machine (the waits inside are bounded on their own).
-@pytest.mark.timeout(600)
+# guard on a loaded 2-core machine. The waits inside are bounded on their own, and the guard is
+# above their sum, so that a run that never ends fails with what it was waiting for (at 600 s
+# the guard fired first, in a rehearsal on a machine half as fast as usual).
+@pytest.mark.timeout(1200)
 def test_a_frozen_run_is_crashed_through_heartbeats_and_the_run_resumes(
     stack: Stack,
 ) -> None:
