@@ -63,8 +63,9 @@ async def queue_events_since(since: datetime) -> list[str]:
     return [e.event for e in sorted(page.events, key=lambda e: e.occurred)]
 
 
-async def wait_for_event(name: str, since: datetime, timeout: float = 15) -> list[str]:
-    """The queue events since `since`, once `name` is among them."""
+async def wait_for_event(name: str, since: datetime, timeout: float = 60) -> list[str]:
+    """The queue events since `since`, once `name` is among them. (A bound, not a timing: 15 s
+    was too short for the manager's event on a loaded machine half as fast as usual.)"""
     deadline = time.monotonic() + timeout
     while name not in (events := await queue_events_since(since)):
         if time.monotonic() > deadline:
