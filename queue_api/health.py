@@ -25,9 +25,8 @@ import time
 import httpx
 
 PROBE_EVERY_SECONDS = 1.0
-SILENT_LIMIT_SECONDS = (
-    5.0  # a server that accepts connections and answers nothing this long is down
-)
+# A server that accepts connections and answers nothing this long is down.
+SILENT_LIMIT_SECONDS = 5.0
 
 
 class PrefectHealth:
